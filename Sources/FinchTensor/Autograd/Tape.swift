@@ -1,0 +1,168 @@
+/// The reverse-mode tape.
+///
+/// Each op that has an input needing a gradient records a `GradientNode` on its output: the op's name,
+/// one `Edge` per input (nil for inputs that need no gradient) and a closure that maps the output's
+/// gradient to the inputs' gradients. The closure captures only what it needs; edges point at the
+/// producing node, not at the input tensor, so an intermediate value is freed as soon as nothing needs it.
+///
+/// The engine does what every op would otherwise repeat: it sums a gradient down to its input's shape
+/// when the op broadcast that input, adds gradients of a value used more than once, and walks the graph
+/// in an iterative topological order.
+final class GradientNode {
+    let op: String
+    let edges: [Edge?]
+    var backward: ((Tensor) throws -> [Tensor?])?
+
+    init(op: String, edges: [Edge?], backward: @escaping (Tensor) throws -> [Tensor?]) {
+        self.op = op
+        self.edges = edges
+        self.backward = backward
+    }
+}
+
+/// Where an input's gradient goes: the node that made the input, or the leaf itself.
+struct Edge {
+    let node: GradientNode?
+    let leaf: Tensor?
+    let shape: [Int]
+}
+
+extension Tensor {
+    /// True when an op over `inputs` must record a backward step.
+    @inline(__always)
+    static func needsGradient(_ inputs: Tensor...) -> Bool {
+        GradientMode.isEnabled && inputs.contains { $0.requiresGrad }
+    }
+
+    @inline(__always)
+    static func needsGradient(_ inputs: [Tensor]) -> Bool {
+        GradientMode.isEnabled && inputs.contains { $0.requiresGrad }
+    }
+
+    /// Records how to take this tensor's gradient back to `inputs`.
+    ///
+    /// `backward` receives the gradient of this tensor (this tensor's shape) and returns one entry per
+    /// input: nil where the input needs no gradient, otherwise a gradient in the input's shape or in any
+    /// shape the input was broadcast to.
+    func recordBackward(_ op: String, inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) {
+        let edges = inputs.map { input -> Edge? in
+            guard input.requiresGrad else { return nil }
+            if let node = input.gradientNode { return Edge(node: node, leaf: nil, shape: input.shape) }
+            return Edge(node: nil, leaf: input, shape: input.shape)
+        }
+        gradientNode = GradientNode(op: op, edges: edges, backward: backward)
+    }
+
+    /// Back-propagates from this scalar, accumulating into every reachable leaf's `grad`.
+    public func backward() throws {
+        guard count == 1 else {
+            throw TensorError.gradient("backward() needs a one-element tensor, got shape \(shape); pass a seed gradient")
+        }
+        try backward(seed: Tensor.filled(1, shape: shape))
+    }
+
+    /// Back-propagates `seed` (the gradient of some scalar with respect to this tensor).
+    public func backward(seed: Tensor) throws {
+        guard seed.shape == shape else {
+            throw TensorError.shapeMismatch(op: "backward(seed:)", lhs: shape, rhs: seed.shape)
+        }
+        guard requiresGrad else {
+            throw TensorError.gradient("this tensor does not require a gradient: no input of it was marked requiresGrad")
+        }
+        guard let root = gradientNode else {
+            Tensor.accumulate(seed.copy(), intoLeaf: self)
+            return
+        }
+        var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed.copy()]
+        for node in Tensor.topologicalOrder(from: root) {
+            guard var gradient = pending.removeValue(forKey: ObjectIdentifier(node)) else { continue }
+            guard let step = node.backward else {
+                throw TensorError.gradient("the graph through '\(node.op)' was already used by a backward pass")
+            }
+            var results = try step(gradient)
+            node.backward = nil  // frees what the step captured
+            gradient = Tensor(0)
+            guard results.count == node.edges.count else {
+                throw TensorError.gradient("'\(node.op)' returned \(results.count) gradients for \(node.edges.count) inputs")
+            }
+            for (i, edge) in node.edges.enumerated() {
+                guard let edge, var g = results[i] else { continue }
+                results[i] = nil
+                if g.shape != edge.shape {
+                    g = try g.summed(toShape: edge.shape, op: node.op)
+                }
+                if let next = edge.node {
+                    let key = ObjectIdentifier(next)
+                    if let existing = pending[key] {
+                        existing.addInPlace(g)
+                    } else {
+                        pending[key] = Tensor.owned(&g)
+                    }
+                } else if let leaf = edge.leaf {
+                    Tensor.accumulate(g, intoLeaf: leaf)
+                }
+            }
+        }
+    }
+
+    /// `tensor` itself when nobody else can see it or its storage, otherwise a copy, so the engine
+    /// may add into it in place.
+    private static func owned(_ tensor: inout Tensor) -> Tensor {
+        if isKnownUniquelyReferenced(&tensor) && isKnownUniquelyReferenced(&tensor.storage) {
+            return tensor
+        }
+        return tensor.copy()
+    }
+
+    private static func accumulate(_ gradient: Tensor, intoLeaf leaf: Tensor) {
+        if let existing = leaf.grad {
+            existing.addInPlace(gradient)
+        } else {
+            var g = gradient
+            leaf.grad = owned(&g)
+        }
+    }
+
+    /// Nodes reachable from `root`, each after every node that feeds gradient into it (iterative DFS).
+    private static func topologicalOrder(from root: GradientNode) -> [GradientNode] {
+        var order: [GradientNode] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(node: GradientNode, nextEdge: Int)] = [(root, 0)]
+        visited.insert(ObjectIdentifier(root))
+        while !stack.isEmpty {
+            let (node, index) = stack[stack.count - 1]
+            if index < node.edges.count {
+                stack[stack.count - 1].nextEdge += 1
+                if let child = node.edges[index]?.node, visited.insert(ObjectIdentifier(child)).inserted {
+                    stack.append((child, 0))
+                }
+            } else {
+                order.append(node)
+                stack.removeLast()
+            }
+        }
+        return order.reversed()
+    }
+
+    /// Adds `other` (same element count) into this tensor's storage. Off the tape.
+    func addInPlace(_ other: Tensor) {
+        let n = count
+        let dst = storage.pointer, src = other.storage.pointer
+        Parallel.forChunks(count: n) { r in
+            for i in r { dst[i] += src[i] }
+        }
+    }
+
+    /// Sums a gradient of a broadcast shape down to `target`, the shape the input had.
+    func summed(toShape target: [Int], op: String) throws -> Tensor {
+        guard let axes = Broadcast.reducedAxes(from: shape, to: target) else {
+            throw TensorError.gradient("'\(op)' returned a gradient of shape \(shape) for an input of shape \(target)")
+        }
+        return Reduce.sum(self, axes: axes, keepDims: true).reshapedStorage(target)
+    }
+
+    /// A view with a new shape over the same storage; off the tape.
+    func reshapedStorage(_ newShape: [Int]) -> Tensor {
+        Tensor(shape: newShape, storage: storage)
+    }
+}

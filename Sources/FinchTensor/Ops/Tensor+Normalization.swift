@@ -1,0 +1,133 @@
+/// RMSNorm (LLaMA) and LayerNorm (GPT-2) over the last axis, fused: one pass forward, one backward.
+/// x [..., D], weight and bias [D]; statistics per row are kept for the backward.
+extension Tensor {
+    func checkNormWeight(_ w: Tensor, _ op: String) throws -> Int {
+        let d = shape.last ?? 0
+        guard w.shape == [d] else { throw TensorError.shapeMismatch(op: op, lhs: shape, rhs: w.shape) }
+        return d
+    }
+
+    /// y = w ⊙ x / √(mean(x²) + ε)
+    ///
+    /// With r = 1/√(mean(x²) + ε), x̂ = r·x and ĝ = g ⊙ w:
+    /// dw = Σ_rows g ⊙ x̂,  dx = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)).
+    public func rmsNorm(weight: Tensor, epsilon: Float) throws -> Tensor {
+        let d = try checkNormWeight(weight, "rmsNorm")
+        let rows = count / max(d, 1)
+        let y = Tensor(uninitializedShape: shape)
+        let rstd = Tensor(uninitializedShape: [rows])
+        let xp = storage.pointer, wp = weight.storage.pointer, yp = y.storage.pointer, rp = rstd.storage.pointer
+        withExtendedLifetime(rstd) {
+        Parallel.forRows(rows, rowLength: d) { r in
+            let x = xp + r * d, o = yp + r * d
+            var ss: Float = 0
+            for j in 0..<d { ss += x[j] * x[j] }
+            let inv = 1 / (ss / Float(d) + epsilon).squareRoot()
+            rp[r] = inv
+            for j in 0..<d { o[j] = wp[j] * (x[j] * inv) }
+        }
+        }
+        guard Tensor.needsGradient(self, weight) else { return y }
+        let x = detached(), w = weight.detached()
+        let xNeeds = requiresGrad, wNeeds = weight.requiresGrad
+        y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
+            let gp = g.storage.pointer, xp = x.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
+            var gx: Tensor?
+            if xNeeds {
+                let dx = Tensor(uninitializedShape: x.shape)
+                let dp = dx.storage.pointer
+                Parallel.forRows(rows, rowLength: d) { r in
+                    let gr = gp + r * d, xr = xp + r * d, dr = dp + r * d, inv = rp[r]
+                    var dot: Float = 0
+                    for j in 0..<d { dot += gr[j] * wp[j] * xr[j] * inv }
+                    let c = dot / Float(d)
+                    for j in 0..<d { dr[j] = inv * (gr[j] * wp[j] - xr[j] * inv * c) }
+                }
+                gx = dx
+            }
+            var gw: Tensor?
+            if wNeeds {
+                let dw = Tensor.zeros([d])
+                let dp = dw.storage.pointer
+                for r in 0..<rows {
+                    let gr = gp + r * d, xr = xp + r * d, inv = rp[r]
+                    for j in 0..<d { dp[j] += gr[j] * xr[j] * inv }
+                }
+                gw = dw
+            }
+            return [gx, gw]
+        }
+        return y
+    }
+
+    /// y = w ⊙ (x − μ)/√(σ² + ε) + b, with σ² the biased variance of the row.
+    ///
+    /// With x̂ = (x − μ)·r and ĝ = g ⊙ w:  dw = Σ g ⊙ x̂,  db = Σ g,
+    /// dx = r · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)).
+    public func layerNorm(weight: Tensor, bias: Tensor?, epsilon: Float) throws -> Tensor {
+        let d = try checkNormWeight(weight, "layerNorm")
+        if let bias { _ = try checkNormWeight(bias, "layerNorm (bias)") }
+        let rows = count / max(d, 1)
+        let y = Tensor(uninitializedShape: shape)
+        let xhat = Tensor(uninitializedShape: shape)
+        let rstd = Tensor(uninitializedShape: [rows])
+        let xp = storage.pointer, wp = weight.storage.pointer, bp = bias?.storage.pointer
+        let yp = y.storage.pointer, hp = xhat.storage.pointer, rp = rstd.storage.pointer
+        withExtendedLifetime((xhat, rstd)) {
+        Parallel.forRows(rows, rowLength: d) { r in
+            let x = xp + r * d, o = yp + r * d, h = hp + r * d
+            var mean: Float = 0
+            for j in 0..<d { mean += x[j] }
+            mean /= Float(d)
+            var variance: Float = 0
+            for j in 0..<d { variance += (x[j] - mean) * (x[j] - mean) }
+            let inv = 1 / (variance / Float(d) + epsilon).squareRoot()
+            rp[r] = inv
+            for j in 0..<d {
+                h[j] = (x[j] - mean) * inv
+                o[j] = wp[j] * h[j] + (bp?[j] ?? 0)
+            }
+        }
+        }
+        let inputs = [self, weight] + (bias.map { [$0] } ?? [])
+        guard Tensor.needsGradient(inputs) else { return y }
+        let w = weight.detached()
+        let xNeeds = requiresGrad, wNeeds = weight.requiresGrad, bNeeds = bias?.requiresGrad ?? false
+        y.recordBackward("layerNorm", inputs: inputs) { g in
+            let gp = g.storage.pointer, wp = w.storage.pointer, hp = xhat.storage.pointer, rp = rstd.storage.pointer
+            var gx: Tensor?
+            if xNeeds {
+                let dx = Tensor(uninitializedShape: xhat.shape)
+                let dp = dx.storage.pointer
+                Parallel.forRows(rows, rowLength: d) { r in
+                    let gr = gp + r * d, h = hp + r * d, dr = dp + r * d
+                    var sum: Float = 0, dot: Float = 0
+                    for j in 0..<d {
+                        let gh = gr[j] * wp[j]
+                        sum += gh
+                        dot += gh * h[j]
+                    }
+                    let mg = sum / Float(d), mgh = dot / Float(d)
+                    for j in 0..<d { dr[j] = rp[r] * (gr[j] * wp[j] - mg - h[j] * mgh) }
+                }
+                gx = dx
+            }
+            var gw: Tensor?, gb: Tensor?
+            if wNeeds || bNeeds {
+                let dw = Tensor.zeros([d]), db = Tensor.zeros([d])
+                let wq = dw.storage.pointer, bq = db.storage.pointer
+                for r in 0..<rows {
+                    let gr = gp + r * d, h = hp + r * d
+                    for j in 0..<d {
+                        wq[j] += gr[j] * h[j]
+                        bq[j] += gr[j]
+                    }
+                }
+                gw = wNeeds ? dw : nil
+                gb = bNeeds ? db : nil
+            }
+            return [gx, gw] + (inputs.count == 3 ? [gb] : [])
+        }
+        return y
+    }
+}

@@ -1,0 +1,80 @@
+/// Rotary position embedding in the Hugging Face "rotate half" convention.
+///
+/// For head dimension D and h = D/2, position p and frequency fᵢ = θ^(−2i/D) (i < h):
+///   y[i]     = x[i]·cos(p·fᵢ) − x[i+h]·sin(p·fᵢ)
+///   y[i+h]   = x[i+h]·cos(p·fᵢ) + x[i]·sin(p·fᵢ)
+/// The rotation is orthogonal, so the backward is the rotation by −p:
+///   dx[i]    = g[i]·cos + g[i+h]·sin,   dx[i+h] = g[i+h]·cos − g[i]·sin
+public struct RotaryTable: Sendable {
+    public let headDimension: Int
+    public let theta: Float
+    public let maxPositions: Int
+    /// [maxPositions, D/2], computed in float32 in the same order as transformers, so angles agree bit for bit.
+    let cos: [Float]
+    let sin: [Float]
+
+    public init(headDimension: Int, theta: Float, maxPositions: Int) throws {
+        guard headDimension > 0, headDimension % 2 == 0 else {
+            throw TensorError.invalidArgument(op: "RotaryTable", message: "head dimension must be even and positive, got \(headDimension)")
+        }
+        self.headDimension = headDimension
+        self.theta = theta
+        self.maxPositions = maxPositions
+        let half = headDimension / 2
+        let inverseFrequency = (0..<half).map { i in 1 / Math.pow(theta, Float(2 * i) / Float(headDimension)) }
+        var c = [Float](repeating: 0, count: maxPositions * half), s = c
+        for p in 0..<maxPositions {
+            for i in 0..<half {
+                let angle = Float(p) * inverseFrequency[i]
+                c[p * half + i] = Math.cos(angle)
+                s[p * half + i] = Math.sin(angle)
+            }
+        }
+        cos = c
+        sin = s
+    }
+}
+
+extension Tensor {
+    /// Rotates x [..., T, D]; row t gets position `offset + t`.
+    public func rotaryEmbedding(_ table: RotaryTable, offset: Int = 0) throws -> Tensor {
+        guard rank >= 2, shape[rank - 1] == table.headDimension else {
+            throw TensorError.shapeMismatch(op: "rotaryEmbedding (x vs [T, head dim])", lhs: shape, rhs: [-1, table.headDimension])
+        }
+        let t = shape[rank - 2]
+        guard offset >= 0, offset + t <= table.maxPositions else {
+            throw TensorError.invalidArgument(op: "rotaryEmbedding", message: "positions \(offset)..<\(offset + t) exceed the table's \(table.maxPositions)")
+        }
+        let y = Tensor.rotate(self, table, offset: offset, inverse: false)
+        if Tensor.needsGradient(self) {
+            y.recordBackward("rotaryEmbedding", inputs: [self]) { g in
+                [Tensor.rotate(g, table, offset: offset, inverse: true)]
+            }
+        }
+        return y
+    }
+
+    static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, inverse: Bool) -> Tensor {
+        let d = table.headDimension, h = d / 2
+        let t = x.shape[x.rank - 2]
+        let rows = x.count / d
+        let y = Tensor(uninitializedShape: x.shape)
+        let sign: Float = inverse ? -1 : 1
+        let xp = x.storage.pointer, yp = y.storage.pointer
+        table.cos.withUnsafeBufferPointer { cp in
+            table.sin.withUnsafeBufferPointer { sp in
+                Parallel.forRows(rows, rowLength: d) { r in
+                    let p = offset + r % t
+                    let c = cp.baseAddress! + p * h, s = sp.baseAddress! + p * h
+                    let xr = xp + r * d, yr = yp + r * d
+                    for i in 0..<h {
+                        let a = xr[i], b = xr[i + h], si = sign * s[i]
+                        yr[i] = a * c[i] - b * si
+                        yr[i + h] = b * c[i] + a * si
+                    }
+                }
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Finch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finch",
+        abstract: "Fine-tune small language models on the CPU.",
+        subcommands: [BenchCommand.self])
+}

@@ -1,0 +1,183 @@
+import Testing
+@testable import FinchTensor
+
+/// Every differentiable op, against central differences, on several shapes.
+@Suite("finite-difference gradient checks")
+struct GradientCheckTests {
+    // MARK: Arithmetic with broadcasting
+
+    static let broadcastPairs: [([Int], [Int])] = [
+        ([3, 4], [3, 4]), ([2, 3, 4], [4]), ([3, 1], [1, 4]), ([2, 1, 3], [4, 1]), ([], [2, 3]),
+    ]
+
+    @Test(arguments: broadcastPairs)
+    func add(_ shapes: ([Int], [Int])) throws {
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] + $0[1] }
+    }
+
+    @Test(arguments: broadcastPairs)
+    func subtract(_ shapes: ([Int], [Int])) throws {
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] - $0[1] }
+    }
+
+    @Test(arguments: broadcastPairs)
+    func multiply(_ shapes: ([Int], [Int])) throws {
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] * $0[1] }
+    }
+
+    @Test(arguments: broadcastPairs)
+    func divide(_ shapes: ([Int], [Int])) throws {
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.uniform(shapes.1, 0.5, 1.5, seed: 2)]) { try $0[0] / $0[1] }
+    }
+
+    @Test func scalarOps() throws {
+        let x = Inputs.uniform([3, 5], 0.5, 2)
+        try GradientCheck.check([x]) { ($0[0] + 2) * 3 - 1 }
+        try GradientCheck.check([x]) { 2 - $0[0] / 4 }
+        try GradientCheck.check([x]) { -$0[0] }
+        try GradientCheck.check([x]) { $0[0].pow(1.7) }
+        try GradientCheck.check([x]) { $0[0].squared() }
+    }
+
+    // MARK: Reductions and shapes
+
+    @Test(arguments: [[4, 5], [2, 3, 4]])
+    func sumAndMean(_ shape: [Int]) throws {
+        let x = Inputs.normal(shape)
+        try GradientCheck.check([x]) { try $0[0].sum() }
+        try GradientCheck.check([x]) { try $0[0].sum(axis: 0) }
+        try GradientCheck.check([x]) { try $0[0].sum(axis: -1, keepDims: true) }
+        try GradientCheck.check([x]) { try $0[0].mean(axes: [0, shape.count - 1]) }
+        try GradientCheck.check([x]) { try $0[0].mean(axis: 1, keepDims: true) }
+    }
+
+    @Test func reshapePermuteSliceConcat() throws {
+        let x = Inputs.normal([2, 3, 4])
+        try GradientCheck.check([x]) { try $0[0].reshaped([6, -1]) }
+        try GradientCheck.check([x]) { try $0[0].permuted([2, 0, 1]) }
+        try GradientCheck.check([x]) { try $0[0].transposed(0, 1) }
+        try GradientCheck.check([x]) { try $0[0].slice(axis: 1, 1..<3) }
+        try GradientCheck.check([x]) { try $0[0].slice(axis: -1, 0..<1) }
+        let y = Inputs.normal([2, 1, 4], seed: 3)
+        try GradientCheck.check([x, y]) { try Tensor.concatenate([$0[0], $0[1], $0[0]], axis: 1) }
+        try GradientCheck.check([y]) { try $0[0].expanded(to: [3, 2, 5, 4]) }
+    }
+
+    // MARK: Matrix products
+
+    static let matmulCases: [([Int], [Int], Bool, Bool)] = [
+        ([3, 4], [4, 5], false, false), ([4, 3], [4, 5], true, false),
+        ([3, 4], [5, 4], false, true), ([4, 3], [5, 4], true, true),
+        ([2, 3, 4], [2, 4, 5], false, false), ([2, 4, 3], [2, 5, 4], true, true),
+        ([2, 3, 4], [5, 4], false, true),   // Linear: batched input, shared weight [out, in]
+        ([2, 3, 4], [4, 5], false, false),
+        ([2, 4, 3], [4, 5], true, false), ([2, 4, 3], [5, 4], true, true),
+    ]
+
+    @Test(arguments: matmulCases)
+    func matmul(_ c: ([Int], [Int], Bool, Bool)) throws {
+        try GradientCheck.check([Inputs.normal(c.0, seed: 1), Inputs.normal(c.1, seed: 2)]) {
+            try $0[0].matmul($0[1], transposeSelf: c.2, transposeOther: c.3)
+        }
+    }
+
+    // MARK: Lookup, softmax, losses, norms
+
+    @Test func gatherRows() throws {
+        let table = Inputs.normal([5, 3])
+        try GradientCheck.check([table]) { try $0[0].gatherRows([4, 0, 4, 2, 1, 4], indexShape: [2, 3]) }
+    }
+
+    @Test(arguments: [[7], [3, 5], [2, 2, 6]])
+    func softmaxAndLogSoftmax(_ shape: [Int]) throws {
+        let x = Inputs.normal(shape, std: 2)
+        try GradientCheck.check([x]) { $0[0].softmax() }
+        try GradientCheck.check([x]) { $0[0].logSoftmax() }
+    }
+
+    @Test func crossEntropy() throws {
+        let logits = Inputs.normal([6, 5], std: 2)
+        try GradientCheck.check([logits]) { try $0[0].crossEntropy(targets: [1, 4, -100, 0, 3, -100]) }
+        let batched = Inputs.normal([2, 3, 4], std: 2)
+        try GradientCheck.check([batched]) { try $0[0].crossEntropy(targets: [0, 1, 2, 3, 7, 2], ignoreIndex: 7) }
+    }
+
+    @Test(arguments: [[4, 6], [2, 3, 8]])
+    func rmsNorm(_ shape: [Int]) throws {
+        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5)
+        try GradientCheck.check([x, w]) { try $0[0].rmsNorm(weight: $0[1], epsilon: 1e-5) }
+    }
+
+    @Test(arguments: [[4, 6], [2, 3, 8]])
+    func layerNorm(_ shape: [Int]) throws {
+        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5), b = Inputs.normal([shape.last!], seed: 6)
+        try GradientCheck.check([x, w, b]) { try $0[0].layerNorm(weight: $0[1], bias: $0[2], epsilon: 1e-5) }
+        try GradientCheck.check([x, w]) { try $0[0].layerNorm(weight: $0[1], bias: nil, epsilon: 1e-5) }
+    }
+
+    // MARK: Element-wise functions
+
+    @Test(arguments: [[9], [3, 4]])
+    func activations(_ shape: [Int]) throws {
+        let x = Inputs.normal(shape, std: 1.5)
+        try GradientCheck.check([x]) { $0[0].silu() }
+        try GradientCheck.check([x]) { $0[0].gelu() }
+        try GradientCheck.check([x]) { $0[0].gelu(approximation: .tanh) }
+        try GradientCheck.check([x]) { $0[0].tanh() }
+        try GradientCheck.check([x]) { $0[0].sigmoid() }
+        try GradientCheck.check([x]) { $0[0].exp() }
+        let positive = Inputs.uniform(shape, 0.5, 3)
+        try GradientCheck.check([positive]) { $0[0].log() }
+        try GradientCheck.check([positive]) { $0[0].sqrt() }
+        try GradientCheck.check([positive]) { $0[0].rsqrt() }
+    }
+
+    @Test func dropoutUsesItsMaskInBackward() throws {
+        let x = Inputs.normal([4, 8])
+        try GradientCheck.check([x]) { inputs in
+            var generator = RandomGenerator(seed: 99)  // same mask at every evaluation
+            return try inputs[0].dropout(probability: 0.3, generator: &generator)
+        }
+    }
+
+    // MARK: Position and attention
+
+    @Test(arguments: [0, 5])
+    func rotaryEmbedding(_ offset: Int) throws {
+        let table = try RotaryTable(headDimension: 6, theta: 10_000, maxPositions: 16)
+        let x = Inputs.normal([2, 2, 3, 6])
+        try GradientCheck.check([x]) { try $0[0].rotaryEmbedding(table, offset: offset) }
+    }
+
+    static let attentionCases: [(hq: Int, hkv: Int, t: Int, s: Int, p: Int, causal: Bool)] = [
+        (2, 2, 4, 4, 0, true), (4, 2, 3, 3, 0, true), (4, 2, 3, 3, 2, true),
+        (2, 1, 2, 5, 0, true), (2, 2, 3, 4, 2, false),
+    ]
+
+    @Test(arguments: attentionCases)
+    func attention(_ c: (hq: Int, hkv: Int, t: Int, s: Int, p: Int, causal: Bool)) throws {
+        let d = 4
+        var inputs = [Inputs.normal([2, c.hq, c.t, d], seed: 1), Inputs.normal([2, c.hkv, c.s, d], seed: 2),
+                      Inputs.normal([2, c.hkv, c.s, d], seed: 3)]
+        if c.p > 0 { inputs += [Inputs.normal([2, c.hkv, c.p, d], seed: 4), Inputs.normal([2, c.hkv, c.p, d], seed: 5)] }
+        try GradientCheck.check(inputs) { x in
+            try Tensor.scaledDotProductAttention(
+                query: x[0], key: x[1], value: x[2], prefix: x.count > 3 ? (x[3], x[4]) : nil, causal: c.causal)
+        }
+    }
+
+    // MARK: The checker itself
+
+    @Test func checkerCatchesAWrongBackward() throws {
+        // tanh whose backward forgets the (1 − y²) factor.
+        let x = Inputs.normal([3, 4])
+        let result = try GradientCheck.measure([x]) { inputs in
+            let y = Elementwise.map(inputs[0]) { Math.tanh($0) }
+            if Tensor.needsGradient(inputs[0]) {
+                y.recordBackward("wrong tanh", inputs: [inputs[0]]) { g in [g] }
+            }
+            return y
+        }
+        #expect(result.worstError > 0.05, "a wrong backward passed the check: \(result.description)")
+    }
+}

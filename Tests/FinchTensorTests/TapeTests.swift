@@ -1,0 +1,134 @@
+import Testing
+@testable import FinchTensor
+
+/// Hand-computed cases of the tape: broadcasting, reuse, unused inputs, non-scalar intermediates.
+@Suite("autograd tape")
+struct TapeTests {
+    @Test func broadcastGradientIsSummedToTheSourceShape() throws {
+        // y = Σ (x + b),  x [2, 3], b [3]  →  dx = 1, db = 2 (each b[j] is used by both rows).
+        let x = try Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]).requiringGrad()
+        let b = Tensor([10, 20, 30]).requiringGrad()
+        try (x + b).sum().backward()
+        #expect(x.grad?.shape == [2, 3])
+        #expect(x.grad?.scalars == [1, 1, 1, 1, 1, 1])
+        #expect(b.grad?.shape == [3])
+        #expect(b.grad?.scalars == [2, 2, 2])
+    }
+
+    @Test func aValueUsedTwiceAccumulates() throws {
+        // y = Σ x·x + 3x  →  dy/dx = 2x + 3
+        let x = Tensor([1, -2, 0.5]).requiringGrad()
+        try (x * x + x * 3).sum().backward()
+        #expect(x.grad?.scalars == [5, -1, 4])
+    }
+
+    @Test func anUnusedInputGetsNoGradient() throws {
+        let x = Tensor([1, 2]).requiringGrad()
+        let unused = Tensor([3, 4]).requiringGrad()
+        try (x * 2).sum().backward()
+        #expect(x.grad?.scalars == [2, 2])
+        #expect(unused.grad == nil)
+    }
+
+    @Test func aNonScalarIntermediate() throws {
+        // h = W x (a [2] vector), y = Σ h²; dy/dW = 2 h xᵀ, dy/dx = 2 Wᵀ h.
+        let w = try Tensor(shape: [2, 2], scalars: [1, 2, 3, 4]).requiringGrad()
+        let x = try Tensor(shape: [2, 1], scalars: [1, -1]).requiringGrad()
+        let h = try w.matmul(x)  // [-1, -1]
+        #expect(h.scalars == [-1, -1])
+        try h.squared().sum().backward()
+        #expect(w.grad?.scalars == [-2, 2, -2, 2])
+        #expect(x.grad?.scalars == [-8, -12])
+    }
+
+    @Test func gradientsAccumulateAcrossBackwardPassesUntilZeroed() throws {
+        let x = Tensor([1, 2]).requiringGrad()
+        try (x * 3).sum().backward()
+        try (x * 3).sum().backward()
+        #expect(x.grad?.scalars == [6, 6])
+        x.zeroGrad()
+        try (x * 3).sum().backward()
+        #expect(x.grad?.scalars == [3, 3])
+    }
+
+    @Test func frozenTensorsGetNoGradientAndRecordNothing() throws {
+        let frozen = Inputs.normal([3, 3])
+        let trainable = Inputs.normal([3, 3], seed: 2).requiringGrad()
+        let y = try frozen.matmul(frozen)
+        #expect(!y.requiresGrad)
+        #expect(y.isLeaf)
+        try (y.matmul(trainable)).sum().backward()
+        #expect(frozen.grad == nil)
+        #expect(trainable.grad != nil)
+    }
+
+    @Test func noGradientScopeRecordsNothing() throws {
+        let x = Tensor([1, 2]).requiringGrad()
+        let y = try GradientMode.withoutGradients { try (x * x).sum() }
+        #expect(!y.requiresGrad)
+        #expect(throws: TensorError.self) { try y.backward() }
+    }
+
+    @Test func backwardTwiceThroughTheSameGraphIsAnError() throws {
+        let x = Tensor([1, 2]).requiringGrad()
+        let y = try (x.exp() * 2).sum()
+        try y.backward()
+        #expect(throws: TensorError.self) { try y.backward() }
+    }
+
+    @Test func backwardNeedsAScalarOrASeed() throws {
+        let x = Tensor([1, 2]).requiringGrad()
+        let y = x * 2
+        #expect(throws: TensorError.self) { try y.backward() }
+        try y.backward(seed: Tensor([1, 10]))
+        #expect(x.grad?.scalars == [2, 20])
+    }
+
+    @Test func shapeMismatchNamesTheOpAndBothShapes() throws {
+        let a = Tensor.zeros([2, 3]), b = Tensor.zeros([4, 5])
+        do {
+            _ = try a.matmul(b)
+            Issue.record("matmul of [2, 3] and [4, 5] did not throw")
+        } catch let error as TensorError {
+            #expect(error == .shapeMismatch(op: "matmul", lhs: [2, 3], rhs: [4, 5]))
+            #expect(error.description == "matmul: shapes [2, 3] and [4, 5] do not match")
+        }
+        #expect(throws: TensorError.shapeMismatch(op: "add", lhs: [2, 3], rhs: [4, 5])) { try a + b }
+        #expect(throws: TensorError.shapeMismatch(op: "rmsNorm", lhs: [2, 3], rhs: [4])) {
+            try a.rmsNorm(weight: Tensor.ones([4]), epsilon: 1e-5)
+        }
+    }
+
+    @Test func largeTensorsTakeTheParallelPathAndAgreeWithSmallOnes() throws {
+        // 300 000 elements split across the cores, against the same values summed in Double.
+        let x = Inputs.normal([600, 500]), y = Inputs.normal([500], seed: 2)
+        let z = try x * y + x.exp()
+        let xs = x.scalars, ys = y.scalars, zs = z.scalars
+        var worst: Float = 0
+        for i in stride(from: 0, to: xs.count, by: 997) {
+            worst = max(worst, abs(zs[i] - (xs[i] * ys[i % 500] + Math.exp(xs[i]))))
+        }
+        #expect(worst == 0)
+        let rowSums = try z.sum(axis: 1).scalars
+        for r in [0, 299, 599] {
+            let expected = (0..<500).reduce(0.0) { $0 + Double(zs[r * 500 + $1]) }
+            #expect(abs(Double(rowSums[r]) - expected) < 1e-3 * max(1, abs(expected)))
+        }
+    }
+
+    @Test func generatorIsDeterministicAndRestorable() throws {
+        var a = RandomGenerator(seed: 42), b = RandomGenerator(seed: 42)
+        let first = (0..<5).map { _ in a.next() }
+        #expect(first == (0..<5).map { _ in b.next() })
+        let saved = a.state
+        let next = a.nextNormal()
+        var restored = try RandomGenerator(state: saved)
+        #expect(restored.nextNormal() == next)
+        var c = RandomGenerator(seed: 43)
+        #expect(c.next() != first[0])
+        let n = Tensor.randomNormal([20_000], generator: &c).scalars
+        let mean = n.reduce(0, +) / Float(n.count)
+        let variance = n.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(n.count)
+        #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+    }
+}
