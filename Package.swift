@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "finch", targets: ["finch"]),
         .library(name: "FinchTensor", targets: ["FinchTensor"]),
+        .library(name: "FinchFormats", targets: ["FinchFormats"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -23,6 +24,8 @@ let package = Package(
             name: "FinchTensor",
             dependencies: ["CBLAS"]
         ),
+        // Safetensors, config.json and tokenizer.json: Foundation only, no tensors, so it can be fuzzed alone.
+        .target(name: "FinchFormats"),
         .executableTarget(
             name: "finch",
             dependencies: [
@@ -30,9 +33,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "FinchTensorTests",
             dependencies: ["FinchTensor"]
+        ),
+        .testTarget(
+            name: "FinchFormatsTests",
+            dependencies: ["FinchFormats", "TestSupport"]
         ),
     ]
 )

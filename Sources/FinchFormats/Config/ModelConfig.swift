@@ -1,0 +1,237 @@
+import Foundation
+
+/// A Hugging Face `config.json` for an architecture Finch implements. Anything Finch does not implement
+/// (another `model_type`, a `rope_scaling` type, an activation) is refused by name, never ignored.
+public enum ModelConfig: Sendable, Equatable {
+    case llama(LlamaConfig)
+    case gpt2(GPT2Config)
+
+    public var modelType: String {
+        switch self {
+        case .llama: return "llama"
+        case .gpt2: return "gpt2"
+        }
+    }
+
+    public var vocabularySize: Int {
+        switch self {
+        case .llama(let c): return c.vocabularySize
+        case .gpt2(let c): return c.vocabularySize
+        }
+    }
+
+    public var eosTokenIds: [Int] {
+        switch self {
+        case .llama(let c): return c.eosTokenIds
+        case .gpt2(let c): return c.eosTokenIds
+        }
+    }
+
+    public var maxPositions: Int {
+        switch self {
+        case .llama(let c): return c.maxPositionEmbeddings
+        case .gpt2(let c): return c.maxPositions
+        }
+    }
+
+    /// Reads `config.json` (a path to the file).
+    public static func load(path: String) throws -> ModelConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FormatError(file: path, "cannot read the file (a Hugging Face model folder needs config.json)")
+        }
+        return try parse(data, path: path)
+    }
+
+    public static func parse(_ data: Data, path: String) throws -> ModelConfig {
+        guard let object = try JSONValue.parse(data, file: path).object else {
+            throw FormatError(file: path, "expected a JSON object")
+        }
+        let fields = ConfigFields(object: object, path: path)
+        guard let type = object["model_type"]?.string else {
+            throw FormatError(file: path, "missing \"model_type\" (Finch implements \"llama\" and \"gpt2\")")
+        }
+        switch type {
+        case "llama": return .llama(try LlamaConfig(fields))
+        case "gpt2": return .gpt2(try GPT2Config(fields))
+        default:
+            throw FormatError(file: path, "model_type \"\(type)\" is not supported (Finch implements \"llama\" and \"gpt2\")")
+        }
+    }
+}
+
+/// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention.
+public struct LlamaConfig: Sendable, Equatable {
+    public var vocabularySize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var keyValueHeadCount: Int
+    public var headDimension: Int
+    public var rmsNormEpsilon: Float
+    public var ropeTheta: Float
+    public var tieWordEmbeddings: Bool
+    public var attentionBias: Bool
+    public var mlpBias: Bool
+    public var maxPositionEmbeddings: Int
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int]
+
+    public init(vocabularySize: Int, hiddenSize: Int, intermediateSize: Int, layerCount: Int, headCount: Int,
+                keyValueHeadCount: Int, headDimension: Int? = nil, rmsNormEpsilon: Float = 1e-5, ropeTheta: Float = 10_000,
+                tieWordEmbeddings: Bool = false, attentionBias: Bool = false, mlpBias: Bool = false,
+                maxPositionEmbeddings: Int = 2048, bosTokenId: Int? = 1, eosTokenIds: [Int] = [2]) {
+        self.vocabularySize = vocabularySize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.keyValueHeadCount = keyValueHeadCount
+        self.headDimension = headDimension ?? hiddenSize / headCount
+        self.rmsNormEpsilon = rmsNormEpsilon
+        self.ropeTheta = ropeTheta
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.attentionBias = attentionBias
+        self.mlpBias = mlpBias
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.bosTokenId = bosTokenId
+        self.eosTokenIds = eosTokenIds
+    }
+
+    init(_ f: ConfigFields) throws {
+        let hidden = try f.int("hidden_size")
+        let heads = try f.int("num_attention_heads")
+        self.init(
+            vocabularySize: try f.int("vocab_size"), hiddenSize: hidden,
+            intermediateSize: try f.int("intermediate_size"), layerCount: try f.int("num_hidden_layers"),
+            headCount: heads, keyValueHeadCount: try f.optionalInt("num_key_value_heads") ?? heads,
+            headDimension: try f.optionalInt("head_dim"),
+            rmsNormEpsilon: Float(try f.optionalDouble("rms_norm_eps") ?? 1e-6),
+            ropeTheta: 10_000,
+            tieWordEmbeddings: try f.optionalBool("tie_word_embeddings") ?? false,
+            attentionBias: try f.optionalBool("attention_bias") ?? false,
+            mlpBias: try f.optionalBool("mlp_bias") ?? false,
+            maxPositionEmbeddings: try f.optionalInt("max_position_embeddings") ?? 2048,
+            bosTokenId: try f.optionalInt("bos_token_id"),
+            eosTokenIds: try f.intOrList("eos_token_id"))
+        if let act = f.object["hidden_act"]?.string, act != "silu" {
+            throw f.error("hidden_act \"\(act)\" is not supported for llama (Finch implements \"silu\")")
+        }
+        if let tp = try f.optionalInt("pretraining_tp"), tp != 1 {
+            throw f.error("pretraining_tp \(tp) is not supported (Finch implements 1)")
+        }
+        // rope_theta at the top level (transformers 4) or under rope_parameters (transformers 5).
+        var theta = try f.optionalDouble("rope_theta")
+        for key in ["rope_parameters", "rope_scaling"] {
+            guard let value = f.object[key], !value.isNull else { continue }
+            guard let p = value.object else { throw f.error("\(key) must be an object") }
+            let type = p["rope_type"]?.string ?? p["type"]?.string ?? "default"
+            guard type == "default" else {
+                throw f.error("\(key) type \"\(type)\" is not supported (Finch implements plain rotary embeddings, \"default\")")
+            }
+            if let t = p["rope_theta"]?.number { theta = t }
+        }
+        ropeTheta = Float(theta ?? 10_000)
+        try f.requirePositive(["hidden_size": hiddenSize, "num_attention_heads": headCount,
+                               "num_key_value_heads": keyValueHeadCount, "num_hidden_layers": layerCount,
+                               "vocab_size": vocabularySize, "intermediate_size": intermediateSize])
+        guard headCount % keyValueHeadCount == 0 else {
+            throw f.error("num_attention_heads \(headCount) is not a multiple of num_key_value_heads \(keyValueHeadCount)")
+        }
+        guard headDimension % 2 == 0 else { throw f.error("head_dim \(headDimension) must be even for rotary embeddings") }
+    }
+}
+
+/// GPT-2: LayerNorm, learned positions, GELU MLP, fused QKV in `Conv1D` layout.
+public struct GPT2Config: Sendable, Equatable {
+    public enum Activation: String, Sendable { case gelu, geluTanh }
+
+    public var vocabularySize: Int
+    public var embeddingSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var maxPositions: Int
+    public var innerSize: Int
+    public var layerNormEpsilon: Float
+    public var activation: Activation
+    public var scaleAttentionWeights: Bool
+    public var tieWordEmbeddings: Bool
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int]
+
+    init(_ f: ConfigFields) throws {
+        vocabularySize = try f.int("vocab_size")
+        embeddingSize = try f.int("n_embd")
+        layerCount = try f.int("n_layer")
+        headCount = try f.int("n_head")
+        maxPositions = try f.optionalInt("n_positions") ?? 1024
+        innerSize = try f.optionalInt("n_inner") ?? 4 * embeddingSize
+        layerNormEpsilon = Float(try f.optionalDouble("layer_norm_epsilon") ?? 1e-5)
+        let act = f.object["activation_function"]?.string ?? "gelu_new"
+        switch act {
+        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": activation = .geluTanh
+        case "gelu": activation = .gelu
+        default: throw f.error("activation_function \"\(act)\" is not supported for gpt2 (Finch implements gelu_new, gelu_pytorch_tanh and gelu)")
+        }
+        scaleAttentionWeights = try f.optionalBool("scale_attn_weights") ?? true
+        if try f.optionalBool("scale_attn_by_inverse_layer_idx") == true {
+            throw f.error("scale_attn_by_inverse_layer_idx is not supported")
+        }
+        if try f.optionalBool("add_cross_attention") == true {
+            throw f.error("add_cross_attention is not supported (Finch implements decoder-only GPT-2)")
+        }
+        tieWordEmbeddings = try f.optionalBool("tie_word_embeddings") ?? true
+        bosTokenId = try f.optionalInt("bos_token_id")
+        eosTokenIds = try f.intOrList("eos_token_id")
+        try f.requirePositive(["n_embd": embeddingSize, "n_layer": layerCount, "n_head": headCount,
+                               "vocab_size": vocabularySize, "n_positions": maxPositions])
+        guard embeddingSize % headCount == 0 else { throw f.error("n_embd \(embeddingSize) is not a multiple of n_head \(headCount)") }
+    }
+}
+
+/// Typed access to config.json fields, with errors naming the file and key.
+struct ConfigFields {
+    let object: [String: JSONValue]
+    let path: String
+
+    func error(_ message: String) -> FormatError { FormatError(file: path, message) }
+
+    func int(_ key: String) throws -> Int {
+        guard let v = try optionalInt(key) else { throw error("missing \"\(key)\" (an integer)") }
+        return v
+    }
+
+    func optionalInt(_ key: String) throws -> Int? {
+        guard let value = object[key], !value.isNull else { return nil }
+        guard let i = value.int else { throw error("\"\(key)\" must be an integer, got \(value.summary)") }
+        return i
+    }
+
+    func optionalDouble(_ key: String) throws -> Double? {
+        guard let value = object[key], !value.isNull else { return nil }
+        guard let d = value.number else { throw error("\"\(key)\" must be a number, got \(value.summary)") }
+        return d
+    }
+
+    func optionalBool(_ key: String) throws -> Bool? {
+        guard let value = object[key], !value.isNull else { return nil }
+        guard let b = value.bool else { throw error("\"\(key)\" must be true or false, got \(value.summary)") }
+        return b
+    }
+
+    func intOrList(_ key: String) throws -> [Int] {
+        guard let value = object[key], !value.isNull else { return [] }
+        if let list = value.array {
+            let ints = list.compactMap(\.int)
+            guard ints.count == list.count else { throw error("\"\(key)\" must be an integer or a list of integers") }
+            return ints
+        }
+        return [try int(key)]
+    }
+
+    func requirePositive(_ values: [String: Int]) throws {
+        for (key, v) in values.sorted(by: { $0.key < $1.key }) where v <= 0 {
+            throw error("\"\(key)\" must be positive, got \(v)")
+        }
+    }
+}

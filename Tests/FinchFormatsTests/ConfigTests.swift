@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchFormats
+
+@Suite("config.json")
+struct ConfigTests {
+    @Test func readsBothFixtureFamilies() throws {
+        guard case .llama(let llama) = try ModelConfig.load(path: Fixtures.path("llama-gqa", "base/config.json")) else {
+            Issue.record("llama-gqa is not llama"); return
+        }
+        #expect(llama.hiddenSize == 64 && llama.layerCount == 2 && llama.headCount == 4 && llama.keyValueHeadCount == 2)
+        #expect(llama.headDimension == 16 && llama.intermediateSize == 176 && llama.vocabularySize == 768)
+        #expect(llama.ropeTheta == 10_000 && llama.rmsNormEpsilon == 1e-5 && !llama.tieWordEmbeddings)
+        #expect(llama.bosTokenId == 1 && llama.eosTokenIds == [2])
+        guard case .gpt2(let gpt2) = try ModelConfig.load(path: Fixtures.path("gpt2", "base/config.json")) else {
+            Issue.record("gpt2 is not gpt2"); return
+        }
+        #expect(gpt2.embeddingSize == 64 && gpt2.layerCount == 2 && gpt2.headCount == 4 && gpt2.innerSize == 256)
+        #expect(gpt2.activation == .geluTanh && gpt2.tieWordEmbeddings && gpt2.maxPositions == 256)
+    }
+
+    static let llama = #"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2"#
+
+    @Test func ropeThetaAtTheTopLevelToo() throws {
+        let config = try ModelConfig.parse(Data((Self.llama + #","rope_theta":500000.0}"#).utf8), path: "c.json")
+        guard case .llama(let c) = config else { Issue.record("not llama"); return }
+        #expect(c.ropeTheta == 500_000 && c.keyValueHeadCount == 2 && c.headDimension == 4)
+    }
+
+    @Test func refusesWhatFinchDoesNotImplementByName() {
+        func refuse(_ text: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            do {
+                _ = try ModelConfig.parse(Data(text.utf8), path: "x/config.json")
+                Issue.record("accepted \(text)", sourceLocation: sourceLocation)
+            } catch let e as FormatError {
+                #expect(e.file == "x/config.json" && e.message.contains(fragment), "\(e)", sourceLocation: sourceLocation)
+            } catch {
+                Issue.record("\(error)", sourceLocation: sourceLocation)
+            }
+        }
+        refuse(#"{"model_type":"mistral"}"#, "model_type \"mistral\" is not supported")
+        refuse(#"{"hidden_size":8}"#, "missing \"model_type\"")
+        refuse(Self.llama + #","rope_scaling":{"rope_type":"yarn","factor":4}}"#, "rope_scaling type \"yarn\"")
+        refuse(Self.llama + #","rope_parameters":{"rope_type":"llama3","rope_theta":1}}"#, "\"llama3\"")
+        refuse(Self.llama + #","hidden_act":"gelu"}"#, "hidden_act \"gelu\"")
+        refuse(Self.llama + #","num_key_value_heads":3}"#, "not a multiple")
+        refuse(#"{"model_type":"llama","vocab_size":10,"hidden_size":"8"}"#, "\"hidden_size\" must be an integer")
+        refuse(#"{"model_type":"llama","vocab_size":10}"#, "missing \"hidden_size\"")
+        refuse(#"{"model_type":"gpt2","vocab_size":10,"n_embd":8,"n_layer":1,"n_head":2,"activation_function":"relu"}"#, "activation_function \"relu\"")
+        refuse("{not json", "not valid JSON")
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchFormats
+
+@Suite("tokenizer.json against the tokenizers library")
+struct TokenizerTests {
+    @Test(arguments: Fixtures.families)
+    func everyRecordedCaseEncodesAndDecodesExactly(_ family: String) throws {
+        let tokenizer = try Tokenizer(path: Fixtures.path(family, "base/tokenizer.json"))
+        let reference = try Fixtures.reference(family)
+        for c in reference.tokenizer_cases {
+            #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.ids, "\(family): \(c.text.debugDescription)")
+            #expect(tokenizer.encode(c.text, addSpecialTokens: true) == c.ids_with_special, "\(family) with specials: \(c.text.debugDescription)")
+            #expect(tokenizer.decode(c.ids) == c.decoded, "\(family) decode: \(c.text.debugDescription)")
+        }
+    }
+
+    @Test(arguments: Fixtures.families)
+    func evalTextEncodesToTheRecordedIds(_ family: String) throws {
+        let tokenizer = try Tokenizer(path: Fixtures.path(family, "base/tokenizer.json"))
+        let text = try String(contentsOfFile: Fixtures.path(family, "eval.txt"), encoding: .utf8)
+        let ids = tokenizer.encode(text, addSpecialTokens: false)
+        let expected = try Fixtures.reference(family).eval_token_ids
+        #expect(ids.count == expected.count)
+        #expect(ids == expected)
+    }
+
+    @Test func specialTokensInTextAreCutOutFirst() throws {
+        let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
+        let ids = tokenizer.encode("a</s>b", addSpecialTokens: false)
+        #expect(ids.contains(2))
+        #expect(tokenizer.decode(ids, skipSpecialTokens: true) == "ab" || tokenizer.decode(ids, skipSpecialTokens: true) == "a b")
+    }
+
+    @Test func malformedTokenizerFilesAreRefusedByName() throws {
+        let dir = try Fixtures.scratchDirectory()
+        func refuse(_ text: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            let path = "\(dir)/tokenizer.json"
+            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            do {
+                _ = try Tokenizer(path: path)
+                Issue.record("accepted: \(text)", sourceLocation: sourceLocation)
+            } catch let error as FormatError {
+                #expect(error.file == path, sourceLocation: sourceLocation)
+                #expect(error.message.contains(fragment), "\(error)", sourceLocation: sourceLocation)
+            } catch {
+                Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+            }
+        }
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {", "not valid JSON")
+        refuse("[1, 2]", "expected a JSON object")
+        refuse("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", "WordPiece")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"]]}}", "missing from the vocabulary")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"normalizer\": {\"type\": \"Precompiled\"}}", "normalizer \"Precompiled\"")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}", "BertPreTokenizer")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"post_processor\": {\"type\": \"BertProcessing\"}}", "BertProcessing")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"decoder\": {\"type\": \"WordPiece\"}}", "decoder \"WordPiece\"")
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// The reference fixtures in Tests/Fixtures (made by transformers, PEFT and tokenizers; see its README).
+public enum Fixtures {
+    public static let root: String = {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures").path
+    }()
+
+    public static let families = ["llama-gqa", "gpt2"]
+
+    public static func path(_ family: String, _ relative: String = "") -> String {
+        relative.isEmpty ? "\(root)/\(family)" : "\(root)/\(family)/\(relative)"
+    }
+
+    /// `reference.json` of a family.
+    public static func reference(_ family: String) throws -> Reference {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path(family, "reference.json")))
+        return try JSONDecoder().decode(Reference.self, from: data)
+    }
+
+    /// A fresh scratch directory under the system's temporary folder.
+    public static func scratchDirectory(_ name: String = #function) throws -> String {
+        let safe = name.filter { $0.isLetter || $0.isNumber }
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("finch-tests-\(safe)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+public struct Reference: Decodable, Sendable {
+    public struct TokenizerCase: Decodable, Sendable {
+        public let text: String
+        public let ids: [Int]
+        public let ids_with_special: [Int]
+        public let decoded: String
+    }
+    public struct Greedy: Decodable, Sendable {
+        public let prompt_ids: [Int]
+        public let max_new_tokens: Int
+        public let base: [Int]
+        public let lora: [Int]
+        public let prefix: [Int]
+    }
+    public struct AdamW: Decodable, Sendable {
+        public let lr: Double
+        public let betas: [Double]
+        public let eps: Double
+        public let weight_decay: Double
+        public let max_grad_norm: Double
+        public let steps: Int
+        public let losses_before_each_step_then_final: [Double]
+    }
+    public let family: String
+    public let eval_token_ids: [Int]
+    public let window: Int
+    public let windows: Int
+    public let base_loss: Double
+    public let lora_loss: Double
+    public let lora_merged_loss: Double
+    public let prefix_loss: Double
+    public let greedy: Greedy
+    public let tokenizer_cases: [TokenizerCase]
+    public let adamw: AdamW
+}
