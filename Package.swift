@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "finch", targets: ["finch"]),
         .library(name: "FinchTensor", targets: ["FinchTensor"]),
         .library(name: "FinchFormats", targets: ["FinchFormats"]),
+        .library(name: "FinchNN", targets: ["FinchNN"]),
+        .library(name: "FinchModels", targets: ["FinchModels"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,10 +28,12 @@ let package = Package(
         ),
         // Safetensors, config.json and tokenizer.json: Foundation only, no tensors, so it can be fuzzed alone.
         .target(name: "FinchFormats"),
+        .target(name: "FinchNN", dependencies: ["FinchTensor"]),
+        .target(name: "FinchModels", dependencies: ["FinchNN", "FinchFormats"]),
         .executableTarget(
             name: "finch",
             dependencies: [
-                "FinchTensor",
+                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -37,6 +41,14 @@ let package = Package(
         .testTarget(
             name: "FinchTensorTests",
             dependencies: ["FinchTensor"]
+        ),
+        .testTarget(
+            name: "FinchModelsTests",
+            dependencies: ["FinchModels", "TestSupport"]
+        ),
+        .testTarget(
+            name: "FinchCLITests",
+            dependencies: ["finch", "TestSupport"]
         ),
         .testTarget(
             name: "FinchFormatsTests",

@@ -1,0 +1,42 @@
+import FinchFormats
+import FinchNN
+import FinchTensor
+
+/// A decoder-only language model: token ids in, next-token logits out.
+public protocol CausalLanguageModel: Module {
+    var config: ModelConfig { get }
+    var layerCount: Int { get }
+    var keyValueHeadCount: Int { get }
+    var headDimension: Int { get }
+    var hiddenSize: Int { get }
+
+    /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
+    ///
+    /// Positions start after what `cache` has seen and after the `prefix`'s virtual tokens (the Hugging Face
+    /// convention for prefix tuning), so a cached step continues where the previous call stopped.
+    func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor
+
+    /// Whether the Hugging Face checkpoint stores this parameter transposed (GPT-2's `Conv1D` is [in, out]).
+    func storesTransposed(_ name: String) -> Bool
+
+    /// Checkpoint names that may be present without a parameter (buffers older transformers saved).
+    func isIgnorableCheckpointKey(_ name: String) -> Bool
+}
+
+extension CausalLanguageModel {
+    public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }
+
+    /// The first position a new call will use.
+    func positionOffset(cache: KVCache?, prefix: AttentionPrefix?) -> Int {
+        (cache?.length ?? 0) + (prefix?.length ?? 0)
+    }
+
+    /// Number of values in every parameter.
+    public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.tensor.count } }
+}
+
+func checkTokens(_ tokens: [Int32], batch: Int, length: Int) throws {
+    guard tokens.count == batch * length, batch > 0, length > 0 else {
+        throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
+    }
+}

@@ -1,0 +1,126 @@
+import FinchFormats
+import FinchNN
+import FinchTensor
+
+/// GPT-2 attention: one fused projection to q, k and v (`c_attn`), causal, no rotary positions.
+/// Hugging Face stores `c_attn` and `c_proj` as `Conv1D` weights [in, out]; Finch holds them as Linear
+/// weights [out, in] and transposes at load and save.
+public final class GPT2Attention: Module {
+    @Child public var cAttn: any LinearLayer
+    @Child public var cProj: any LinearLayer
+    let headCount: Int
+    let scale: Float
+
+    init(_ c: GPT2Config) {
+        cAttn = Linear(inputDimensions: c.embeddingSize, outputDimensions: 3 * c.embeddingSize, bias: true)
+        cProj = Linear(inputDimensions: c.embeddingSize, outputDimensions: c.embeddingSize, bias: true)
+        headCount = c.headCount
+        scale = c.scaleAttentionWeights ? 1 / Float(c.embeddingSize / c.headCount).squareRoot() : 1
+    }
+
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
+        let c = x.shape[2]
+        let qkv = try cAttn(x)  // [B, T, 3C]
+        let q = try Heads.split(qkv.slice(axis: 2, 0..<c), heads: headCount)
+        let k = try Heads.split(qkv.slice(axis: 2, c..<(2 * c)), heads: headCount)
+        let v = try Heads.split(qkv.slice(axis: 2, (2 * c)..<(3 * c)), heads: headCount)
+        let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
+        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true, scale: scale)
+        return try cProj(Heads.merge(out))
+    }
+}
+
+/// GPT-2's feed-forward: c_proj(gelu(c_fc(x))).
+public final class GPT2MLP: Module {
+    @Child public var cFc: any LinearLayer
+    @Child public var cProj: any LinearLayer
+    let activation: GPT2Config.Activation
+
+    init(_ c: GPT2Config) {
+        cFc = Linear(inputDimensions: c.embeddingSize, outputDimensions: c.innerSize, bias: true)
+        cProj = Linear(inputDimensions: c.innerSize, outputDimensions: c.embeddingSize, bias: true)
+        activation = c.activation
+    }
+
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try cProj(cFc(x).gelu(approximation: activation == .geluTanh ? .tanh : .none))
+    }
+}
+
+public final class GPT2Block: Module {
+    public let ln1: LayerNorm
+    public let attn: GPT2Attention
+    public let ln2: LayerNorm
+    public let mlp: GPT2MLP
+
+    init(_ c: GPT2Config) {
+        ln1 = LayerNorm(dimensions: c.embeddingSize, epsilon: c.layerNormEpsilon)
+        attn = GPT2Attention(c)
+        ln2 = LayerNorm(dimensions: c.embeddingSize, epsilon: c.layerNormEpsilon)
+        mlp = GPT2MLP(c)
+    }
+
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
+        let h = try x + attn(ln1(x), cache: cache, prefix: prefix)
+        return try h + mlp(ln2(h))
+    }
+}
+
+/// The GPT-2 stack (`transformer.` in Hugging Face keys): token and learned position embeddings.
+public final class GPT2Model: Module {
+    public let wte: Embedding
+    public let wpe: Embedding
+    public let h: [GPT2Block]
+    public let lnF: LayerNorm
+
+    init(_ c: GPT2Config) {
+        wte = Embedding(count: c.vocabularySize, dimensions: c.embeddingSize)
+        wpe = Embedding(count: c.maxPositions, dimensions: c.embeddingSize)
+        h = (0..<c.layerCount).map { _ in GPT2Block(c) }
+        lnF = LayerNorm(dimensions: c.embeddingSize, epsilon: c.layerNormEpsilon)
+    }
+}
+
+/// `GPT2LMHeadModel`: the language-model head is the token embedding, transposed.
+public final class GPT2LMHeadModel: Module, CausalLanguageModel {
+    public let transformer: GPT2Model
+    public let gpt2Config: GPT2Config
+
+    public init(_ c: GPT2Config) throws {
+        guard c.tieWordEmbeddings else {
+            throw FormatError(file: "config.json", "gpt2 with tie_word_embeddings false is not supported")
+        }
+        gpt2Config = c
+        transformer = GPT2Model(c)
+    }
+
+    public var config: ModelConfig { .gpt2(gpt2Config) }
+    public var layerCount: Int { gpt2Config.layerCount }
+    public var keyValueHeadCount: Int { gpt2Config.headCount }
+    public var headDimension: Int { gpt2Config.embeddingSize / gpt2Config.headCount }
+    public var hiddenSize: Int { gpt2Config.embeddingSize }
+
+    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+        try checkTokens(tokens, batch: batch, length: length)
+        let offset = positionOffset(cache: cache, prefix: prefix)
+        guard offset + length <= gpt2Config.maxPositions else {
+            throw TensorError.invalidArgument(op: "gpt2", message: "positions up to \(offset + length) exceed n_positions \(gpt2Config.maxPositions)")
+        }
+        let positions = (0..<length).map { Int32(offset + $0) }
+        var x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
+        for (i, block) in transformer.h.enumerated() {
+            x = try block(x, cache: cache?.layers[i], prefix: try prefix?.keysAndValues(layer: i, batch: batch))
+        }
+        x = try transformer.lnF(x)
+        return try x.matmul(transformer.wte.weight, transposeOther: true)
+    }
+
+    public func storesTransposed(_ name: String) -> Bool {
+        name.hasSuffix(".weight") && (name.contains(".attn.c_attn.") || name.contains(".attn.c_proj.")
+            || name.contains(".mlp.c_fc.") || name.contains(".mlp.c_proj."))
+    }
+
+    public func isIgnorableCheckpointKey(_ name: String) -> Bool {
+        name.hasSuffix(".attn.bias") || name.hasSuffix(".attn.masked_bias") || name == "lm_head.weight"
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import FinchNN
+import FinchTensor
+
+/// How `generate` picks each next token.
+public struct GenerationOptions: Sendable {
+    public var maxTokens: Int
+    /// 0 picks the most likely token (greedy); above 0 samples from softmax(logits / temperature).
+    public var temperature: Float
+    /// Keep only the k most likely tokens before sampling (nil: all).
+    public var topK: Int?
+    /// Keep the smallest set of most likely tokens whose probability reaches p (nil: all).
+    public var topP: Float?
+    public var seed: UInt64
+    /// Generation stops after emitting one of these.
+    public var stopTokens: Set<Int>
+    /// Use the key/value cache (the no-cache path re-runs the whole sequence; for checking).
+    public var useCache: Bool
+
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0,
+                stopTokens: Set<Int> = [], useCache: Bool = true) {
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.seed = seed
+        self.stopTokens = stopTokens
+        self.useCache = useCache
+    }
+}
+
+public enum Generation {
+    /// Continues `prompt`, calling `onToken` with each new token as soon as it is chosen.
+    /// Returns the new tokens (the stop token included when one ended generation).
+    public static func generate(
+        model: any CausalLanguageModel, prompt: [Int], options: GenerationOptions,
+        prefix: AttentionPrefix? = nil, onToken: (Int) -> Void = { _ in }
+    ) throws -> [Int] {
+        guard !prompt.isEmpty else {
+            throw TensorError.invalidArgument(op: "generate", message: "the prompt is empty; give at least one token")
+        }
+        var generator = RandomGenerator(seed: options.seed)
+        var produced: [Int] = []
+        try GradientMode.withoutGradients {
+            let cache = options.useCache ? model.makeCache() : nil
+            var sequence = prompt
+            var input = prompt
+            while produced.count < options.maxTokens {
+                let feed = options.useCache ? input : sequence
+                let logits = try model.logits(feed.map(Int32.init), batch: 1, length: feed.count, cache: cache, prefix: prefix)
+                let v = logits.shape[2]
+                let row = Array(logits.storage.buffer[((feed.count - 1) * v)..<(feed.count * v)])
+                let next = try choose(row, options: options, generator: &generator)
+                produced.append(next)
+                onToken(next)
+                if options.stopTokens.contains(next) { break }
+                sequence.append(next)
+                input = [next]
+            }
+        }
+        return produced
+    }
+
+    /// Greedy argmax, or a sample after temperature, top-k and top-p.
+    public static func choose(_ logits: [Float], options: GenerationOptions, generator: inout RandomGenerator) throws -> Int {
+        if options.temperature <= 0 {
+            var best = 0
+            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+            return best
+        }
+        var order = logits.indices.sorted { logits[$0] > logits[$1] }
+        if let k = options.topK {
+            guard k > 0 else { throw TensorError.invalidArgument(op: "generate", message: "top-k must be positive, got \(k)") }
+            order = Array(order.prefix(k))
+        }
+        let top = logits[order[0]]
+        var weights = order.map { Foundation.exp(Double((logits[$0] - top) / options.temperature)) }
+        let sum = weights.reduce(0, +)
+        weights = weights.map { $0 / sum }
+        if let p = options.topP {
+            guard p > 0, p <= 1 else { throw TensorError.invalidArgument(op: "generate", message: "top-p must be in (0, 1], got \(p)") }
+            var cumulative = 0.0, keep = 0
+            while keep < weights.count {
+                cumulative += weights[keep]
+                keep += 1
+                if cumulative >= Double(p) { break }
+            }
+            order = Array(order.prefix(keep))
+            weights = Array(weights.prefix(keep))
+            let s = weights.reduce(0, +)
+            weights = weights.map { $0 / s }
+        }
+        var u = generator.nextUniformDouble()
+        for (i, w) in weights.enumerated() {
+            u -= w
+            if u < 0 { return order[i] }
+        }
+        return order[order.count - 1]
+    }
+}
+

@@ -1,0 +1,87 @@
+import Foundation
+import FinchFormats
+import FinchNN
+import FinchTensor
+
+/// A Hugging Face model folder: `config.json`, `model.safetensors` (or shards with an index) and
+/// `tokenizer.json`.
+public struct HuggingFaceFolder {
+    public let path: String
+    public let config: ModelConfig
+    public let model: any CausalLanguageModel
+    /// nil when the folder has no tokenizer.json (commands that need text then say so).
+    public let tokenizer: Tokenizer?
+
+    /// Loads config, weights and (when present) the tokenizer. Every parameter must be in the checkpoint
+    /// with its exact shape; a checkpoint tensor the model does not use is an error too.
+    public static func load(_ path: String, requireTokenizer: Bool = false) throws -> HuggingFaceFolder {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FormatError(file: path, "is not a folder (a Hugging Face model folder holds config.json and model.safetensors)")
+        }
+        let config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("config.json"))
+        let model = try CausalLanguageModelFactory.make(config)
+        try loadWeights(into: model, from: SafetensorsCheckpoint(folder: path))
+        model.freeze()
+        let tokenizerPath = (path as NSString).appendingPathComponent("tokenizer.json")
+        var tokenizer: Tokenizer?
+        if FileManager.default.fileExists(atPath: tokenizerPath) || requireTokenizer {
+            tokenizer = try Tokenizer(path: tokenizerPath)
+        }
+        return HuggingFaceFolder(path: path, config: config, model: model, tokenizer: tokenizer)
+    }
+
+    /// Copies checkpoint tensors into the model's parameters, transposing `Conv1D` weights.
+    public static func loadWeights(into model: any CausalLanguageModel, from checkpoint: SafetensorsCheckpoint) throws {
+        var used = Set<String>()
+        for (name, tensor) in model.namedParameters() {
+            let key = checkpointKey(name, in: checkpoint)
+            guard let entry = checkpoint.entry(named: key) else {
+                throw FormatError(file: checkpoint.folder, "missing tensor '\(name)' (expected shape \(tensor.shape))")
+            }
+            used.insert(key)
+            let transposed = model.storesTransposed(name)
+            let expected = transposed ? Array(tensor.shape.reversed()) : tensor.shape
+            guard entry.shape == expected else {
+                throw FormatError(file: checkpoint.path(of: key), "tensor '\(key)' has shape \(entry.shape), expected \(expected)")
+            }
+            if transposed {
+                let stored = Tensor.zeros(expected)
+                try checkpoint.readFloats(key, into: stored.storage.buffer)
+                try tensor.assign(stored.permuted([1, 0]))
+            } else {
+                try checkpoint.readFloats(key, into: tensor.storage.buffer)
+            }
+        }
+        if let extra = checkpoint.names.first(where: { !used.contains($0) && !model.isIgnorableCheckpointKey($0) }) {
+            throw FormatError(file: checkpoint.path(of: extra), "unexpected tensor '\(extra)': the \(model.config.modelType) model has no parameter of that name")
+        }
+    }
+
+    /// Old GPT-2 checkpoints name tensors without the `transformer.` prefix.
+    static func checkpointKey(_ name: String, in checkpoint: SafetensorsCheckpoint) -> String {
+        if checkpoint.entry(named: name) == nil, name.hasPrefix("transformer."),
+           checkpoint.entry(named: String(name.dropFirst("transformer.".count))) != nil {
+            return String(name.dropFirst("transformer.".count))
+        }
+        return name
+    }
+
+    /// The model's parameters as safetensors items under their Hugging Face names and layouts.
+    public static func checkpointItems(of model: any CausalLanguageModel, dtype: SafetensorsDType) throws -> [SafetensorsWriter.Item] {
+        try model.namedParameters().map { name, tensor in
+            let stored = model.storesTransposed(name) ? try tensor.detached().permuted([1, 0]) : tensor
+            return SafetensorsWriter.Item(name: name, shape: stored.shape, values: stored.scalars, dtype: dtype)
+        }
+    }
+}
+
+/// Builds the model class a config names.
+public enum CausalLanguageModelFactory {
+    public static func make(_ config: ModelConfig) throws -> any CausalLanguageModel {
+        switch config {
+        case .llama(let c): return try LlamaForCausalLM(c)
+        case .gpt2(let c): return try GPT2LMHeadModel(c)
+        }
+    }
+}

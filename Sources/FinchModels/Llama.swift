@@ -1,0 +1,77 @@
+import FinchFormats
+import FinchNN
+import FinchTensor
+
+/// One LLaMA block: pre-norm attention and a SwiGLU MLP, each added back to the residual stream.
+public final class LlamaDecoderLayer: Module {
+    public let selfAttn: Attention
+    public let mlp: GatedMLP
+    public let inputLayernorm: RMSNorm
+    public let postAttentionLayernorm: RMSNorm
+
+    init(_ c: LlamaConfig, rotary: RotaryTable) {
+        selfAttn = Attention(dimensions: c.hiddenSize, headCount: c.headCount, keyValueHeadCount: c.keyValueHeadCount,
+                             headDimension: c.headDimension, bias: c.attentionBias, rotary: rotary)
+        mlp = GatedMLP(dimensions: c.hiddenSize, hiddenDimensions: c.intermediateSize, bias: c.mlpBias)
+        inputLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
+        postAttentionLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
+    }
+
+    func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
+        let h = try x + selfAttn(inputLayernorm(x), positionOffset: positionOffset, cache: cache, prefix: prefix)
+        return try h + mlp(postAttentionLayernorm(h))
+    }
+}
+
+/// The LLaMA decoder stack (`model.` in Hugging Face keys).
+public final class LlamaModel: Module {
+    public let embedTokens: Embedding
+    public let layers: [LlamaDecoderLayer]
+    public let norm: RMSNorm
+
+    init(_ c: LlamaConfig) throws {
+        let rotary = try RotaryTable(headDimension: c.headDimension, theta: c.ropeTheta, maxPositions: c.maxPositionEmbeddings)
+        embedTokens = Embedding(count: c.vocabularySize, dimensions: c.hiddenSize)
+        layers = (0..<c.layerCount).map { _ in LlamaDecoderLayer(c, rotary: rotary) }
+        norm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
+    }
+}
+
+/// `LlamaForCausalLM`: the decoder and a language-model head (tied to the embeddings when the config says so).
+public final class LlamaForCausalLM: Module, CausalLanguageModel {
+    public let model: LlamaModel
+    /// nil when tied: the head reads `model.embed_tokens.weight`.
+    public let lmHead: Linear?
+    public let llamaConfig: LlamaConfig
+
+    public init(_ c: LlamaConfig) throws {
+        llamaConfig = c
+        model = try LlamaModel(c)
+        lmHead = c.tieWordEmbeddings ? nil : Linear(inputDimensions: c.hiddenSize, outputDimensions: c.vocabularySize)
+    }
+
+    public var config: ModelConfig { .llama(llamaConfig) }
+    public var layerCount: Int { llamaConfig.layerCount }
+    public var keyValueHeadCount: Int { llamaConfig.keyValueHeadCount }
+    public var headDimension: Int { llamaConfig.headDimension }
+    public var hiddenSize: Int { llamaConfig.hiddenSize }
+
+    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+        try checkTokens(tokens, batch: batch, length: length)
+        let offset = positionOffset(cache: cache, prefix: prefix)
+        var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
+        for (i, layer) in model.layers.enumerated() {
+            x = try layer(x, positionOffset: offset, cache: cache?.layers[i],
+                          prefix: try prefix?.keysAndValues(layer: i, batch: batch))
+        }
+        x = try model.norm(x)
+        if let lmHead { return try lmHead(x) }
+        return try x.matmul(model.embedTokens.weight, transposeOther: true)
+    }
+
+    public func storesTransposed(_ name: String) -> Bool { false }
+
+    public func isIgnorableCheckpointKey(_ name: String) -> Bool {
+        name.hasSuffix("rotary_emb.inv_freq") || (llamaConfig.tieWordEmbeddings && name == "lm_head.weight")
+    }
+}

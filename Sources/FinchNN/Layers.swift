@@ -1,0 +1,91 @@
+import FinchTensor
+
+/// Anything that maps [..., in] to [..., out] like a Linear: the Linear itself or an adapter wrapping it.
+public protocol LinearLayer: Module {
+    var inputDimensions: Int { get }
+    var outputDimensions: Int { get }
+    func callAsFunction(_ x: Tensor) throws -> Tensor
+}
+
+/// y = x Wᵀ + b, with W [out, in] as Hugging Face stores it.
+public final class Linear: Module, LinearLayer {
+    public let weight: Tensor
+    public let bias: Tensor?
+
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        precondition(weight.rank == 2, "Linear weight must be [out, in]")
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public convenience init(inputDimensions: Int, outputDimensions: Int, bias: Bool = false) {
+        self.init(weight: Tensor.zeros([outputDimensions, inputDimensions]), bias: bias ? Tensor.zeros([outputDimensions]) : nil)
+    }
+
+    public var inputDimensions: Int { weight.shape[1] }
+    public var outputDimensions: Int { weight.shape[0] }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        let y = try x.matmul(weight, transposeOther: true)
+        return try bias.map { try y + $0 } ?? y
+    }
+}
+
+/// A lookup table of `count` rows of width `dimensions`.
+public final class Embedding: Module {
+    public let weight: Tensor
+
+    public init(count: Int, dimensions: Int) {
+        weight = Tensor.zeros([count, dimensions])
+    }
+
+    /// Rows for token ids laid out as `shape` (e.g. [B, T]) → [B, T, D].
+    public func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor {
+        try weight.gatherRows(ids, indexShape: shape)
+    }
+}
+
+/// y = w ⊙ x / √(mean(x²) + ε) over the last axis (LLaMA).
+public final class RMSNorm: Module {
+    public let weight: Tensor
+    public let epsilon: Float
+
+    public init(dimensions: Int, epsilon: Float) {
+        weight = Tensor.ones([dimensions])
+        self.epsilon = epsilon
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.rmsNorm(weight: weight, epsilon: epsilon) }
+}
+
+/// y = w ⊙ (x − μ)/√(σ² + ε) + b over the last axis (GPT-2).
+public final class LayerNorm: Module {
+    public let weight: Tensor
+    public let bias: Tensor
+    public let epsilon: Float
+
+    public init(dimensions: Int, epsilon: Float) {
+        weight = Tensor.ones([dimensions])
+        bias = Tensor.zeros([dimensions])
+        self.epsilon = epsilon
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(weight: weight, bias: bias, epsilon: epsilon) }
+}
+
+/// LLaMA's SwiGLU feed-forward: down(silu(gate(x)) ⊙ up(x)).
+public final class GatedMLP: Module {
+    @Child public var gateProj: any LinearLayer
+    @Child public var upProj: any LinearLayer
+    @Child public var downProj: any LinearLayer
+
+    public init(dimensions: Int, hiddenDimensions: Int, bias: Bool) {
+        gateProj = Linear(inputDimensions: dimensions, outputDimensions: hiddenDimensions, bias: bias)
+        upProj = Linear(inputDimensions: dimensions, outputDimensions: hiddenDimensions, bias: bias)
+        downProj = Linear(inputDimensions: hiddenDimensions, outputDimensions: dimensions, bias: bias)
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try downProj(try gateProj(x).silu() * upProj(x))
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import FinchFormats
+import FinchModels
+
+/// Output helpers shared by the commands.
+enum Output {
+    /// One JSON object on stdout, keys sorted.
+    static func json(_ object: [String: Any]) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    static func standardError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static func fixed(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
+}
+
+extension HuggingFaceFolder {
+    /// The tokenizer, or an error naming the missing file.
+    func requireTokenizer() throws -> Tokenizer {
+        guard let tokenizer else {
+            throw FormatError(file: (path as NSString).appendingPathComponent("tokenizer.json"), "missing: this command needs the model's tokenizer")
+        }
+        return tokenizer
+    }
+}
+
+/// Reads a UTF-8 text file, naming it when it cannot.
+func readText(_ path: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw FormatError(file: path, "cannot read the file")
+    }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw FormatError(file: path, "is not UTF-8 text")
+    }
+    return text
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import FinchModels
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Score a text file: mean next-token cross-entropy over consecutive windows, and perplexity.",
+        discussion: """
+            The file is tokenized whole, without special tokens, and cut into consecutive non-overlapping \
+            windows of --seq-len tokens; every position after the first in a window is predicted from the \
+            ones before it (transformers' labels=input_ids convention).
+            """)
+
+    @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
+    var model: String
+
+    @Option(help: "The text file to score.")
+    var data: String
+
+    @Option(help: "Tokens per window.")
+    var seqLen: Int = 256
+
+    @Option(help: "Score only the first K windows.")
+    var maxWindows: Int?
+
+    @Option(help: "Windows per forward pass.")
+    var batchSize: Int = 8
+
+    @Flag(help: "Print one JSON object on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+        if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
+    }
+
+    func run() throws {
+        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
+        let tokens = try folder.requireTokenizer().encode(try readText(data), addSpecialTokens: false)
+        let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
+                                                 maxWindows: maxWindows, batchSize: batchSize)
+        if json {
+            try Output.json([
+                "loss": result.loss, "perplexity": result.perplexity, "windows": result.windows,
+                "seq_len": result.sequenceLength, "predicted_tokens": result.predictedTokens,
+                "tokens_per_second": result.tokensPerSecond, "seconds": result.seconds,
+            ])
+        } else {
+            print("loss \(Output.fixed(result.loss, 6))  perplexity \(Output.fixed(result.perplexity, 3))  "
+                + "(\(result.windows) windows of \(result.sequenceLength) tokens, \(result.predictedTokens) predicted, "
+                + "\(Output.fixed(result.tokensPerSecond, 0)) tokens/s)")
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import FinchModels
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Continue a prompt: greedy by default, or sampled with temperature, top-k and top-p.")
+
+    @Option(help: "A Hugging Face model folder.")
+    var model: String
+
+    @Option(help: "The text to continue.")
+    var prompt: String
+
+    @Option(help: "At most this many new tokens.")
+    var maxTokens: Int = 64
+
+    @Option(help: "0 is greedy; above 0 samples from softmax(logits / T).")
+    var temperature: Float = 0
+
+    @Option(help: "Sample among the K most likely tokens only.")
+    var topK: Int?
+
+    @Option(help: "Sample among the most likely tokens whose probability reaches P.")
+    var topP: Float?
+
+    @Option(help: "Seed for sampling.")
+    var seed: UInt64 = 0
+
+    @Flag(help: "Recompute the whole sequence at each step instead of using the key/value cache.")
+    var noCache = false
+
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more, got \(temperature)") }
+        if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1, got \(topK)") }
+        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+    }
+
+    func run() throws {
+        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
+        let tokenizer = try folder.requireTokenizer()
+        let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
+        let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
+                                        seed: seed, stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)
+        // Stream: print what the decoded text gained, holding back a trailing incomplete character.
+        var produced: [Int] = []
+        var printed = ""
+        let start = Date()
+        print(prompt, terminator: "")
+        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options) { token in
+            produced.append(token)
+            let text = tokenizer.decode(produced, skipSpecialTokens: true)
+            guard !text.hasSuffix("\u{FFFD}"), text.hasPrefix(printed) else { return }
+            print(text.dropFirst(printed.count), terminator: "")
+            fflush(nil)
+            printed = text
+        }
+        let final = tokenizer.decode(produced, skipSpecialTokens: true)
+        if final.hasPrefix(printed) { print(final.dropFirst(printed.count), terminator: "") }
+        print("")
+        let seconds = Date().timeIntervalSince(start)
+        Output.standardError("\(produced.count) tokens in \(Output.fixed(seconds, 2)) s, \(Output.fixed(Double(produced.count) / max(seconds, 1e-9), 1)) tokens/s")
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The `finch` executable, run as a user runs it.
+@Suite("finch command line")
+struct CommandLineTests {
+    struct Run {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static let binary: String = {
+        // The test bundle and the executable are built into the same products folder.
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var candidate = products.appendingPathComponent("finch").path
+        if !FileManager.default.fileExists(atPath: candidate) {
+            candidate = products.deletingLastPathComponent().appendingPathComponent("finch").path
+        }
+        return candidate
+    }()
+
+    static func finch(_ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// A copy of the llama fixture's base folder.
+    static func baseCopy() throws -> String {
+        let dir = try Fixtures.scratchDirectory("cli")
+        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base/\(file)"), toPath: "\(dir)/\(file)")
+        }
+        return dir
+    }
+
+    static func expectOneLineFailure(_ run: Run, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(run.status != 0, "exit status \(run.status)", sourceLocation: sourceLocation)
+        let lines = run.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(run.stderr)", sourceLocation: sourceLocation)
+        for f in fragments { #expect(run.stderr.contains(f), "stderr: \(run.stderr)", sourceLocation: sourceLocation) }
+    }
+
+    @Test func evalReportsTheReferenceLossForBothFamilies() throws {
+        for family in Fixtures.families {
+            let run = try Self.finch(["eval", "--model", Fixtures.path(family, "base"), "--data", Fixtures.path(family, "eval.txt"),
+                                      "--seq-len", "48", "--max-windows", "4", "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let object = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+            let loss = object?["loss"] as? Double ?? .nan
+            #expect(abs(loss - (try Fixtures.reference(family).base_loss)) <= 1e-4, "\(family): \(run.stdout)")
+        }
+    }
+
+    @Test func aTruncatedSafetensorsFileFailsInOneLine() throws {
+        let dir = try Self.baseCopy()
+        let path = "\(dir)/model.safetensors"
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(data.count - 100).write(to: URL(fileURLWithPath: path))
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+                                  [path, "truncated"])
+    }
+
+    @Test func anUnknownModelTypeFailsInOneLine() throws {
+        let dir = try Self.baseCopy()
+        let config = try String(contentsOfFile: "\(dir)/config.json", encoding: .utf8)
+        try config.replacingOccurrences(of: "\"llama\"", with: "\"qwen3\"").write(toFile: "\(dir)/config.json", atomically: true, encoding: .utf8)
+        Self.expectOneLineFailure(try Self.finch(["generate", "--model", dir, "--prompt", "hi"]),
+                                  ["\(dir)/config.json", "model_type \"qwen3\" is not supported"])
+    }
+
+    @Test func aMalformedOrMissingTokenizerFailsInOneLine() throws {
+        let dir = try Self.baseCopy()
+        try "{\"model\": {\"type\": \"BPE\"".write(toFile: "\(dir)/tokenizer.json", atomically: true, encoding: .utf8)
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+                                  ["\(dir)/tokenizer.json", "not valid JSON"])
+        try FileManager.default.removeItem(atPath: "\(dir)/tokenizer.json")
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+                                  ["\(dir)/tokenizer.json", "missing"])
+    }
+
+    @Test func tokenizeAndInspectPrintJSON() throws {
+        let run = try Self.finch(["tokenize", "--model", Fixtures.path("gpt2", "base"), "--text", "Don't won't", "--json"])
+        #expect(run.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+        #expect(object?["ids"] as? [Int] == [36, 281, 7, 84, 264, 281, 7, 84])
+        let inspect = try Self.finch(["inspect", Fixtures.path("llama-gqa", "base"), "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        #expect(report?["model_type"] as? String == "llama")
+        #expect(report?["parameters"] as? Int == 190_784)
+    }
+
+    @Test func greedyGenerationPrintsThePromptAndStopsAtMaxTokens() throws {
+        let run = try Self.finch(["generate", "--model", Fixtures.path("gpt2", "base"), "--prompt", "To be", "--max-tokens", "5"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.hasPrefix("To be"))
+        #expect(run.stderr.contains("5 tokens in"))
+    }
+}

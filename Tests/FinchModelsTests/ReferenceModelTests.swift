@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+import TestSupport
+import FinchFormats
+import FinchNN
+import FinchTensor
+@testable import FinchModels
+
+/// Both fixture families against transformers' own numbers.
+@Suite("models against transformers")
+struct ReferenceModelTests {
+    static func windowTokens(_ reference: Reference, window: Int) -> [Int32] {
+        reference.eval_token_ids[(window * reference.window)..<((window + 1) * reference.window)].map(Int32.init)
+    }
+
+    @Test(arguments: Fixtures.families)
+    func windowZeroLogitsMatch(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let reference = try Fixtures.reference(family)
+        let tokens = Self.windowTokens(reference, window: 0)
+        let logits = try GradientMode.withoutGradients {
+            try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
+        }
+        let expected = try SafetensorsFile(path: Fixtures.path(family, "reference.safetensors")).floats("base.logits.window0")
+        #expect(logits.count == expected.count)
+        let worst = zip(logits.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst <= 1e-4, "\(family): worst logit difference \(worst)")
+    }
+
+    @Test(arguments: Fixtures.families)
+    func windowedLossMatches(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let reference = try Fixtures.reference(family)
+        let result = try Evaluation.windowedLoss(model: folder.model, tokens: reference.eval_token_ids,
+                                                 sequenceLength: reference.window, maxWindows: reference.windows)
+        #expect(result.windows == reference.windows)
+        #expect(result.predictedTokens == reference.windows * (reference.window - 1))
+        #expect(abs(result.loss - reference.base_loss) <= 1e-4, "\(family): \(result.loss) vs \(reference.base_loss)")
+    }
+
+    @Test(arguments: Fixtures.families)
+    func greedyGenerationWithTheCacheMatchesAndAgreesWithoutIt(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let greedy = try Fixtures.reference(family).greedy
+        var options = GenerationOptions(maxTokens: greedy.max_new_tokens)
+        let cached = try Generation.generate(model: folder.model, prompt: greedy.prompt_ids, options: options)
+        #expect(cached == greedy.base, "\(family) with cache")
+        options.useCache = false
+        let uncached = try Generation.generate(model: folder.model, prompt: greedy.prompt_ids, options: options)
+        #expect(uncached == greedy.base, "\(family) without cache")
+    }
+
+    @Test(arguments: Fixtures.families)
+    func cachedLogitsEqualFullSequenceLogits(_ family: String) throws {
+        let model = try HuggingFaceFolder.load(Fixtures.path(family, "base")).model
+        let tokens = Self.windowTokens(try Fixtures.reference(family), window: 1)
+        try GradientMode.withoutGradients {
+            let full = try model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
+            let cache = model.makeCache()
+            _ = try model.logits(Array(tokens[0..<30]), batch: 1, length: 30, cache: cache, prefix: nil)
+            let step = try model.logits([tokens[30]], batch: 1, length: 1, cache: cache, prefix: nil)
+            let v = full.shape[2]
+            let expected = Array(full.scalars[(30 * v)..<(31 * v)])
+            let worst = zip(step.scalars, expected).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(family): \(worst)")
+        }
+    }
+}
