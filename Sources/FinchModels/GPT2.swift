@@ -116,8 +116,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     }
 
     public func storesTransposed(_ name: String) -> Bool {
-        name.hasSuffix(".weight") && (name.contains(".attn.c_attn.") || name.contains(".attn.c_proj.")
-            || name.contains(".mlp.c_fc.") || name.contains(".mlp.c_proj."))
+        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
     }
 
     public func isIgnorableCheckpointKey(_ name: String) -> Bool {

@@ -107,12 +107,13 @@ open class Module {
     }
 
     /// camelCase → snake_case, with an underscore before a digit run: `postAttentionLayernorm` →
-    /// `post_attention_layernorm`, `ln1` → `ln_1`.
+    /// `post_attention_layernorm`, `ln1` → `ln_1`. A letter right after an underscore is kept as written,
+    /// so `lora_A` stays `lora_A` (PEFT's key).
     static func key(_ label: String) -> String {
         var out = ""
         var previous: Character?
         for c in label {
-            if c.isUppercase {
+            if c.isUppercase && previous != "_" {
                 if !out.isEmpty { out.append("_") }
                 out.append(contentsOf: c.lowercased())
             } else if c.isNumber, let p = previous, !p.isNumber, p != "_" {

@@ -16,14 +16,11 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Columns: the Linear's input and output width (comma-separated).")
     var columns: String = "288,768,1024"
 
-    @Option(help: "OpenBLAS threads (default: what OpenBLAS chose).")
-    var threads: Int?
 
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
     func run() throws {
-        if let threads { GEMM.threadCount = threads }
         let rowList = try Self.parseList(rows, "--rows"), columnList = try Self.parseList(columns, "--columns")
         var linear: [KernelBenchmark.LinearResult] = []
         for r in rowList {
@@ -39,17 +36,17 @@ struct BenchCommand: ParsableCommand {
         ]
         if json {
             struct Report: Codable {
-                let threads: Int
+                let cores: Int
                 let linear: [KernelBenchmark.LinearResult]
                 let bandwidth: [KernelBenchmark.BandwidthResult]
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            let data = try encoder.encode(Report(threads: GEMM.threadCount, linear: linear, bandwidth: bandwidth))
+            let data = try encoder.encode(Report(cores: Parallel.coreCount, linear: linear, bandwidth: bandwidth))
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("OpenBLAS threads: \(GEMM.threadCount)")
+        print("cores: \(Parallel.coreCount) (raw sgemm: OpenBLAS threads; engine: Finch splits each product across the cores)")
         print("")
         print("Linear forward+backward (x [rows, cols] · Wᵀ, W [cols, cols]; 3 GEMMs, 6·rows·cols² FLOPs)")
         print(Self.row(["rows", "cols", "sgemm GFLOP/s", "engine GFLOP/s", "engine/sgemm"]))

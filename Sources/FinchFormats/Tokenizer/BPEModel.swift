@@ -75,6 +75,7 @@ final class BPEModel: @unchecked Sendable {
         if let hit = cache[piece] { cacheLock.unlock(); return hit }
         cacheLock.unlock()
         let ids = merge(piece)
+        guard piece.utf8.count <= 256 else { return ids }  // long pieces (no pre-tokenizer) are not worth keeping
         cacheLock.lock()
         if cache.count > 50_000 { cache.removeAll(keepingCapacity: true) }
         cache[piece] = ids
@@ -107,17 +108,84 @@ final class BPEModel: @unchecked Sendable {
                 lastWasUnknown = true
             }
         }
-        while symbols.count > 1 {
-            var best: (rank: Int, index: Int, id: Int)?
-            for i in 0..<(symbols.count - 1) {
-                if let m = merges[Pair(a: symbols[i], b: symbols[i + 1])], m.rank < (best?.rank ?? Int.max) {
-                    best = (m.rank, i, m.id)
+        return applyMerges(symbols)
+    }
+
+    /// Merges ranked pairs, lowest rank first and leftmost among equals, as a linked list with a heap
+    /// of candidate pairs: O(n log n), so a text with no pre-tokenizer (one long piece) stays fast.
+    private func applyMerges(_ initial: [Int]) -> [Int] {
+        let n = initial.count
+        guard n > 1 else { return initial }
+        var ids = initial
+        var next = Array(1...n)          // n means none
+        var previous = Array(-1..<(n - 1))
+        var alive = [Bool](repeating: true, count: n)
+        var heap = MinHeap()
+        for i in 0..<(n - 1) {
+            if let m = merges[Pair(a: ids[i], b: ids[i + 1])] { heap.push(Candidate(rank: m.rank, left: i, right: i + 1)) }
+        }
+        while let c = heap.pop() {
+            guard alive[c.left], alive[c.right], next[c.left] == c.right,
+                  let m = merges[Pair(a: ids[c.left], b: ids[c.right])], m.rank == c.rank else { continue }
+            ids[c.left] = m.id
+            alive[c.right] = false
+            let after = next[c.right]
+            next[c.left] = after
+            if after < n { previous[after] = c.left }
+            let before = previous[c.left]
+            if before >= 0, let p = merges[Pair(a: ids[before], b: ids[c.left])] {
+                heap.push(Candidate(rank: p.rank, left: before, right: c.left))
+            }
+            if after < n, let p = merges[Pair(a: ids[c.left], b: ids[after])] {
+                heap.push(Candidate(rank: p.rank, left: c.left, right: after))
+            }
+        }
+        var out: [Int] = []
+        var i = 0
+        while i < n {
+            out.append(ids[i])
+            i = next[i]
+        }
+        return out
+    }
+
+    struct Candidate {
+        let rank: Int, left: Int, right: Int
+        static func < (a: Candidate, b: Candidate) -> Bool { (a.rank, a.left) < (b.rank, b.left) }
+    }
+
+    /// A binary min-heap of merge candidates.
+    struct MinHeap {
+        private var items: [Candidate] = []
+
+        mutating func push(_ c: Candidate) {
+            items.append(c)
+            var i = items.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                guard items[i] < items[parent] else { break }
+                items.swapAt(i, parent)
+                i = parent
+            }
+        }
+
+        mutating func pop() -> Candidate? {
+            guard let top = items.first else { return nil }
+            let last = items.removeLast()
+            if !items.isEmpty {
+                items[0] = last
+                var i = 0
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var smallest = i
+                    if l < items.count && items[l] < items[smallest] { smallest = l }
+                    if r < items.count && items[r] < items[smallest] { smallest = r }
+                    if smallest == i { break }
+                    items.swapAt(i, smallest)
+                    i = smallest
                 }
             }
-            guard let best else { break }
-            symbols[best.index] = best.id
-            symbols.remove(at: best.index + 1)
+            return top
         }
-        return symbols
     }
 }

@@ -1,8 +1,9 @@
+import Foundation
+
 /// Measurements behind `finch bench`: raw `cblas_sgemm` against the engine's Linear forward+backward on
 /// the same shapes, and the bandwidth of the fused softmax and RMSNorm kernels.
 ///
-/// Each measurement alternates the two sides of a comparison, iteration by iteration, and reports the
-/// median iteration, so a noisy neighbour slows both sides alike.
+/// Each measurement reports the median iteration after a warm-up, so a passing spike does not count.
 public enum KernelBenchmark {
     public struct LinearResult: Sendable, Codable {
         /// x [rows, columns] · Wᵀ with W [columns, columns]; forward plus both backward products.
@@ -26,7 +27,8 @@ public enum KernelBenchmark {
         public var gigabytesPerSecond: Double { bytes / seconds / 1e9 }
     }
 
-    /// y = x Wᵀ (forward), dx = dy W, dW = dyᵀ x: 3 · 2 · rows · columns² FLOPs.
+    /// y = x Wᵀ (forward), dx = dy W, dW = dyᵀ x: 3 · 2 · rows · columns² FLOPs. The raw side is
+    /// `cblas_sgemm` threaded by OpenBLAS over all cores; the engine side is Finch's own path.
     public static func linear(rows: Int, columns: Int, minimumSeconds: Double = 0.5) throws -> LinearResult {
         var generator = RandomGenerator(seed: 1)
         let x = Tensor.randomNormal([rows, columns], generator: &generator).requiringGrad()
@@ -35,20 +37,25 @@ public enum KernelBenchmark {
         let y = Tensor.zeros([rows, columns]), dx = Tensor.zeros([rows, columns]), dw = Tensor.zeros([columns, columns])
         let (m, n) = (rows, columns)
 
+        let threads = Parallel.coreCount
         func rawStep() {
-            GEMM.multiply(transposeA: false, transposeB: true, m: m, n: n, k: n,
-                          a: x.storage.pointer, lda: n, b: w.storage.pointer, ldb: n, c: y.storage.pointer, ldc: n)
-            GEMM.multiply(transposeA: false, transposeB: false, m: m, n: n, k: n,
-                          a: dy.storage.pointer, lda: n, b: w.storage.pointer, ldb: n, c: dx.storage.pointer, ldc: n)
-            GEMM.multiply(transposeA: true, transposeB: false, m: n, n: n, k: m,
-                          a: dy.storage.pointer, lda: n, b: x.storage.pointer, ldb: n, c: dw.storage.pointer, ldc: n)
+            GEMM.multiplyWithOpenBLASThreads(threads, transposeA: false, transposeB: true, m: m, n: n, k: n,
+                                             a: x.storage.pointer, lda: n, b: w.storage.pointer, ldb: n, c: y.storage.pointer, ldc: n)
+            GEMM.multiplyWithOpenBLASThreads(threads, transposeA: false, transposeB: false, m: m, n: n, k: n,
+                                             a: dy.storage.pointer, lda: n, b: w.storage.pointer, ldb: n, c: dx.storage.pointer, ldc: n)
+            GEMM.multiplyWithOpenBLASThreads(threads, transposeA: true, transposeB: false, m: n, n: n, k: m,
+                                             a: dy.storage.pointer, lda: n, b: x.storage.pointer, ldb: n, c: dw.storage.pointer, ldc: n)
         }
         func engineStep() throws {
             x.zeroGrad()
             w.zeroGrad()
             try x.matmul(w, transposeOther: true).backward(seed: dy)
         }
-        let (raw, engine) = try alternate(minimumSeconds: minimumSeconds, rawStep, engineStep)
+        // Engine first, then raw: OpenBLAS's own threads spin for a while after each threaded call and
+        // would steal the cores from Finch's if the two were interleaved. A pause afterwards lets them park.
+        let engine = try measure(minimumSeconds: minimumSeconds, engineStep)
+        let raw = try measure(minimumSeconds: minimumSeconds, rawStep)
+        Thread.sleep(forTimeInterval: 0.3)
         return LinearResult(rows: rows, columns: columns, flopsPerStep: 6 * Double(rows) * Double(columns * columns),
                             sgemmSeconds: raw, engineSeconds: engine)
     }

@@ -1,4 +1,6 @@
 import CBLAS
+import Dispatch
+import Foundation
 
 /// Single-precision matrix products through OpenBLAS: the only file that imports CBLAS.
 ///
@@ -18,11 +20,60 @@ public enum GEMM {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
+        if splitsAcrossCores {
+            let parts = Parallel.coreCount
+            if m * n * k >= 1 << 18 && (m >= 2 * parts || n >= 64 * parts) {
+                let alongRows = m >= n || n < 64 * parts
+                let total = alongRows ? m : n
+                let step = (total + parts - 1) / parts
+                let box = UncheckedSendable((a, b, c))
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    let (a, b, c) = box.value
+                    let lo = part * step, hi = Swift.min(total, lo + step)
+                    guard lo < hi else { return }
+                    if alongRows {
+                        sgemm(transposeA, transposeB, hi - lo, n, k, alpha, transposeA ? a + lo : a + lo * lda, lda,
+                              b, ldb, beta, c + lo * ldc, ldc)
+                    } else {
+                        sgemm(transposeA, transposeB, m, hi - lo, k, alpha, a, lda,
+                              transposeB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
+                    }
+                }
+                return
+            }
+        }
+        sgemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
+    @inline(__always)
+    static func sgemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                      _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                      _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         cblas_sgemm(
             CblasRowMajor,
             transposeA ? CblasTrans : CblasNoTrans,
             transposeB ? CblasTrans : CblasNoTrans,
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// When true, OpenBLAS runs single-threaded and Finch splits large products across the cores itself,
+    /// so GEMM and element-wise work share one set of threads instead of OpenBLAS's spinning beside ours.
+    static let splitsAcrossCores: Bool = {
+        guard ProcessInfo.processInfo.environment["FINCH_GEMM_THREADS"] != "openblas" else { return false }
+        openblas_set_num_threads(1)
+        return true
+    }()
+
+    /// One product by OpenBLAS alone on `threads` threads, without Finch's split: the reference
+    /// `finch bench` measures the engine against.
+    public static func multiplyWithOpenBLASThreads(
+        _ threads: Int, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        let previous = openblas_get_num_threads()
+        openblas_set_num_threads(Int32(threads))
+        sgemm(transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        openblas_set_num_threads(previous)
     }
 
     /// How many threads OpenBLAS uses for one product.
