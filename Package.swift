@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "FinchFormats", targets: ["FinchFormats"]),
         .library(name: "FinchNN", targets: ["FinchNN"]),
         .library(name: "FinchModels", targets: ["FinchModels"]),
+        .library(name: "FinchAdapters", targets: ["FinchAdapters"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,10 +31,11 @@ let package = Package(
         .target(name: "FinchFormats"),
         .target(name: "FinchNN", dependencies: ["FinchTensor"]),
         .target(name: "FinchModels", dependencies: ["FinchNN", "FinchFormats"]),
+        .target(name: "FinchAdapters", dependencies: ["FinchModels"]),
         .executableTarget(
             name: "finch",
             dependencies: [
-                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels",
+                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels", "FinchAdapters",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -45,6 +47,10 @@ let package = Package(
         .testTarget(
             name: "FinchModelsTests",
             dependencies: ["FinchModels", "TestSupport"]
+        ),
+        .testTarget(
+            name: "FinchAdaptersTests",
+            dependencies: ["FinchAdapters", "TestSupport"]
         ),
         .testTarget(
             name: "FinchCLITests",

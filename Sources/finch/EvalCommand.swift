@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FinchAdapters
 import FinchModels
 
 struct EvalCommand: ParsableCommand {
@@ -14,6 +15,9 @@ struct EvalCommand: ParsableCommand {
 
     @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
     var model: String
+
+    @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
+    var adapter: String?
 
     @Option(help: "The text file to score.")
     var data: String
@@ -38,9 +42,10 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
+        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
         let tokens = try folder.requireTokenizer().encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
-                                                 maxWindows: maxWindows, batchSize: batchSize)
+                                                 maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)
         if json {
             try Output.json([
                 "loss": result.loss, "perplexity": result.perplexity, "windows": result.windows,

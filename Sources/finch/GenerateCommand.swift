@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import FinchAdapters
 import FinchModels
 
 struct GenerateCommand: ParsableCommand {
@@ -9,6 +10,9 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: "A Hugging Face model folder.")
     var model: String
+
+    @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
+    var adapter: String?
 
     @Option(help: "The text to continue.")
     var prompt: String
@@ -41,6 +45,7 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
         let tokenizer = try folder.requireTokenizer()
+        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
         let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
                                         seed: seed, stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)
@@ -49,7 +54,7 @@ struct GenerateCommand: ParsableCommand {
         var printed = ""
         let start = Date()
         print(prompt, terminator: "")
-        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options) { token in
+        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options, prefix: applied?.attentionPrefix) { token in
             produced.append(token)
             let text = tokenizer.decode(produced, skipSpecialTokens: true)
             guard !text.hasSuffix("\u{FFFD}"), text.hasPrefix(printed) else { return }

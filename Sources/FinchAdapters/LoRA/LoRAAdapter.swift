@@ -1,0 +1,94 @@
+import Foundation
+import FinchNN
+import FinchTensor
+
+/// The LoRA layers injected into one model, by module path.
+public final class LoRAAdapter {
+    public let configuration: LoRAConfiguration
+    /// (module path, layer), in the model's module order.
+    public let layers: [(path: String, layer: LoRALinear)]
+
+    init(configuration: LoRAConfiguration, layers: [(path: String, layer: LoRALinear)]) {
+        self.configuration = configuration
+        self.layers = layers
+    }
+
+    /// Wraps every targeted Linear of `model` in a LoRA layer and freezes everything else.
+    /// - Throws: when a target matches no module (the error lists the model's Linear names).
+    public static func inject(into model: Module, configuration: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
+        let candidates = model.namedModules().filter { $0.module is Linear && !$0.name.isEmpty }
+        let chosen = try select(candidates.map(\.name), configuration: configuration)
+        model.freeze()
+        var generator = RandomGenerator(seed: seed)
+        var layers: [(path: String, layer: LoRALinear)] = []
+        for path in chosen {
+            guard let base = candidates.first(where: { $0.name == path })?.module as? Linear else { continue }
+            let (rank, alpha) = configuration.rankAndAlpha(for: path)
+            let lora = try LoRALinear(base: base, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
+                                      dropout: configuration.dropout, initialization: configuration.initialization,
+                                      generator: &generator)
+            do {
+                try model.replaceModule(at: path, with: lora)
+            } catch {
+                throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))")
+            }
+            layers.append((path, lora))
+        }
+        return LoRAAdapter(configuration: configuration, layers: layers)
+    }
+
+    /// The module paths a configuration selects among `paths`.
+    static func select(_ paths: [String], configuration: LoRAConfiguration) throws -> [String] {
+        let leafNames = Array(Set(paths.map { $0.split(separator: ".").last.map(String.init) ?? $0 })).sorted()
+        var selected: [String]
+        switch configuration.targets {
+        case .allLinear:
+            selected = paths.filter { !($0 == "lm_head" || $0.hasSuffix(".lm_head")) }
+        case .names(let names):
+            guard !names.isEmpty else { throw AdapterError("target_modules is empty; name modules such as \(leafNames.joined(separator: ", "))") }
+            for name in names where !paths.contains(where: { $0 == name || $0.hasSuffix("." + name) }) {
+                throw AdapterError("target module '\(name)' matches nothing in this model; its Linear modules are: \(leafNames.joined(separator: ", "))")
+            }
+            selected = paths.filter { p in names.contains { p == $0 || p.hasSuffix("." + $0) } }
+        case .pattern(let pattern):
+            guard let regex = try? NSRegularExpression(pattern: "^(?:\(pattern))$") else {
+                throw AdapterError("target_modules regular expression '\(pattern)' does not compile")
+            }
+            selected = paths.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
+            guard !selected.isEmpty else {
+                throw AdapterError("target_modules pattern '\(pattern)' matches nothing in this model; its Linear modules are: \(leafNames.joined(separator: ", "))")
+            }
+        }
+        if let layers = configuration.layersToTransform {
+            selected = selected.filter { layerIndex($0).map(layers.contains) ?? false }
+            guard !selected.isEmpty else {
+                throw AdapterError("layers_to_transform \(layers) selects no targeted module (layer indices in this model: \(Set(paths.compactMap(layerIndex)).sorted()))")
+            }
+        }
+        return selected
+    }
+
+    /// The first numeric path component (`model.layers.3.self_attn.q_proj` → 3).
+    static func layerIndex(_ path: String) -> Int? {
+        path.split(separator: ".").lazy.compactMap { Int($0) }.first
+    }
+
+    /// Adapter tensors under PEFT's file keys: `base_model.model.<path>.lora_A.weight`.
+    public func peftTensors() -> [(key: String, tensor: Tensor)] {
+        layers.flatMap { path, layer in
+            [("base_model.model.\(path).lora_A.weight", layer.lora_A.weight),
+             ("base_model.model.\(path).lora_B.weight", layer.lora_B.weight)]
+        }
+    }
+
+    public func merge() throws { for l in layers { try l.layer.merge() } }
+    public func unmerge() throws { for l in layers { try l.layer.unmerge() } }
+
+    /// Merges every adapter into its base weight and puts the plain Linear back in the model.
+    public func mergeAndUnload(from model: Module) throws {
+        for (path, layer) in layers {
+            try layer.merge()
+            try model.replaceModule(at: path, with: layer.baseLayer)
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+
+/// What a LoRA adapter targets and how it is scaled: the fields of PEFT's `LoraConfig` Finch implements.
+public struct LoRAConfiguration: Sendable, Equatable {
+    public enum Targets: Sendable, Equatable {
+        /// Module names, each matching a module whose dotted path ends in that name (`q_proj`).
+        case names([String])
+        /// Every Linear except the output head.
+        case allLinear
+        /// A regular expression the whole dotted module path must match.
+        case pattern(String)
+    }
+
+    public var rank: Int
+    public var alpha: Float
+    public var dropout: Float
+    public var targets: Targets
+    public var useRSLoRA: Bool
+    /// Only these layer indices get adapters (nil: all).
+    public var layersToTransform: [Int]?
+    /// Per-module rank and alpha overrides, keyed by a pattern matched at the end of the module path.
+    public var rankPattern: [String: Int]
+    public var alphaPattern: [String: Float]
+    /// Kept for PEFT compatibility: true for GPT-2's Conv1D layers. Finch holds those weights as [out, in]
+    /// already, so it changes nothing in Finch's own arithmetic.
+    public var fanInFanOut: Bool
+    public var initialization: LoRALinear.Initialization
+
+    public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0, targets: Targets = .names(["q_proj", "v_proj"]),
+                useRSLoRA: Bool = false, layersToTransform: [Int]? = nil, rankPattern: [String: Int] = [:],
+                alphaPattern: [String: Float] = [:], fanInFanOut: Bool = false, initialization: LoRALinear.Initialization = .kaimingUniform) {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.targets = targets
+        self.useRSLoRA = useRSLoRA
+        self.layersToTransform = layersToTransform
+        self.rankPattern = rankPattern
+        self.alphaPattern = alphaPattern
+        self.fanInFanOut = fanInFanOut
+        self.initialization = initialization
+    }
+
+    /// Rank and alpha for one module path, after `rank_pattern` / `alpha_pattern`.
+    func rankAndAlpha(for path: String) -> (Int, Float) {
+        let r = Self.patternValue(rankPattern, path) ?? rank
+        let a = Self.patternValue(alphaPattern, path) ?? alpha
+        return (r, a)
+    }
+
+    /// PEFT's rule: the first key `k` for which the path matches `(.*\.)?k$`.
+    static func patternValue<T>(_ patterns: [String: T], _ path: String) -> T? {
+        for key in patterns.keys.sorted() {
+            if let regex = try? NSRegularExpression(pattern: "^(.*\\.)?(\(key))$"),
+               regex.firstMatch(in: path, range: NSRange(path.startIndex..., in: path)) != nil {
+                return patterns[key]
+            }
+        }
+        return nil
+    }
+
+    static func equalsInit(_ a: LoRALinear.Initialization, _ b: LoRALinear.Initialization) -> Bool {
+        switch (a, b) {
+        case (.kaimingUniform, .kaimingUniform), (.gaussian, .gaussian), (.zeros, .zeros): return true
+        default: return false
+        }
+    }
+
+    public static func == (a: LoRAConfiguration, b: LoRAConfiguration) -> Bool {
+        a.rank == b.rank && a.alpha == b.alpha && a.dropout == b.dropout && a.targets == b.targets && a.useRSLoRA == b.useRSLoRA
+            && a.layersToTransform == b.layersToTransform && a.rankPattern == b.rankPattern && a.alphaPattern == b.alphaPattern
+            && a.fanInFanOut == b.fanInFanOut && equalsInit(a.initialization, b.initialization)
+    }
+}

@@ -1,0 +1,90 @@
+import FinchNN
+import FinchTensor
+
+/// Prefix tuning (Li & Liang, 2021) with PEFT's layout: per layer, `P` virtual key/value positions that
+/// every query attends to. The table [P, 2·L·D] (D = key/value heads × head dim) holds, for layer l,
+/// keys in columns [2l·D, (2l+1)·D) and values in the next D, each laid out heads-major.
+///
+/// The table is either trained directly (`prompt_embeddings`) or produced by the reparameterisation MLP
+/// embedding → Linear → tanh → Linear, which Finch keeps in its checkpoints so training can continue, and
+/// collapses to `prompt_embeddings` when saving in PEFT format.
+public final class PrefixTuning: Module, AttentionPrefix {
+    public let virtualTokenCount: Int
+    public let layerCount: Int
+    public let keyValueHeadCount: Int
+    public let headDimension: Int
+    /// Direct parameterisation [P, 2·L·D].
+    public let promptEmbeddings: Tensor?
+    /// Reparameterisation: embedding [P, D], then D → hidden → 2·L·D.
+    public let embedding: Embedding?
+    public let transformIn: Linear?
+    public let transformOut: Linear?
+    /// The table of the forward pass in progress (made at layer 0, read by the others).
+    private var table: Tensor?
+
+    public var length: Int { virtualTokenCount }
+    public var tokenDimension: Int { keyValueHeadCount * headDimension }
+    public var usesProjection: Bool { embedding != nil }
+
+    /// A prefix for a model with `layerCount` layers and `keyValueHeadCount` × `headDimension` keys.
+    /// With `projectionHidden`, the table comes from the reparameterisation MLP of that width.
+    public init(virtualTokenCount: Int, layerCount: Int, keyValueHeadCount: Int, headDimension: Int,
+                projectionHidden: Int? = nil, generator: inout RandomGenerator) throws {
+        guard virtualTokenCount > 0 else { throw AdapterError("num_virtual_tokens must be positive, got \(virtualTokenCount)") }
+        self.virtualTokenCount = virtualTokenCount
+        self.layerCount = layerCount
+        self.keyValueHeadCount = keyValueHeadCount
+        self.headDimension = headDimension
+        let d = keyValueHeadCount * headDimension
+        if let hidden = projectionHidden {
+            guard hidden > 0 else { throw AdapterError("encoder_hidden_size must be positive, got \(hidden)") }
+            let e = Embedding(count: virtualTokenCount, dimensions: d)
+            try e.weight.assign(Tensor.randomNormal([virtualTokenCount, d], generator: &generator))
+            embedding = e
+            transformIn = Self.linear(d, hidden, &generator)
+            transformOut = Self.linear(hidden, 2 * layerCount * d, &generator)
+            promptEmbeddings = nil
+        } else {
+            // PEFT initialises the embedding N(0, 1).
+            promptEmbeddings = Tensor.randomNormal([virtualTokenCount, 2 * layerCount * d], generator: &generator)
+            embedding = nil
+            transformIn = nil
+            transformOut = nil
+        }
+        super.init()
+        unfreeze()
+    }
+
+    /// PyTorch's default Linear initialisation: U(−1/√in, 1/√in) for weight and bias.
+    static func linear(_ inputs: Int, _ outputs: Int, _ generator: inout RandomGenerator) -> Linear {
+        let bound = 1 / Float(inputs).squareRoot()
+        return Linear(weight: Tensor.randomUniform([outputs, inputs], low: -bound, high: bound, generator: &generator),
+                      bias: Tensor.randomUniform([outputs], low: -bound, high: bound, generator: &generator))
+    }
+
+    /// The whole [P, 2·L·D] table, on the tape when its parameters train.
+    public func prefixTable() throws -> Tensor {
+        if let promptEmbeddings { return promptEmbeddings }
+        let ids = (0..<virtualTokenCount).map(Int32.init)
+        let e = try embedding!(ids, shape: [virtualTokenCount])
+        return try transformOut!(transformIn!(e).tanh())
+    }
+
+    public func keysAndValues(layer: Int, batch: Int) throws -> (key: Tensor, value: Tensor) {
+        guard layer < layerCount else {
+            throw AdapterError("prefix has \(layerCount) layers; the model asked for layer \(layer)")
+        }
+        if layer == 0 || table == nil { table = try prefixTable() }
+        let d = tokenDimension, p = virtualTokenCount
+        func part(_ index: Int) throws -> Tensor {
+            // [P, D] → [P, Hkv, hd] → [Hkv, P, hd] → [B, Hkv, P, hd]
+            try table!.slice(axis: 1, (index * d)..<((index + 1) * d))
+                .reshaped([p, keyValueHeadCount, headDimension]).permuted([1, 0, 2])
+                .reshaped([1, keyValueHeadCount, p, headDimension])
+                .expanded(to: [batch, keyValueHeadCount, p, headDimension])
+        }
+        let kv = (try part(2 * layer), try part(2 * layer + 1))
+        if layer == layerCount - 1 { table = nil }
+        return kv
+    }
+}

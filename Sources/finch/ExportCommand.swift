@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import FinchAdapters
+import FinchFormats
+import FinchModels
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Merge a LoRA adapter into its base model and write a Hugging Face folder.",
+        discussion: """
+            The folder holds config.json, model.safetensors in the requested dtype, and the base folder's \
+            tokenizer files. A prefix-tuning adapter has no weights to merge into: export says so and writes \
+            the adapter itself (PEFT format) to --out instead.
+            """)
+
+    @Option(help: "The base Hugging Face model folder.")
+    var model: String
+
+    @Option(help: "The PEFT adapter folder to merge.")
+    var adapter: String
+
+    @Option(help: "The folder to write (created; files in it are replaced).")
+    var out: String
+
+    @Option(help: "Weight dtype: float32, float16 or bfloat16.")
+    var dtype: String = "float32"
+
+    func run() throws {
+        let dtypes: [String: SafetensorsDType] = ["float32": .f32, "float16": .f16, "bfloat16": .bf16]
+        guard let safetensorsType = dtypes[dtype] else {
+            throw ValidationError("--dtype must be float32, float16 or bfloat16, got '\(dtype)'")
+        }
+        let folder = try HuggingFaceFolder.load(model)
+        let applied = try PEFTFormat.load(adapter, into: folder.model)
+        switch applied {
+        case .prefix:
+            try PEFTFormat.save(applied, model: folder.model, to: out, baseModel: model)
+            Output.standardError("a prefix-tuning adapter adds virtual keys and values at run time and cannot be merged into the weights; wrote the adapter to \(out) instead (use it with --adapter)")
+        case .lora(let lora):
+            try lora.mergeAndUnload(from: folder.model)
+            try Exporter.writeMergedFolder(model: folder.model, baseFolder: model, to: out, dtype: safetensorsType, dtypeName: dtype)
+            print("merged \(lora.layers.count) LoRA layers into \(out) (\(dtype))")
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+import TestSupport
+import FinchFormats
+import FinchModels
+@testable import FinchAdapters
+
+/// Adapters that do not fit are refused in one line, naming the file and the problem.
+@Suite("bad adapters")
+struct AdapterErrorTests {
+    static func expectRefused(_ adapterFolder: String, family: String = "llama-gqa", _ fragments: [String],
+                              sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let model = try HuggingFaceFolder.load(Fixtures.path(family, "base")).model
+        do {
+            _ = try PEFTFormat.load(adapterFolder, into: model)
+            Issue.record("accepted \(adapterFolder)", sourceLocation: sourceLocation)
+        } catch {
+            let text = "\(error)"
+            #expect(!text.contains("\n"), "more than one line: \(text)", sourceLocation: sourceLocation)
+            for f in fragments { #expect(text.contains(f), "\(text)", sourceLocation: sourceLocation) }
+        }
+    }
+
+    /// A copy of a fixture adapter with its config edited.
+    static func copy(_ family: String, _ kind: String, edit: (inout [String: Any]) -> Void) throws -> String {
+        let dir = try Fixtures.scratchDirectory("\(family)-\(kind)")
+        try FileManager.default.copyItem(atPath: Fixtures.path(family, "\(kind)/adapter_model.safetensors"), toPath: "\(dir)/adapter_model.safetensors")
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path(family, "\(kind)/adapter_config.json")))
+        var config = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(dir)/adapter_config.json"))
+        return dir
+    }
+
+    @Test func anAdapterForAnotherArchitecture() throws {
+        // GPT-2's adapter targets c_attn/c_proj/c_fc: none exist in LLaMA.
+        try Self.expectRefused(Fixtures.path("gpt2", "lora"), ["adapter_config.json", "target module 'c_proj' matches nothing", "q_proj"])
+        try Self.expectRefused(Fixtures.path("gpt2", "prefix"), ["gpt2/prefix/adapter_model.safetensors", "'prompt_embeddings' has shape [8, 256], but the model needs [8, 128]"])
+    }
+
+    @Test func mismatchedShapes() throws {
+        let dir = try Self.copy("llama-gqa", "lora") { $0["r"] = 8 }
+        try Self.expectRefused(dir, ["adapter_model.safetensors", "has shape [4, 176], but the model needs [8, 176]"])
+        let prefix = try Self.copy("llama-gqa", "prefix") { $0["num_virtual_tokens"] = 6 }
+        try Self.expectRefused(prefix, ["prompt_embeddings", "has shape [8, 128], but the model needs [6, 128]"])
+    }
+
+    @Test func anUnknownPEFTType() throws {
+        let dir = try Self.copy("llama-gqa", "lora") { $0["peft_type"] = "IA3" }
+        try Self.expectRefused(dir, ["adapter_config.json", "peft_type \"IA3\" is not supported"])
+    }
+
+    @Test func aTargetThatMatchesNothing() throws {
+        let dir = try Self.copy("llama-gqa", "lora") { $0["target_modules"] = ["q_proj", "qkv_proj"] }
+        try Self.expectRefused(dir, ["target module 'qkv_proj' matches nothing",
+                                     "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"])
+    }
+
+    @Test func tensorsForModulesTheConfigDoesNotTarget() throws {
+        let dir = try Self.copy("llama-gqa", "lora") { $0["target_modules"] = ["q_proj"] }
+        try Self.expectRefused(dir, ["adapter_model.safetensors", "matches no LoRA layer"])
+    }
+
+    @Test func aMissingAdapterFolder() throws {
+        try Self.expectRefused("/nonexistent/adapter", ["/nonexistent/adapter/adapter_config.json", "missing"])
+    }
+}
