@@ -12,9 +12,11 @@ let package = Package(
         .library(name: "FinchNN", targets: ["FinchNN"]),
         .library(name: "FinchModels", targets: ["FinchModels"]),
         .library(name: "FinchAdapters", targets: ["FinchAdapters"]),
+        .library(name: "FinchTraining", targets: ["FinchTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // OpenBLAS's cblas.h (Debian: libopenblas-dev). The only C in the project.
@@ -32,10 +34,11 @@ let package = Package(
         .target(name: "FinchNN", dependencies: ["FinchTensor"]),
         .target(name: "FinchModels", dependencies: ["FinchNN", "FinchFormats"]),
         .target(name: "FinchAdapters", dependencies: ["FinchModels"]),
+        .target(name: "FinchTraining", dependencies: ["FinchAdapters", .product(name: "Yams", package: "Yams")]),
         .executableTarget(
             name: "finch",
             dependencies: [
-                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels", "FinchAdapters",
+                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels", "FinchAdapters", "FinchTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -51,6 +54,10 @@ let package = Package(
         .testTarget(
             name: "FinchAdaptersTests",
             dependencies: ["FinchAdapters", "TestSupport"]
+        ),
+        .testTarget(
+            name: "FinchTrainingTests",
+            dependencies: ["FinchTraining", "TestSupport"]
         ),
         .testTarget(
             name: "FinchCLITests",

@@ -1,0 +1,99 @@
+import Foundation
+import FinchFormats
+
+/// One training sequence: `tokens` and, per token, whether it is a prediction target (false on prompts
+/// of completion data and on padding).
+public struct TokenSequence: Equatable, Sendable {
+    public var tokens: [Int32]
+    public var targetMask: [Bool]
+}
+
+/// A data file turned into fixed-length token sequences.
+///
+/// - text (`.txt`): the whole file tokenized without special tokens, cut into consecutive windows.
+/// - jsonl (`{"text": …}` per line): each record with the tokenizer's special tokens and an EOS.
+/// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
+/// With packing, records are concatenated and cut into full windows; without, each record is one
+/// sequence, truncated or padded (padding is never a target).
+public struct TrainingData: Sendable {
+    public let path: String
+    public let format: Recipe.DataFormat
+    public let sequences: [TokenSequence]
+    public let sequenceLength: Int
+
+    public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer, sequenceLength: Int,
+                            packing: Bool, endOfText: Int32) throws -> TrainingData {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RecipeError(file: path, "cannot read the data file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw RecipeError(file: path, "is not UTF-8 text") }
+        let format = try resolveFormat(requested, path: path, text: text)
+        var records: [TokenSequence] = []
+        switch format {
+        case .text, .auto:
+            let ids = tokenizer.encode(text, addSpecialTokens: false).map(Int32.init)
+            records = [TokenSequence(tokens: ids, targetMask: [Bool](repeating: true, count: ids.count))]
+        case .jsonl, .completion:
+            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty { continue }
+                guard let object = (try? JSONValue.parse(Data(trimmed.utf8), file: path))?.object else {
+                    throw RecipeError(file: path, line: index + 1, "expected one JSON object per line")
+                }
+                if format == .jsonl {
+                    guard let t = object["text"]?.string else {
+                        throw RecipeError(file: path, line: index + 1, "expected a \"text\" string")
+                    }
+                    let ids = tokenizer.encode(t, addSpecialTokens: true).map(Int32.init) + [endOfText]
+                    records.append(TokenSequence(tokens: ids, targetMask: [Bool](repeating: true, count: ids.count)))
+                } else {
+                    guard let prompt = object["prompt"]?.string, let completion = object["completion"]?.string else {
+                        throw RecipeError(file: path, line: index + 1, "expected \"prompt\" and \"completion\" strings")
+                    }
+                    let p = tokenizer.encode(prompt, addSpecialTokens: true).map(Int32.init)
+                    let c = tokenizer.encode(completion, addSpecialTokens: false).map(Int32.init) + [endOfText]
+                    records.append(TokenSequence(tokens: p + c, targetMask: [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)))
+                }
+            }
+        }
+        guard records.contains(where: { $0.tokens.count >= 2 }) else {
+            throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
+        }
+        let sequences = (format == .text || packing)
+            ? pack(records, length: sequenceLength, pad: endOfText)
+            : records.map { fit($0, length: sequenceLength, pad: endOfText) }
+        return TrainingData(path: path, format: format, sequences: sequences, sequenceLength: sequenceLength)
+    }
+
+    static func resolveFormat(_ requested: Recipe.DataFormat, path: String, text: String) throws -> Recipe.DataFormat {
+        guard requested == .auto else { return requested }
+        let ext = (path as NSString).pathExtension.lowercased()
+        guard ext == "jsonl" || ext == "json" else { return .text }
+        let first = text.split(separator: "\n").first { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        guard let first, let object = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else {
+            throw RecipeError(file: path, line: 1, "expected one JSON object per line")
+        }
+        if object["prompt"] != nil && object["completion"] != nil { return .completion }
+        if object["text"] != nil { return .jsonl }
+        throw RecipeError(file: path, line: 1, "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
+    }
+
+    /// Concatenates records and cuts full windows; a stream shorter than one window becomes one padded sequence.
+    static func pack(_ records: [TokenSequence], length: Int, pad: Int32) -> [TokenSequence] {
+        var tokens: [Int32] = [], mask: [Bool] = []
+        for r in records {
+            tokens += r.tokens
+            mask += r.targetMask
+        }
+        if tokens.count < length { return [fit(TokenSequence(tokens: tokens, targetMask: mask), length: length, pad: pad)] }
+        return stride(from: 0, through: tokens.count - length, by: length).map {
+            TokenSequence(tokens: Array(tokens[$0..<($0 + length)]), targetMask: Array(mask[$0..<($0 + length)]))
+        }
+    }
+
+    static func fit(_ r: TokenSequence, length: Int, pad: Int32) -> TokenSequence {
+        let n = min(r.tokens.count, length)
+        return TokenSequence(tokens: Array(r.tokens.prefix(n)) + [Int32](repeating: pad, count: length - n),
+                             targetMask: Array(r.targetMask.prefix(n)) + [Bool](repeating: false, count: length - n))
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import FinchAdapters
+import FinchFormats
+import FinchTensor
+
+/// What a checkpoint holds besides tensors.
+public struct CheckpointState: Codable, Equatable, Sendable {
+    /// Optimizer steps completed.
+    public var step: Int
+    public var cursor: DataCursor
+    /// LoRA dropout generator states by module path.
+    public var generators: [String: [UInt64]]
+    public var recipeHash: String
+    public var learningRate: Double
+}
+
+/// `checkpoints/step-NNNNNNNN/` in a run directory: trainable tensors, optimizer moments, state, the
+/// resolved recipe and (for adapters) the adapter in PEFT format. Written into a temporary directory,
+/// flushed, `COMPLETE` written last, then renamed into place; only then are old checkpoints removed.
+public enum Checkpoint {
+    public static let completeMarker = "COMPLETE"
+
+    public static func directoryName(step: Int) -> String { String(format: "step-%08d", step) }
+
+    static func write(session: TrainingSession, state: CheckpointState, runDirectory: String) throws -> String {
+        let fm = FileManager.default
+        let parent = (runDirectory as NSString).appendingPathComponent("checkpoints")
+        try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let final = (parent as NSString).appendingPathComponent(directoryName(step: state.step))
+        let temporary = (parent as NSString).appendingPathComponent(".partial-" + directoryName(step: state.step))
+        if fm.fileExists(atPath: temporary) { try fm.removeItem(atPath: temporary) }
+        try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+
+        try SafetensorsWriter.write(session.trainable.map { .init(name: $0.name, shape: $0.tensor.shape, values: $0.tensor.scalars) },
+                                    metadata: ["format": "finch"], to: "\(temporary)/trainable.safetensors")
+        var moments: [SafetensorsWriter.Item] = []
+        for (name, t) in session.trainable {
+            guard let m = session.optimizer.moments[name] else { continue }
+            moments.append(.init(name: "exp_avg." + name, shape: t.shape, values: m.first.scalars))
+            moments.append(.init(name: "exp_avg_sq." + name, shape: t.shape, values: m.second.scalars))
+        }
+        try SafetensorsWriter.write(moments, metadata: ["format": "finch", "optimizer": "AdamW", "step": "\(session.optimizer.step)"],
+                                    to: "\(temporary)/optimizer.safetensors")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(state), to: "\(temporary)/state.json")
+        try AtomicFile.write(Data(session.loaded.resolvedYAML.utf8), to: "\(temporary)/recipe.yaml")
+        if let adapter = session.adapter {
+            try PEFTFormat.save(adapter, model: session.model, to: "\(temporary)/adapter", baseModel: session.recipe.model)
+        }
+        try AtomicFile.write(Data("step \(state.step)\n".utf8), to: "\(temporary)/\(completeMarker)")
+        syncDirectory(temporary)
+        if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
+        guard rename(temporary, final) == 0 else {
+            throw RecipeError(file: final, "cannot move the checkpoint into place: \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(parent)
+        try prune(parent: parent, keep: session.recipe.checkpointKeep)
+        return final
+    }
+
+    /// Complete checkpoints, oldest first, as (step, path).
+    public static func complete(runDirectory: String) -> [(step: Int, path: String)] {
+        let parent = (runDirectory as NSString).appendingPathComponent("checkpoints")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []
+        return names.compactMap { name -> (Int, String)? in
+            guard name.hasPrefix("step-"), let step = Int(name.dropFirst(5)) else { return nil }
+            let path = (parent as NSString).appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(completeMarker)) else { return nil }
+            return (step, path)
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    static func prune(parent: String, keep: Int) throws {
+        let all = complete(runDirectory: (parent as NSString).deletingLastPathComponent)
+        for old in all.dropLast(keep) { try FileManager.default.removeItem(atPath: old.path) }
+    }
+
+    /// Removes leftovers of interrupted writes.
+    static func removePartial(runDirectory: String) {
+        let parent = (runDirectory as NSString).appendingPathComponent("checkpoints")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] {
+            let path = (parent as NSString).appendingPathComponent(name)
+            let incomplete = name.hasPrefix("step-") && !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(completeMarker))
+            if name.hasPrefix(".partial-") || incomplete { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }
+
+    /// Puts a checkpoint's tensors, moments and generator states back into `session`.
+    static func restore(_ path: String, into session: TrainingSession) throws -> CheckpointState {
+        let stateData = try Data(contentsOf: URL(fileURLWithPath: "\(path)/state.json"))
+        let state: CheckpointState
+        do {
+            state = try JSONDecoder().decode(CheckpointState.self, from: stateData)
+        } catch {
+            throw RecipeError(file: "\(path)/state.json", "cannot be read as a Finch checkpoint state")
+        }
+        let weights = try SafetensorsFile(path: "\(path)/trainable.safetensors")
+        let optimizer = try SafetensorsFile(path: "\(path)/optimizer.safetensors")
+        var saved: [String: (first: [Float], second: [Float])] = [:]
+        for (name, tensor) in session.trainable {
+            guard let entry = weights.entry(named: name), entry.shape == tensor.shape else {
+                throw RecipeError(file: weights.path, "tensor '\(name)' is missing or has another shape than \(tensor.shape)")
+            }
+            try weights.readFloats(name, into: tensor.storage.buffer)
+            saved[name] = (try optimizer.floats("exp_avg." + name), try optimizer.floats("exp_avg_sq." + name))
+        }
+        try session.optimizer.restore(step: state.step, moments: saved)
+        for (layerPath, layer) in session.dropoutGenerators {
+            if let words = state.generators[layerPath] { layer.generator = try RandomGenerator(state: words) }
+        }
+        return state
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+}

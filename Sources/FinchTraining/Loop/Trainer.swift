@@ -1,0 +1,180 @@
+import Foundation
+import FinchAdapters
+import FinchFormats
+import FinchModels
+import FinchNN
+import FinchTensor
+
+/// What the loop reports while it runs (a terminal progress bar, log lines, or a test).
+public enum TrainingEvent {
+    case started(summary: String, totalSteps: Int, startStep: Int)
+    case step(StepRecord)
+    case evaluation(step: Int, loss: Double)
+    case checkpoint(step: Int, path: String)
+    case finished(runDirectory: String)
+}
+
+public struct TrainingError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// Runs a recipe: a loop that reads top to bottom (learning rate; forward and backward over the
+/// accumulated micro-batches; clip; step; zero), with evaluation, logging and checkpoints at their
+/// intervals, resumable exactly from any complete checkpoint.
+public final class Trainer {
+    public let session: TrainingSession
+    public let runDirectory: String
+    private var loader: BatchLoader
+    private var startStep: Int
+    private let metrics: MetricsLog
+
+    /// A fresh run. Refuses a run directory that already holds checkpoints (resume it instead).
+    public static func start(_ loaded: LoadedRecipe) throws -> Trainer {
+        let run = loaded.recipe.outputDirectory
+        if !Checkpoint.complete(runDirectory: run).isEmpty {
+            throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
+        }
+        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        let session = try TrainingSession(loaded)
+        try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: (run as NSString).appendingPathComponent("recipe.yaml"))
+        let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0)
+        try trainer.metrics.open(keepingThrough: -1)
+        return trainer
+    }
+
+    /// Continues the newest complete checkpoint of `runDirectory`. The run's recipe.yaml (with any
+    /// `overrides`) must resolve to the recipe the checkpoint was written with, unless `allowRecipeChange`.
+    public static func resume(runDirectory: String, overrides: [String] = [], allowRecipeChange: Bool = false) throws -> Trainer {
+        let recipePath = (runDirectory as NSString).appendingPathComponent("recipe.yaml")
+        guard FileManager.default.fileExists(atPath: recipePath) else {
+            throw TrainingError(message: "\(runDirectory) is not a Finch run directory (no recipe.yaml)")
+        }
+        Checkpoint.removePartial(runDirectory: runDirectory)
+        guard let latest = Checkpoint.complete(runDirectory: runDirectory).last else {
+            throw TrainingError(message: "\(runDirectory) has no complete checkpoint to resume from; start it again with `finch train \(recipePath)`")
+        }
+        var loaded = try RecipeLoader.load(path: recipePath, overrides: overrides)
+        if loaded.recipe.outputDirectory != runDirectory {
+            var recipe = loaded.recipe
+            recipe.outputDirectory = runDirectory
+            loaded = LoadedRecipe(recipe: recipe, file: loaded.file, lines: loaded.lines)
+        }
+        let saved = try RecipeLoader.load(path: "\(latest.path)/recipe.yaml")
+        var savedRecipe = saved.recipe
+        savedRecipe.outputDirectory = loaded.recipe.outputDirectory
+        let changed = RecipeLoader.changedKeys(savedRecipe, loaded.recipe)
+        if !changed.isEmpty && !allowRecipeChange {
+            throw TrainingError(message: "the recipe changed since checkpoint step \(latest.step) (\(changed.joined(separator: ", "))); resume with the recipe it was written with, or pass --allow-recipe-change")
+        }
+        let session = try TrainingSession(loaded)
+        let state = try Checkpoint.restore(latest.path, into: session)
+        if !changed.isEmpty {
+            try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
+        }
+        let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor, startStep: state.step)
+        try trainer.metrics.open(keepingThrough: state.step)
+        return trainer
+    }
+
+    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int) {
+        self.session = session
+        self.runDirectory = runDirectory
+        self.startStep = startStep
+        let r = session.recipe
+        loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed), cursor: cursor)
+        metrics = MetricsLog(runDirectory: runDirectory)
+    }
+
+    /// The step the next call to `run` starts from.
+    public var nextStep: Int { startStep }
+
+    /// Trains to the recipe's last step, or stops after `stopAfter` steps (writing a checkpoint there).
+    public func run(stopAfter: Int? = nil, onEvent: (TrainingEvent) -> Void = { _ in }) throws {
+        let r = session.recipe
+        let total = session.totalSteps
+        let end = min(total, stopAfter ?? total)
+        onEvent(.started(summary: session.parameterSummary, totalSteps: total, startStep: startStep))
+        session.model.train()
+        let started = Date()
+        var lastCheckpoint = -1
+        defer { metrics.close() }
+        for step in startStep..<end {
+            let lr = session.schedule.learningRate(at: step)
+            let stepStart = Date()
+            var lossSum = 0.0
+            for _ in 0..<r.gradientAccumulation {
+                let (loss, _) = try session.loss(loader.next())
+                let value = Double(try loss.item())
+                guard value.isFinite else { throw nonFinite("loss", value, step: step + 1) }
+                try (loss * (1 / Float(r.gradientAccumulation))).backward()
+                lossSum += value
+            }
+            let norm = clipGradientNorm(session.trainable, maxNorm: r.maxGradNorm)
+            guard norm.isFinite else { throw nonFinite("gradient norm", norm, step: step + 1) }
+            session.optimizer.update(learningRate: lr)
+            for (_, t) in session.trainable { t.zeroGrad() }
+
+            let done = step + 1
+            let seconds = Date().timeIntervalSince(stepStart)
+            let elapsed = Date().timeIntervalSince(started)
+            let record = StepRecord(
+                step: done, totalSteps: total, loss: lossSum / Double(r.gradientAccumulation), learningRate: lr, gradientNorm: norm,
+                tokensPerSecond: Double(r.batchSize * r.gradientAccumulation * r.sequenceLength) / max(seconds, 1e-9),
+                secondsRemaining: elapsed / Double(done - startStep) * Double(end - done))
+            if done % r.logEvery == 0 || done == total { try metrics.record(record) }
+            onEvent(.step(record))
+            if (r.evalEvery > 0 && done % r.evalEvery == 0) || done == total, let v = try session.validationLoss() {
+                try metrics.recordValidation(step: done, loss: v)
+                onEvent(.evaluation(step: done, loss: v))
+            }
+            if (r.checkpointEvery > 0 && done % r.checkpointEvery == 0) || done == end {
+                onEvent(.checkpoint(step: done, path: try checkpoint(step: done, learningRate: lr)))
+                lastCheckpoint = done
+            }
+        }
+        startStep = end
+        if lastCheckpoint < 0 && end > 0 && Checkpoint.complete(runDirectory: runDirectory).last?.step != end {
+            onEvent(.checkpoint(step: end, path: try checkpoint(step: end, learningRate: session.schedule.learningRate(at: end - 1))))
+        }
+        try metrics.drawSVG()
+        if end == total { try finish() }
+        onEvent(.finished(runDirectory: runDirectory))
+    }
+
+    func checkpoint(step: Int, learningRate: Double) throws -> String {
+        var generators: [String: [UInt64]] = [:]
+        for (path, layer) in session.dropoutGenerators { generators[path] = layer.generator.state }
+        let state = CheckpointState(step: step, cursor: loader.cursor, generators: generators,
+                                    recipeHash: session.loaded.hash, learningRate: learningRate)
+        return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
+    }
+
+    /// The final adapter (PEFT format) in RUN/adapter, and the merged model in RUN/merged when asked
+    /// (always for full fine-tuning, which has no adapter).
+    func finish() throws {
+        let r = session.recipe
+        if let adapter = session.adapter {
+            try PEFTFormat.save(adapter, model: session.model, to: (runDirectory as NSString).appendingPathComponent("adapter"), baseModel: r.model)
+        }
+        let wantsMerged = r.exportMerged || session.adapter == nil
+        guard wantsMerged else { return }
+        let dtype: SafetensorsDType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
+        let out = (runDirectory as NSString).appendingPathComponent("merged")
+        switch session.adapter {
+        case .lora(let lora)?:
+            try lora.mergeAndUnload(from: session.model)
+        case .prefix?:
+            return  // nothing to merge; the adapter folder is the result
+        case nil:
+            break
+        }
+        try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype, dtypeName: r.exportType.rawValue)
+    }
+
+    func nonFinite(_ what: String, _ value: Double, step: Int) -> TrainingError {
+        let last = Checkpoint.complete(runDirectory: runDirectory).last
+        let kept = last.map { "the last complete checkpoint (step \($0.step)) is kept in \($0.path)" } ?? "no checkpoint was written yet"
+        return TrainingError(message: "step \(step): the \(what) is \(value); training stopped and \(kept). Lower optimizer.lr or check the data, then resume with --resume \(runDirectory) --allow-recipe-change")
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import FinchAdapters
+import FinchFormats
+import FinchModels
+import FinchNN
+import FinchTensor
+
+/// Everything a recipe sets up before the first step: the model with its adapter, the data, the
+/// trainable tensors by name, the optimizer and the schedule.
+public final class TrainingSession {
+    public let loaded: LoadedRecipe
+    public var recipe: Recipe { loaded.recipe }
+    public let folder: HuggingFaceFolder
+    public var model: any CausalLanguageModel { folder.model }
+    /// nil for full fine-tuning.
+    public let adapter: Adapter?
+    /// The tensors that train, by stable name (optimizer state and checkpoints use these names).
+    public let trainable: [(name: String, tensor: Tensor)]
+    public let trainData: TrainingData
+    public let validationData: TrainingData?
+    public let totalSteps: Int
+    public let optimizer: AdamW
+    public let schedule: LearningRateSchedule
+    public let totalParameterCount: Int
+
+    public init(_ loaded: LoadedRecipe) throws {
+        self.loaded = loaded
+        let r = loaded.recipe
+        func located(_ key: String, _ error: Error) -> Error {
+            if let e = error as? FormatError { return RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(e)") }
+            if let e = error as? AdapterError { return RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(e.message)") }
+            return error
+        }
+        do {
+            folder = try HuggingFaceFolder.load(r.model, requireTokenizer: true)
+        } catch {
+            throw located("model", error)
+        }
+        let tokenizer = folder.tokenizer!
+        let model = folder.model
+        let baseCount = model.parameterCount
+        var generator = RandomGenerator(seed: UInt64(r.seed))
+        switch r.adapterType {
+        case .lora:
+            var configuration = LoRAConfiguration(
+                rank: r.rank, alpha: Float(r.alpha), dropout: Float(r.dropout),
+                targets: r.targetRegex.map { .pattern($0) } ?? (r.targets == ["all-linear"] ? .allLinear : .names(r.targets)),
+                useRSLoRA: r.rsLoRA, layersToTransform: r.layers)
+            configuration.initialization = r.initialization == .gaussian ? .gaussian : .kaimingUniform
+            configuration.fanInFanOut = model.config.modelType == "gpt2"
+            do {
+                adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
+            } catch {
+                throw located(r.targetRegex != nil ? "adapter.target_regex" : "adapter.targets", error)
+            }
+            trainable = model.trainableParameters()
+        case .prefix:
+            model.freeze()
+            let prefix = try PrefixTuning(virtualTokenCount: r.virtualTokens, layerCount: model.layerCount,
+                                          keyValueHeadCount: model.keyValueHeadCount, headDimension: model.headDimension,
+                                          projectionHidden: r.projectionHidden > 0 ? r.projectionHidden : nil, generator: &generator)
+            adapter = .prefix(prefix)
+            trainable = prefix.namedParameters().map { ("prefix." + $0.name, $0.tensor) }
+        case .none:
+            model.unfreeze()
+            adapter = nil
+            trainable = model.trainableParameters()
+        }
+        totalParameterCount = baseCount + (adapter == nil ? 0 : trainable.reduce(0) { $0 + $1.tensor.count })
+
+        let eos = Int32(model.config.eosTokenIds.first ?? 0)
+        func data(_ key: String, _ path: String) throws -> TrainingData {
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): file '\(path)' does not exist")
+            }
+            return try TrainingData.load(path: path, format: r.dataFormat, tokenizer: tokenizer, sequenceLength: r.sequenceLength,
+                                         packing: r.packing, endOfText: eos)
+        }
+        trainData = try data("data.train", r.trainData)
+        validationData = try r.validationData.map { try data("data.validation", $0) }
+        guard r.sequenceLength <= model.config.maxPositions - (r.adapterType == .prefix ? r.virtualTokens : 0) else {
+            throw RecipeError(file: loaded.file, line: loaded.lines["data.seq_len"],
+                              "data.seq_len: \(r.sequenceLength) exceeds the model's \(model.config.maxPositions) positions")
+        }
+        let sequencesPerStep = r.batchSize * r.gradientAccumulation
+        totalSteps = r.steps ?? max(1, Int((Double(trainData.sequences.count) * (r.epochs ?? 1) / Double(sequencesPerStep)).rounded(.up)))
+        optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])), epsilon: Float(r.epsilon),
+                          weightDecay: Float(r.weightDecay))
+        schedule = LearningRateSchedule(kind: r.schedule, peak: r.learningRate, floor: r.minimumLearningRate,
+                                        warmupSteps: r.warmupSteps, totalSteps: totalSteps)
+    }
+
+    public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
+
+    /// PEFT's summary line.
+    public var parameterSummary: String { trainableSummary(trainable: trainableParameterCount, total: totalParameterCount) }
+
+    /// LoRA dropout generators by module path (saved in checkpoints so dropout resumes exactly).
+    var dropoutGenerators: [(path: String, layer: LoRALinear)] {
+        if case .lora(let l)? = adapter { return l.layers }
+        return []
+    }
+
+    /// Next-token loss of a batch of sequences (targets masked where the data says so).
+    func loss(_ batch: [TokenSequence]) throws -> (loss: Tensor, targets: Int) {
+        let t = recipe.sequenceLength
+        let tokens = batch.flatMap(\.tokens)
+        let mask = batch.flatMap(\.targetMask)
+        let targets = Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask)
+        let logits = try model.logits(tokens, batch: batch.count, length: t, cache: nil, prefix: adapter?.attentionPrefix)
+        let loss = try logits.crossEntropy(targets: targets, ignoreIndex: Losses.ignoreIndex)
+        return (loss, targets.filter { $0 != Losses.ignoreIndex }.count)
+    }
+
+    /// Mean validation loss over every predicted target (or the first `eval.max_batches` batches).
+    func validationLoss() throws -> Double? {
+        guard let validationData else { return nil }
+        return try GradientMode.withoutGradients {
+            model.eval()
+            defer { model.train() }
+            var total = 0.0, count = 0
+            var start = 0, batches = 0
+            while start < validationData.sequences.count && batches < (recipe.evalBatches ?? .max) {
+                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize, validationData.sequences.count)])
+                let (loss, targets) = try self.loss(batch)
+                if targets > 0 {
+                    total += Double(try loss.item()) * Double(targets)
+                    count += targets
+                }
+                start += recipe.batchSize
+                batches += 1
+            }
+            return count > 0 ? total / Double(count) : nil
+        }
+    }
+}

@@ -1,0 +1,336 @@
+import Foundation
+import Yams
+
+/// A recipe as loaded: the typed values, where each came from, and the text of the resolved recipe.
+public struct LoadedRecipe: Sendable {
+    public let recipe: Recipe
+    public let file: String
+    /// Line of each key in the file (keys set only by default or override have none).
+    public let lines: [String: Int]
+
+    /// The resolved recipe as YAML: every key with its value, overrides applied.
+    public var resolvedYAML: String { RecipeLoader.yaml(recipe) }
+
+    /// A stable 64-bit FNV-1a hash of the resolved recipe.
+    public var hash: String { RecipeLoader.hash(resolvedYAML) }
+}
+
+public enum RecipeLoader {
+    /// Reads a recipe file and applies `key.path=value` overrides.
+    public static func load(path: String, overrides: [String] = []) throws -> LoadedRecipe {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RecipeError(file: path, "cannot read the recipe file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw RecipeError(file: path, "is not UTF-8 text") }
+        return try parse(text, file: path, overrides: overrides)
+    }
+
+    public static func parse(_ text: String, file: String, overrides: [String] = []) throws -> LoadedRecipe {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw RecipeError(file: file, line: yamlLine(error), "is not valid YAML (\(yamlProblem(error)))")
+        } catch {
+            throw RecipeError(file: file, "is not valid YAML")
+        }
+        var recipe = Recipe()
+        var lines: [String: Int] = [:]
+        if let node {
+            guard let mapping = node.mapping else {
+                throw RecipeError(file: file, line: node.mark?.line, "a recipe is a mapping of keys to values")
+            }
+            for (key, value, line) in try flatten(mapping, prefix: "", file: file) {
+                guard let field = RecipeSchema.byKey[key] else {
+                    throw RecipeError(file: file, line: line, "unknown key '\(key)'\(suggestion(for: key))")
+                }
+                if lines[key] != nil { throw RecipeError(file: file, line: line, "key '\(key)' is given twice") }
+                let typed = try convert(value, kind: field.kind) { message in
+                    RecipeError(file: file, line: line, "\(key): \(message)")
+                }
+                field.write(&recipe, typed)
+                lines[key] = line
+            }
+        }
+        for override in overrides {
+            let origin = "override '\(override)'"
+            guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
+                throw RecipeError(file: origin, "expected key.path=value")
+            }
+            let key = String(override[..<eq]).trimmingCharacters(in: .whitespaces)
+            let raw = String(override[override.index(after: eq)...])
+            guard let field = RecipeSchema.byKey[key] else {
+                throw RecipeError(file: origin, "unknown key '\(key)'\(suggestion(for: key))")
+            }
+            let parsed: Node
+            do {
+                parsed = try Yams.compose(yaml: raw.isEmpty ? "\"\"" : raw) ?? Node("")
+            } catch {
+                throw RecipeError(file: origin, "\(key): the value is not valid YAML")
+            }
+            let typed = try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }
+            field.write(&recipe, typed)
+            lines.removeValue(forKey: key)
+        }
+        for field in RecipeSchema.fields where field.required {
+            guard case .string(let v)? = field.read(recipe), !v.isEmpty else {
+                throw RecipeError(file: file, "missing required key '\(field.key)' (\(field.summary))")
+            }
+        }
+        if recipe.outputDirectory.isEmpty {
+            let name = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+            recipe.outputDirectory = "runs/" + (name.isEmpty ? "run" : name)
+        }
+        try checkValues(recipe, file: file, lines: lines)
+        return LoadedRecipe(recipe: recipe, file: file, lines: lines)
+    }
+
+    /// Dotted keys with their value nodes and lines. Sections are mappings; anything else is a value.
+    static func flatten(_ mapping: Node.Mapping, prefix: String, file: String) throws -> [(String, Node, Int?)] {
+        var out: [(String, Node, Int?)] = []
+        for (k, v) in mapping {
+            guard let name = k.scalar?.string, !name.isEmpty else {
+                throw RecipeError(file: file, line: k.mark?.line, "keys must be plain names")
+            }
+            let key = prefix.isEmpty ? name : prefix + "." + name
+            if let sub = v.mapping {
+                let isSection = RecipeSchema.fields.contains { $0.key.hasPrefix(key + ".") }
+                guard isSection else {
+                    if RecipeSchema.byKey[key] != nil {
+                        throw RecipeError(file: file, line: k.mark?.line, "\(key): expected \(RecipeSchema.byKey[key]!.kind.expected), got a mapping")
+                    }
+                    let sections = Array(Set(RecipeSchema.fields.compactMap { $0.key.split(separator: ".").first.map(String.init) })).sorted()
+                    let near = closest(key, among: sections).map { " (did you mean '\($0)'?)" } ?? suggestion(for: key)
+                    throw RecipeError(file: file, line: k.mark?.line, "unknown section '\(key)'\(near)")
+                }
+                out += try flatten(sub, prefix: key, file: file)
+            } else {
+                out.append((key, v, k.mark?.line))
+            }
+        }
+        return out
+    }
+
+    /// A YAML node as the field's type; `fail` builds the error for a wrong type.
+    static func convert(_ node: Node, kind: RecipeField.Kind, fail: (String) -> RecipeError) throws -> RecipeValue {
+        func scalarText() throws -> String {
+            guard let s = node.scalar else { throw fail("expected \(kind.expected), got \(describe(node))") }
+            return s.string
+        }
+        func number(_ text: String) -> Double? {
+            guard let d = Double(text.replacingOccurrences(of: "_", with: "")), d.isFinite else { return nil }
+            return d
+        }
+        switch kind {
+        case .string:
+            guard let s = node.scalar, s.style != .plain || !["null", "~"].contains(s.string) else {
+                throw fail("expected \(kind.expected), got \(describe(node))")
+            }
+            return .string(s.string)
+        case .int:
+            let t = try scalarText()
+            guard let i = Int(t.replacingOccurrences(of: "_", with: "")) else { throw fail("expected \(kind.expected), got '\(t)'") }
+            return .int(i)
+        case .float:
+            let t = try scalarText()
+            guard let d = number(t) else { throw fail("expected \(kind.expected), got '\(t)'") }
+            return .float(d)
+        case .bool:
+            let t = try scalarText()
+            switch t.lowercased() {
+            case "true": return .bool(true)
+            case "false": return .bool(false)
+            default: throw fail("expected \(kind.expected), got '\(t)'")
+            }
+        case .choice(let options):
+            let t = try scalarText()
+            guard options.contains(t) else {
+                let near = closest(t, among: options).map { " (did you mean '\($0)'?)" } ?? ""
+                throw fail("expected \(kind.expected), got '\(t)'\(near)")
+            }
+            return .string(t)
+        case .stringList:
+            if let s = node.scalar { return .strings([s.string]) }
+            guard let seq = node.sequence else { throw fail("expected \(kind.expected), got \(describe(node))") }
+            return .strings(try seq.map { item in
+                guard let s = item.scalar else { throw fail("expected \(kind.expected), got an item \(describe(item))") }
+                return s.string
+            })
+        case .intList:
+            if let s = node.scalar, let i = Int(s.string) { return .ints([i]) }
+            guard let seq = node.sequence else { throw fail("expected \(kind.expected), got \(describe(node))") }
+            return .ints(try seq.map { item in
+                guard let t = item.scalar?.string, let i = Int(t) else { throw fail("expected \(kind.expected), got an item \(describe(item))") }
+                return i
+            })
+        case .floatPair:
+            guard let seq = node.sequence, seq.count == 2 else { throw fail("expected \(kind.expected), got \(describe(node))") }
+            return .floats(try seq.map { item in
+                guard let t = item.scalar?.string, let d = number(t) else { throw fail("expected \(kind.expected), got an item \(describe(item))") }
+                return d
+            })
+        }
+    }
+
+    static func describe(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s): return "'\(s.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// Range checks that need the whole recipe; each names its key.
+    static func checkValues(_ r: Recipe, file: String, lines: [String: Int]) throws {
+        func check(_ ok: Bool, _ key: String, _ message: String) throws {
+            if !ok { throw RecipeError(file: file, line: lines[key], "\(key): \(message)") }
+        }
+        try check(r.rank > 0, "adapter.rank", "must be positive, got \(r.rank)")
+        try check(r.alpha > 0, "adapter.alpha", "must be positive, got \(r.alpha)")
+        try check(r.dropout >= 0 && r.dropout < 1, "adapter.dropout", "must be in [0, 1), got \(r.dropout)")
+        try check(!r.targets.isEmpty, "adapter.targets", "must name at least one module")
+        try check(r.virtualTokens > 0, "adapter.virtual_tokens", "must be positive, got \(r.virtualTokens)")
+        try check(r.projectionHidden >= 0, "adapter.projection_hidden", "must be 0 or positive, got \(r.projectionHidden)")
+        try check(r.sequenceLength >= 2, "data.seq_len", "must be at least 2, got \(r.sequenceLength)")
+        try check(r.learningRate > 0, "optimizer.lr", "must be positive, got \(r.learningRate)")
+        try check(r.betas.allSatisfy { $0 >= 0 && $0 < 1 }, "optimizer.betas", "each must be in [0, 1), got \(r.betas)")
+        try check(r.epsilon > 0, "optimizer.eps", "must be positive, got \(r.epsilon)")
+        try check(r.weightDecay >= 0, "optimizer.weight_decay", "must be 0 or positive, got \(r.weightDecay)")
+        try check(r.warmupSteps >= 0, "optimizer.warmup_steps", "must be 0 or positive, got \(r.warmupSteps)")
+        try check(r.minimumLearningRate >= 0 && r.minimumLearningRate <= r.learningRate, "optimizer.min_lr",
+                  "must be between 0 and optimizer.lr (\(r.learningRate)), got \(r.minimumLearningRate)")
+        try check(r.maxGradNorm >= 0, "optimizer.max_grad_norm", "must be 0 (off) or positive, got \(r.maxGradNorm)")
+        try check(r.batchSize > 0, "training.batch_size", "must be positive, got \(r.batchSize)")
+        try check(r.gradientAccumulation > 0, "training.grad_accum", "must be positive, got \(r.gradientAccumulation)")
+        try check((r.steps ?? 1) > 0, "training.steps", "must be positive, got \(r.steps ?? 0)")
+        try check((r.epochs ?? 1) > 0, "training.epochs", "must be positive, got \(r.epochs ?? 0)")
+        try check(r.steps == nil || r.epochs == nil, "training.epochs", "give training.steps or training.epochs, not both")
+        try check(r.evalEvery >= 0, "eval.every", "must be 0 or positive, got \(r.evalEvery)")
+        try check((r.evalBatches ?? 1) > 0, "eval.max_batches", "must be positive, got \(r.evalBatches ?? 0)")
+        try check(r.checkpointEvery >= 0, "checkpoint.every", "must be 0 or positive, got \(r.checkpointEvery)")
+        try check(r.checkpointKeep >= 1, "checkpoint.keep", "must be at least 1, got \(r.checkpointKeep)")
+        try check(r.logEvery >= 1, "logging.every", "must be at least 1, got \(r.logEvery)")
+        if let regex = r.targetRegex {
+            try check((try? NSRegularExpression(pattern: regex)) != nil, "adapter.target_regex", "'\(regex)' is not a valid regular expression")
+        }
+    }
+
+    // MARK: Suggestions
+
+    /// Names other tools (PEFT, torchtune, mlx-lm, transformers) use for Finch's keys.
+    static let synonyms: [String: String] = [
+        "learning_rate": "optimizer.lr", "lr_scheduler": "optimizer.schedule", "scheduler": "optimizer.schedule",
+        "num_warmup_steps": "optimizer.warmup_steps", "warmup": "optimizer.warmup_steps", "clip_grad_norm": "optimizer.max_grad_norm",
+        "max_grad_norm": "optimizer.max_grad_norm", "grad_clip": "optimizer.max_grad_norm", "weight_decay": "optimizer.weight_decay",
+        "max_steps": "training.steps", "iters": "training.steps", "num_train_epochs": "training.epochs", "epochs": "training.epochs",
+        "batch_size": "training.batch_size", "gradient_accumulation_steps": "training.grad_accum",
+        "r": "adapter.rank", "lora_rank": "adapter.rank", "lora_alpha": "adapter.alpha", "lora_dropout": "adapter.dropout",
+        "target_modules": "adapter.targets", "lora_attn_modules": "adapter.targets", "num_virtual_tokens": "adapter.virtual_tokens",
+        "use_rslora": "adapter.rslora", "max_seq_len": "data.seq_len", "max_seq_length": "data.seq_len", "seq_length": "data.seq_len",
+        "block_size": "data.seq_len", "train_file": "data.train", "validation_file": "data.validation", "output_dir": "output.dir",
+        "save_steps": "checkpoint.every", "save_total_limit": "checkpoint.keep", "eval_steps": "eval.every", "logging_steps": "logging.every",
+    ]
+
+    /// " (did you mean 'x'?)" for the closest known key, compared by full path and by last component, or
+    /// by the names other tools use.
+    static func suggestion(for key: String) -> String {
+        let keys = RecipeSchema.fields.map(\.key)
+        let leaf = key.split(separator: ".").last.map(String.init) ?? key
+        if let known = synonyms.min(by: { distance(leaf, $0.key) < distance(leaf, $1.key) }),
+           distance(leaf, known.key) <= max(1, known.key.count / 4) {
+            return " (did you mean '\(known.value)'?)"
+        }
+        var best: (String, Int)?
+        for k in keys {
+            let kLeaf = k.split(separator: ".").last.map(String.init) ?? k
+            let d = min(distance(key, k), distance(leaf, kLeaf) + (k.hasSuffix(leaf) ? 0 : 1))
+            if best == nil || d < best!.1 { best = (k, d) }
+        }
+        guard let (k, d) = best, d <= max(2, leaf.count / 2) else { return "" }
+        return " (did you mean '\(k)'?)"
+    }
+
+    static func closest(_ word: String, among options: [String]) -> String? {
+        let scored = options.map { ($0, distance(word, $0)) }.min { $0.1 < $1.1 }
+        guard let (o, d) = scored, d <= max(2, word.count / 2) else { return nil }
+        return o
+    }
+
+    /// Levenshtein distance.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var row = Array(0...b.count)
+        for i in 1...a.count {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...b.count {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
+    }
+
+    // MARK: The resolved recipe
+
+    static func yaml(_ recipe: Recipe) -> String {
+        var out = "# The resolved recipe: every key, defaults and overrides applied.\n"
+        var section = ""
+        for field in RecipeSchema.fields {
+            let parts = field.key.split(separator: ".").map(String.init)
+            let value = field.read(recipe)
+            if parts.count == 1 {
+                if let value { out += "\(parts[0]): \(quoted(value))\n" }
+                continue
+            }
+            if parts[0] != section {
+                section = parts[0]
+                out += "\(section):\n"
+            }
+            out += value.map { "  \(parts[1]): \(quoted($0))\n" } ?? "  # \(parts[1]): (not set)\n"
+        }
+        return out
+    }
+
+    static func quoted(_ v: RecipeValue) -> String {
+        if case .string(let s) = v {
+            let plain = !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "/._-+".contains($0) }
+                && Double(s) == nil && !["true", "false", "null", "yes", "no", "~"].contains(s.lowercased())
+            return plain ? s : "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        if case .strings(let l) = v { return "[" + l.map { quoted(.string($0)) }.joined(separator: ", ") + "]" }
+        return v.description
+    }
+
+    static func hash(_ text: String) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in text.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return String(format: "%016llx", h)
+    }
+
+    /// Keys whose values differ between two recipes.
+    public static func changedKeys(_ a: Recipe, _ b: Recipe) -> [String] {
+        RecipeSchema.fields.filter { $0.read(a) != $0.read(b) }.map(\.key)
+    }
+
+    static func yamlLine(_ error: YamlError) -> Int? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark.line
+        default: return nil
+        }
+    }
+
+    static func yamlProblem(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        default: return "\(error)".split(separator: "\n").first.map(String.init) ?? "syntax error"
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import FinchTraining
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Run a training recipe, or continue a run from its newest complete checkpoint.",
+        discussion: """
+            finch train RECIPE.yaml [key.path=value ...]
+            finch train --resume RUN_DIR [key.path=value ...] [--allow-recipe-change]
+            """)
+
+    @Argument(help: "The recipe (YAML), then key.path=value overrides.")
+    var arguments: [String] = []
+
+    @Option(help: "Continue the run in this directory from its newest complete checkpoint.")
+    var resume: String?
+
+    @Flag(help: "Resume even though the recipe differs from the one the checkpoint was written with.")
+    var allowRecipeChange = false
+
+    func run() throws {
+        let trainer: Trainer
+        if let resume {
+            trainer = try Trainer.resume(runDirectory: resume, overrides: arguments, allowRecipeChange: allowRecipeChange)
+        } else {
+            guard let recipe = arguments.first else {
+                throw ValidationError("give a recipe file (finch train RECIPE.yaml) or --resume RUN_DIR")
+            }
+            trainer = try Trainer.start(try RecipeLoader.load(path: recipe, overrides: Array(arguments.dropFirst())))
+        }
+        let display = ProgressDisplay(mode: trainer.session.recipe.progress, logEvery: trainer.session.recipe.logEvery)
+        try trainer.run { display.show($0) }
+    }
+}
+
+/// A progress bar on a terminal, plain lines otherwise.
+final class ProgressDisplay {
+    let bar: Bool
+    let logEvery: Int
+    private var total = 0
+
+    init(mode: Recipe.Progress, logEvery: Int) {
+        switch mode {
+        case .bar: bar = true
+        case .plain: bar = false
+        case .auto: bar = isatty(STDERR_FILENO) != 0
+        }
+        self.logEvery = logEvery
+    }
+
+    func show(_ event: TrainingEvent) {
+        switch event {
+        case let .started(summary, totalSteps, startStep):
+            total = totalSteps
+            print(summary)
+            if startStep > 0 { print("resuming at step \(startStep) of \(totalSteps)") }
+        case .step(let r):
+            let line = String(format: "step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  eta %@",
+                              r.step, r.totalSteps, r.loss, r.learningRate, r.gradientNorm, r.tokensPerSecond, Self.clock(r.secondsRemaining))
+            if bar {
+                let width = 24
+                let filled = Int(Double(width) * Double(r.step) / Double(max(1, r.totalSteps)))
+                let text = "\r[" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] " + line
+                FileHandle.standardError.write(Data(text.utf8))
+                if r.step == r.totalSteps { FileHandle.standardError.write(Data("\n".utf8)) }
+            } else if r.step % logEvery == 0 || r.step == r.totalSteps {
+                print(line)
+                fflush(nil)
+            }
+        case let .evaluation(step, loss):
+            if bar { FileHandle.standardError.write(Data("\n".utf8)) }
+            print(String(format: "step %d  validation loss %.4f  perplexity %.2f", step, loss, Foundation.exp(loss)))
+            fflush(nil)
+        case let .checkpoint(step, path):
+            if !bar { print("step \(step)  checkpoint \(path)") }
+        case .finished(let run):
+            print("run directory: \(run)")
+        }
+    }
+
+    static func clock(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "?" }
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}

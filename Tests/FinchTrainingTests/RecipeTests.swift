@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchTraining
+
+@Suite("strict recipes")
+struct RecipeTests {
+    static func expectError(_ yaml: String, overrides: [String] = [], _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try RecipeLoader.parse(yaml, file: "r.yaml", overrides: overrides)
+            Issue.record("accepted", sourceLocation: sourceLocation)
+        } catch {
+            #expect("\(error)" == expected, sourceLocation: sourceLocation)
+        }
+    }
+
+    static let minimal = "model: m\ndata:\n  train: t.txt\n"
+
+    @Test func defaultsFillWhatARecipeLeavesOut() throws {
+        let r = try RecipeLoader.parse(Self.minimal + "optimizer:\n  lr: 3e-4\n", file: "recipes/small.yaml").recipe
+        #expect(r.learningRate == 3e-4 && r.rank == 8 && r.targets == ["q_proj", "v_proj"] && r.schedule == .cosine)
+        #expect(r.outputDirectory == "runs/small")
+        let resolved = try RecipeLoader.parse(RecipeLoader.yaml(r), file: "resolved.yaml").recipe
+        #expect(resolved == r, "the resolved recipe reads back to the same values")
+    }
+
+    @Test func anUnknownKeyNamesFileLineAndTheClosestKey() {
+        Self.expectError(Self.minimal + "optimizer:\n  lr: 1\n  wieght_decay: 0.1\n",
+                         "r.yaml:6: unknown key 'optimizer.wieght_decay' (did you mean 'optimizer.weight_decay'?)")
+        Self.expectError(Self.minimal + "learning_rate: 0.1\n", "r.yaml:4: unknown key 'learning_rate' (did you mean 'optimizer.lr'?)")
+        Self.expectError(Self.minimal + "adaptor:\n  rank: 4\n", "r.yaml:4: unknown section 'adaptor' (did you mean 'adapter'?)")
+    }
+
+    @Test func aWrongTypeNamesTheKeyAndWhatWasExpected() {
+        Self.expectError(Self.minimal + "training:\n  steps: ten\n", "r.yaml:5: training.steps: expected an integer, got 'ten'")
+        Self.expectError("model: m\ndata:\n  train: t.txt\n  packing: maybe\n", "r.yaml:4: data.packing: expected true or false, got 'maybe'")
+        Self.expectError(Self.minimal + "optimizer:\n  schedule: cosin\n",
+                         "r.yaml:5: optimizer.schedule: expected one of constant, linear, cosine, got 'cosin' (did you mean 'cosine'?)")
+        Self.expectError(Self.minimal + "optimizer:\n  betas: 0.9\n", "r.yaml:5: optimizer.betas: expected a list of two numbers, got '0.9'")
+        Self.expectError(Self.minimal + "adapter:\n  rank: 0\n", "r.yaml:5: adapter.rank: must be positive, got 0")
+    }
+
+    @Test func aMissingRequiredValueNamesTheKey() {
+        Self.expectError("data:\n  train: t.txt\n", "r.yaml: missing required key 'model' (Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).)")
+    }
+
+    @Test func overridesAreTypeCheckedTheSameWay() throws {
+        let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml", overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
+        #expect(r.learningRate == 0.02 && r.targets == ["q_proj", "k_proj"])
+        Self.expectError(Self.minimal, overrides: ["training.batch_size=big"], "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
+        Self.expectError(Self.minimal, overrides: ["optimizer.lerning_rate=1"], "override 'optimizer.lerning_rate=1': unknown key 'optimizer.lerning_rate' (did you mean 'optimizer.lr'?)")
+        Self.expectError(Self.minimal, overrides: ["steps"], "override 'steps': expected key.path=value")
+    }
+
+    @Test func aMissingFileNamesTheKeyAndLine() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/nope.txt\n", to: "\(dir)/r.yaml")
+        do {
+            _ = try TrainingSession(try RecipeLoader.load(path: recipe))
+            Issue.record("accepted a missing file")
+        } catch {
+            #expect("\(error)" == "\(dir)/r.yaml:3: data.train: file '\(dir)/nope.txt' does not exist")
+        }
+        let badModel = try TrainingSupport.write("model: \(dir)/nomodel\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/m.yaml")
+        do {
+            _ = try TrainingSession(try RecipeLoader.load(path: badModel))
+            Issue.record("accepted a missing model")
+        } catch {
+            #expect("\(error)".hasPrefix("\(dir)/m.yaml:1: model: \(dir)/nomodel: is not a folder"), "\(error)")
+        }
+        let badTarget = try TrainingSupport.write("model: \(dir)/base\nadapter:\n  targets: [qproj]\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/t.yaml")
+        do {
+            _ = try TrainingSession(try RecipeLoader.load(path: badTarget))
+            Issue.record("accepted a target that matches nothing")
+        } catch {
+            #expect("\(error)".hasPrefix("\(dir)/t.yaml:3: adapter.targets: target module 'qproj' matches nothing"), "\(error)")
+        }
+    }
+}

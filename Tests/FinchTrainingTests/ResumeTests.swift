@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+import TestSupport
+import FinchFormats
+@testable import FinchTraining
+
+@Suite("training and exact resume")
+struct ResumeTests {
+    @Test(arguments: ["lora", "prefix", "none"])
+    func stopAndResumeAtSeveralPointsIsBitwiseIdentical(_ adapter: String) throws {
+        let dir = try TrainingSupport.workspace("resume-\(adapter)")
+        let extra = adapter == "prefix" ? "" : ""
+        let straightRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/straight\n" + extra),
+                                                       to: "\(dir)/straight.yaml")
+        try Trainer.start(try RecipeLoader.load(path: straightRecipe)).run()
+
+        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/paused\n" + extra),
+                                                     to: "\(dir)/paused.yaml")
+        try Trainer.start(try RecipeLoader.load(path: pausedRecipe)).run(stopAfter: 3)
+        try Trainer.resume(runDirectory: "\(dir)/paused").run(stopAfter: 7)
+        try Trainer.resume(runDirectory: "\(dir)/paused").run(stopAfter: 8)
+        try Trainer.resume(runDirectory: "\(dir)/paused").run()
+
+        let result = adapter == "none" ? "merged/model.safetensors" : "adapter/adapter_model.safetensors"
+        #expect(try TrainingSupport.bytes("\(dir)/straight/\(result)") == TrainingSupport.bytes("\(dir)/paused/\(result)"),
+                "\(adapter): the resumed run's weights differ from the straight run's")
+        let straight = try TrainingSupport.losses("\(dir)/straight"), paused = try TrainingSupport.losses("\(dir)/paused")
+        #expect(straight.count == 12)
+        #expect(straight == paused)
+        #expect(Checkpoint.complete(runDirectory: "\(dir)/paused").map(\.step) == [8, 12])
+    }
+
+    @Test(arguments: ["lora", "prefix", "none"])
+    func everyAdapterKindLowersTheValidationLoss(_ adapter: String) throws {
+        let dir = try TrainingSupport.workspace("lowers-\(adapter)")
+        let recipe = try TrainingSupport.write(
+            TrainingSupport.recipe(dir, adapter: adapter, steps: 16, extra: "output:\n  dir: \(dir)/run\n").replacingOccurrences(of: "lr: 0.005", with: "lr: 0.01"),
+            to: "\(dir)/r.yaml")
+        var evaluations: [Double] = []
+        let trainer = try Trainer.start(try RecipeLoader.load(path: recipe))
+        let before = try #require(try trainer.session.validationLoss())
+        try trainer.run { event in if case .evaluation(_, let loss) = event { evaluations.append(loss) } }
+        #expect(evaluations.count == 4)
+        #expect(evaluations.last! < before - 0.05, "\(adapter): validation loss \(before) → \(evaluations)")
+        let svg = try String(contentsOfFile: "\(dir)/run/loss.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("polyline"))
+    }
+
+    @Test func prefixWithItsMLPResumesExactly() throws {
+        let dir = try TrainingSupport.workspace()
+        let extra = "output:\n  dir: \(dir)/RUN\n"
+        let text = TrainingSupport.recipe(dir, adapter: "prefix", steps: 6, extra: extra)
+            .replacingOccurrences(of: "  virtual_tokens: 4", with: "  virtual_tokens: 4\n  projection_hidden: 16")
+        let a = try TrainingSupport.write(text.replacingOccurrences(of: "RUN", with: "a"), to: "\(dir)/a.yaml")
+        let b = try TrainingSupport.write(text.replacingOccurrences(of: "RUN", with: "b"), to: "\(dir)/b.yaml")
+        try Trainer.start(try RecipeLoader.load(path: a)).run()
+        try Trainer.start(try RecipeLoader.load(path: b)).run(stopAfter: 2)
+        try Trainer.resume(runDirectory: "\(dir)/b").run()
+        #expect(try TrainingSupport.bytes("\(dir)/a/adapter/adapter_model.safetensors") == TrainingSupport.bytes("\(dir)/b/adapter/adapter_model.safetensors"))
+        let trainable = try SafetensorsFile(path: Checkpoint.complete(runDirectory: "\(dir)/b").last!.path + "/trainable.safetensors")
+        #expect(trainable.names.contains("prefix.transform_in.weight"), "the checkpoint keeps the MLP")
+    }
+
+    @Test func aChangedRecipeIsRefusedNamingTheKeys() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        #expect(throws: TrainingError.self) { try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5", "adapter.rank=2"]) }
+        do {
+            _ = try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5", "adapter.rank=2"])
+        } catch {
+            #expect("\(error)".contains("adapter.rank, optimizer.lr"), "\(error)")
+        }
+        _ = try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5"], allowRecipeChange: true)
+        #expect(throws: TrainingError.self) { try Trainer.start(try RecipeLoader.load(path: recipe)) }
+    }
+
+    @Test func aNonFiniteLossStopsTrainingAndKeepsTheLastCheckpoint() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let checkpoint = Checkpoint.complete(runDirectory: "\(dir)/run").last!
+        let before = try TrainingSupport.bytes("\(checkpoint.path)/trainable.safetensors")
+        // Poison the base model: one NaN weight makes every later loss NaN.
+        let source = try SafetensorsFile(path: "\(dir)/base/model.safetensors")
+        var items = try source.entries.map { SafetensorsWriter.Item(name: $0.name, shape: $0.shape, values: try source.floats($0.name)) }
+        var values = items[0].values
+        values[0] = .nan
+        items[0] = .init(name: items[0].name, shape: items[0].shape, values: values)
+        try SafetensorsWriter.write(items, to: "\(dir)/base/model.safetensors")
+        do {
+            try Trainer.resume(runDirectory: "\(dir)/run").run()
+            Issue.record("training went on with a NaN loss")
+        } catch let error as TrainingError {
+            #expect(error.message.contains("step 5: the loss is nan"), "\(error)")
+            #expect(error.message.contains("step 4"), "\(error)")
+        }
+        #expect(Checkpoint.complete(runDirectory: "\(dir)/run").last?.step == 4)
+        #expect(try TrainingSupport.bytes("\(checkpoint.path)/trainable.safetensors") == before)
+    }
+}
