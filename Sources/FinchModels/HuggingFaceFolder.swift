@@ -14,14 +14,20 @@ public struct HuggingFaceFolder {
 
     /// Loads config, weights and (when present) the tokenizer. Every parameter must be in the checkpoint
     /// with its exact shape; a checkpoint tensor the model does not use is an error too.
-    public static func load(_ path: String, requireTokenizer: Bool = false) throws -> HuggingFaceFolder {
+    /// With `randomSeed`, the weights are not read: the model starts from transformers' initialisation
+    /// (N(0, 0.02) for projections and embeddings, ones for norms), for pretraining from scratch.
+    public static func load(_ path: String, requireTokenizer: Bool = false, randomSeed: UInt64? = nil) throws -> HuggingFaceFolder {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw FormatError(file: path, "is not a folder (a Hugging Face model folder holds config.json and model.safetensors)")
         }
         let config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("config.json"))
         let model = try CausalLanguageModelFactory.make(config)
-        try loadWeights(into: model, from: SafetensorsCheckpoint(folder: path))
+        if let randomSeed {
+            initializeRandomly(model, seed: randomSeed)
+        } else {
+            try loadWeights(into: model, from: SafetensorsCheckpoint(folder: path))
+        }
         model.freeze()
         let tokenizerPath = (path as NSString).appendingPathComponent("tokenizer.json")
         var tokenizer: Tokenizer?
@@ -55,6 +61,28 @@ public struct HuggingFaceFolder {
         }
         if let extra = checkpoint.names.first(where: { !used.contains($0) && !model.isIgnorableCheckpointKey($0) }) {
             throw FormatError(file: checkpoint.path(of: extra), "unexpected tensor '\(extra)': the \(model.config.modelType) model has no parameter of that name")
+        }
+    }
+
+    /// transformers' `_init_weights` for these architectures: Linear and Embedding weights N(0, std²),
+    /// biases zero, norm weights one and norm biases zero.
+    public static func initializeRandomly(_ model: any CausalLanguageModel, seed: UInt64, standardDeviation: Float = 0.02) {
+        var generator = RandomGenerator(seed: seed)
+        for (_, module) in model.namedModules() {
+            switch module {
+            case let linear as Linear:
+                try? linear.weight.assign(Tensor.randomNormal(linear.weight.shape, standardDeviation: standardDeviation, generator: &generator))
+                if let bias = linear.bias { try? bias.assign(Tensor.zeros(bias.shape)) }
+            case let embedding as Embedding:
+                try? embedding.weight.assign(Tensor.randomNormal(embedding.weight.shape, standardDeviation: standardDeviation, generator: &generator))
+            case let norm as RMSNorm:
+                try? norm.weight.assign(Tensor.ones(norm.weight.shape))
+            case let norm as LayerNorm:
+                try? norm.weight.assign(Tensor.ones(norm.weight.shape))
+                try? norm.bias.assign(Tensor.zeros(norm.bias.shape))
+            default:
+                break
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import FinchAdapters
 import FinchModels
+import FinchTraining
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,7 +11,9 @@ struct EvalCommand: ParsableCommand {
         discussion: """
             The file is tokenized whole, without special tokens, and cut into consecutive non-overlapping \
             windows of --seq-len tokens; every position after the first in a window is predicted from the \
-            ones before it (transformers' labels=input_ids convention).
+            ones before it (transformers' labels=input_ids convention). A JSON-lines file of \
+            {"prompt", "completion"} records is scored on the completions instead, with the exact-match \
+            accuracy of greedy generation.
             """)
 
     @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
@@ -25,7 +28,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Tokens per window.")
     var seqLen: Int = 256
 
-    @Option(help: "Score only the first K windows.")
+    @Option(help: "Score only the first K windows (or K examples of a prompt/completion file).")
     var maxWindows: Int?
 
     @Option(help: "Windows per forward pass.")
@@ -43,6 +46,18 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
         let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
+        if CompletionEvaluation.isCompletionFile(data) {
+            let r = try CompletionEvaluation.run(model: folder.model, tokenizer: try folder.requireTokenizer(), path: data,
+                                                 prefix: applied?.attentionPrefix, maxExamples: maxWindows)
+            if json {
+                try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
+                                 "examples": r.examples, "seconds": r.seconds])
+            } else {
+                print("completion loss \(Output.fixed(r.loss, 6))  perplexity \(Output.fixed(Foundation.exp(r.loss), 3))  "
+                    + "exact match \(Output.fixed(100 * r.exactMatch, 1)) % of \(r.examples) examples (greedy)")
+            }
+            return
+        }
         let tokens = try folder.requireTokenizer().encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
                                                  maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)

@@ -32,7 +32,8 @@ public final class TrainingSession {
             return error
         }
         do {
-            folder = try HuggingFaceFolder.load(r.model, requireTokenizer: true)
+            folder = try HuggingFaceFolder.load(r.model, requireTokenizer: true,
+                                                randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil)
         } catch {
             throw located("model", error)
         }

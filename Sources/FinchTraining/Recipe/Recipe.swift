@@ -8,7 +8,10 @@ public struct Recipe: Equatable, Sendable {
     public enum ExportType: String, Sendable, CaseIterable { case float32, float16, bfloat16 }
     public enum Initialization: String, Sendable, CaseIterable { case kaiming, gaussian }
 
+    public enum ModelInitialization: String, Sendable, CaseIterable { case pretrained, random }
+
     public var model = ""
+    public var modelInit: ModelInitialization = .pretrained
     public var seed: Int = 0
 
     public var adapterType: AdapterKind = .lora

@@ -83,7 +83,9 @@ public enum RecipeSchema {
     public static let fields: [RecipeField] = [
         s("model", "Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).", required: true,
           { $0.model }, { $0.model = $1 }),
-        i("seed", "Seed for adapter initialisation, dropout and shuffling.", { $0.seed }, { $0.seed = $1 }),
+        c("model_init", "pretrained (read model.safetensors) or random (transformers' initialisation, for pretraining; needs adapter.type none).",
+          { $0.modelInit }, { $0.modelInit = $1 }),
+        i("seed", "Seed for initialisation, dropout and shuffling.", { $0.seed }, { $0.seed = $1 }),
 
         c("adapter.type", "lora, prefix, or none (full fine-tuning: every base weight trains).", { $0.adapterType }, { $0.adapterType = $1 }),
         i("adapter.rank", "LoRA rank r.", { $0.rank }, { $0.rank = $1 }),

@@ -1,0 +1,79 @@
+import Foundation
+import FinchFormats
+import FinchModels
+import FinchNN
+import FinchTensor
+
+/// Scores a prompt/completion JSON-lines file: the mean cross-entropy of the completion tokens (and the
+/// EOS after them) given the prompt, and the exact-match accuracy of greedy generation — the generated
+/// text, up to EOS, equal to the completion after trimming surrounding whitespace.
+public enum CompletionEvaluation {
+    public struct Result: Sendable {
+        public let loss: Double
+        public let exactMatch: Double
+        public let examples: Int
+        public let seconds: Double
+    }
+
+    public struct Example: Sendable {
+        public let prompt: String
+        public let completion: String
+    }
+
+    public static func examples(path: String) throws -> [Example] {
+        guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) else {
+            throw RecipeError(file: path, "cannot read the file as UTF-8 text")
+        }
+        var out: [Example] = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let o = (try? JSONValue.parse(Data(trimmed.utf8), file: path))?.object,
+                  let p = o["prompt"]?.string, let c = o["completion"]?.string else {
+                throw RecipeError(file: path, line: i + 1, "expected {\"prompt\": …, \"completion\": …}")
+            }
+            out.append(Example(prompt: p, completion: c))
+        }
+        return out
+    }
+
+    /// True when the file's first record has "prompt" and "completion".
+    public static func isCompletionFile(_ path: String) -> Bool {
+        guard path.hasSuffix(".jsonl") || path.hasSuffix(".json"),
+              let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }),
+              let first = text.split(separator: "\n").first,
+              let o = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else { return false }
+        return o["prompt"] != nil && o["completion"] != nil
+    }
+
+    public static func run(model: any CausalLanguageModel, tokenizer: Tokenizer, path: String, prefix: AttentionPrefix?,
+                           maxExamples: Int? = nil, maxNewTokens: Int = 64) throws -> Result {
+        let all = try examples(path: path)
+        let chosen = Array(all.prefix(maxExamples ?? all.count))
+        guard !chosen.isEmpty else { throw RecipeError(file: path, "holds no examples") }
+        let eos = model.config.eosTokenIds.first ?? 0
+        let start = Date()
+        var total = 0.0, count = 0, correct = 0
+        try GradientMode.withoutGradients {
+            for example in chosen {
+                let p = tokenizer.encode(example.prompt, addSpecialTokens: true)
+                let c = tokenizer.encode(example.completion, addSpecialTokens: false) + [eos]
+                let tokens = (p + c).map(Int32.init)
+                let mask = [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)
+                let logits = try model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: prefix)
+                let loss = try Losses.causalLanguageModel(logits: logits, tokens: tokens, mask: mask)
+                total += Double(try loss.item()) * Double(c.count)
+                count += c.count
+                let generated = try Generation.generate(
+                    model: model, prompt: p, options: GenerationOptions(maxTokens: maxNewTokens, stopTokens: Set(model.config.eosTokenIds)),
+                    prefix: prefix)
+                let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)
+                if text.trimmingCharacters(in: .whitespacesAndNewlines) == example.completion.trimmingCharacters(in: .whitespacesAndNewlines) {
+                    correct += 1
+                }
+            }
+        }
+        return Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
+                      examples: chosen.count, seconds: Date().timeIntervalSince(start))
+    }
+}
