@@ -1,3 +1,10 @@
+"""Checks that `finch tokenize` and the Hugging Face `tokenizers` library give the same ids (and that
+`tokenizers` decodes them back to the text) on fixed samples and on slices of the given text files.
+
+    pip install tokenizers
+    python3 datasets/check_tokenizer_parity.py models/finch-shakespeare/tokenizer.json .build/release/finch \
+        datasets/shakespeare/validation.txt datasets/milton/validation.txt
+"""
 import json, subprocess, sys
 from tokenizers import Tokenizer
 tok = Tokenizer.from_file(sys.argv[1])

@@ -132,3 +132,18 @@ struct TapeTests {
         #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
     }
 }
+
+@Suite("kernels")
+struct KernelTests {
+    @Test func fastExponentialIsWithinTwoUlpOfTheLibrary() {
+        var worst: Float = 0
+        var x: Float = -87
+        while x < 88.7 {
+            let fast = Math.exp(x), reference = Math.libraryExp(x)
+            worst = max(worst, abs(fast - reference) / reference.ulp)
+            x += 0.0137
+        }
+        #expect(worst <= 2, "worst error \(worst) ulp")
+        #expect(Math.exp(-.infinity) == 0 && Math.exp(-100) == 0 && Math.exp(0) == 1 && Math.exp(100) == .infinity)
+    }
+}
