@@ -4,7 +4,7 @@ import FinchTensor
 public protocol AttentionPrefix: AnyObject {
     /// Number of virtual positions.
     var length: Int { get }
-    /// For one layer: keys and values [B, Hkv, P, D] for a batch of `batch`.
+    /// For one layer: keys and values [B, P, Hkv, D] for a batch of `batch`.
     func keysAndValues(layer: Int, batch: Int) throws -> (key: Tensor, value: Tensor)
 }
 
@@ -16,12 +16,12 @@ public final class LayerCache {
     public init() {}
 
     /// Positions stored so far.
-    public var length: Int { key?.shape[2] ?? 0 }
+    public var length: Int { key?.shape[1] ?? 0 }
 
-    /// Appends new keys/values [B, Hkv, T, D]; returns everything seen so far.
+    /// Appends new keys/values [B, T, Hkv, D]; returns everything seen so far.
     public func append(key k: Tensor, value v: Tensor) throws -> (Tensor, Tensor) {
-        let allK = try key.map { try Tensor.concatenate([$0, k], axis: 2) } ?? k
-        let allV = try value.map { try Tensor.concatenate([$0, v], axis: 2) } ?? v
+        let allK = try key.map { try Tensor.concatenate([$0, k], axis: 1) } ?? k
+        let allV = try value.map { try Tensor.concatenate([$0, v], axis: 1) } ?? v
         key = allK.detached()
         value = allV.detached()
         return (allK, allV)
@@ -36,18 +36,19 @@ public final class KVCache {
     public var length: Int { layers.first?.length ?? 0 }
 }
 
-/// Head reshapes shared by the attention variants.
+/// Head reshapes shared by the attention variants. Attention works sequence-major ([B, T, H, D]), so
+/// both are views, not copies.
 public enum Heads {
-    /// [B, T, H·D] → [B, H, T, D]
+    /// [B, T, H·D] → [B, T, H, D]
     public static func split(_ x: Tensor, heads: Int) throws -> Tensor {
         let (b, t, c) = (x.shape[0], x.shape[1], x.shape[2])
-        return try x.reshaped([b, t, heads, c / heads]).permuted([0, 2, 1, 3])
+        return try x.reshaped([b, t, heads, c / heads])
     }
 
-    /// [B, H, T, D] → [B, T, H·D]
+    /// [B, T, H, D] → [B, T, H·D]
     public static func merge(_ x: Tensor) throws -> Tensor {
-        let (b, h, t, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        return try x.permuted([0, 2, 1, 3]).reshaped([b, t, h * d])
+        let (b, t, h, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        return try x.reshaped([b, t, h * d])
     }
 }
 
@@ -77,12 +78,12 @@ public final class Attention: Module {
     /// x [B, T, C] → [B, T, C]. Row t has position `positionOffset + t`.
     public func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?,
                                prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
-        var q = try Heads.split(qProj(x), heads: headCount)          // [B, Hq, T, D]
-        var k = try Heads.split(kProj(x), heads: keyValueHeadCount)  // [B, Hkv, T, D]
+        var q = try Heads.split(qProj(x), heads: headCount)          // [B, T, Hq, D]
+        var k = try Heads.split(kProj(x), heads: keyValueHeadCount)  // [B, T, Hkv, D]
         let v = try Heads.split(vProj(x), heads: keyValueHeadCount)
         if let rotary {
-            q = try q.rotaryEmbedding(rotary, offset: positionOffset)
-            k = try k.rotaryEmbedding(rotary, offset: positionOffset)
+            q = try q.rotaryEmbedding(rotary, offset: positionOffset, sequenceAxis: 1)
+            k = try k.rotaryEmbedding(rotary, offset: positionOffset, sequenceAxis: 1)
         }
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
         let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true)

@@ -7,9 +7,22 @@ struct ValidateCommand: ParsableCommand {
         abstract: "Check a recipe without training: keys, types, files, model, adapter targets and data.")
 
     @Argument(help: "The recipe (YAML), then key.path=value overrides.")
-    var arguments: [String]
+    var arguments: [String] = []
+
+    @Flag(help: "Print every recipe key with its type, default and meaning (a Markdown table) and exit.")
+    var keys = false
 
     func run() throws {
+        if keys {
+            print("| key | type | default | what it does |")
+            print("| --- | --- | --- | --- |")
+            let defaults = Recipe()
+            for field in RecipeSchema.fields {
+                let value = field.required ? "(required)" : field.read(defaults).map { "`\($0)`" } ?? "(not set)"
+                print("| `\(field.key)` | \(field.kind.expected) | \(value) | \(field.summary) |")
+            }
+            return
+        }
         guard let recipe = arguments.first else { throw ValidationError("give a recipe file") }
         let loaded = try RecipeLoader.load(path: recipe, overrides: Array(arguments.dropFirst()))
         let session = try TrainingSession(loaded)

@@ -147,19 +147,29 @@ struct GradientCheckTests {
         let table = try RotaryTable(headDimension: 6, theta: 10_000, maxPositions: 16)
         let x = Inputs.normal([2, 2, 3, 6])
         try GradientCheck.check([x]) { try $0[0].rotaryEmbedding(table, offset: offset) }
+        try GradientCheck.check([x]) { try $0[0].rotaryEmbedding(table, offset: offset, sequenceAxis: 1) }
+    }
+
+    @Test func rotaryEmbeddingOnEitherLayoutAgrees() throws {
+        // [B, H, T, D] along axis 2 equals [B, T, H, D] along axis 1, permuted.
+        let table = try RotaryTable(headDimension: 4, theta: 10_000, maxPositions: 16)
+        let x = Inputs.normal([2, 3, 5, 4])
+        let headMajor = try x.rotaryEmbedding(table, offset: 2)
+        let sequenceMajor = try x.permuted([0, 2, 1, 3]).rotaryEmbedding(table, offset: 2, sequenceAxis: 1)
+        #expect(try sequenceMajor.permuted([0, 2, 1, 3]).scalars == headMajor.scalars)
     }
 
     static let attentionCases: [(hq: Int, hkv: Int, t: Int, s: Int, p: Int, causal: Bool)] = [
         (2, 2, 4, 4, 0, true), (4, 2, 3, 3, 0, true), (4, 2, 3, 3, 2, true),
-        (2, 1, 2, 5, 0, true), (2, 2, 3, 4, 2, false),
+        (2, 1, 2, 5, 0, true), (2, 2, 3, 4, 2, false), (2, 1, 70, 70, 1, true),
     ]
 
     @Test(arguments: attentionCases)
     func attention(_ c: (hq: Int, hkv: Int, t: Int, s: Int, p: Int, causal: Bool)) throws {
         let d = 4
-        var inputs = [Inputs.normal([2, c.hq, c.t, d], seed: 1), Inputs.normal([2, c.hkv, c.s, d], seed: 2),
-                      Inputs.normal([2, c.hkv, c.s, d], seed: 3)]
-        if c.p > 0 { inputs += [Inputs.normal([2, c.hkv, c.p, d], seed: 4), Inputs.normal([2, c.hkv, c.p, d], seed: 5)] }
+        var inputs = [Inputs.normal([2, c.t, c.hq, d], seed: 1), Inputs.normal([2, c.s, c.hkv, d], seed: 2),
+                      Inputs.normal([2, c.s, c.hkv, d], seed: 3)]
+        if c.p > 0 { inputs += [Inputs.normal([2, c.p, c.hkv, d], seed: 4), Inputs.normal([2, c.p, c.hkv, d], seed: 5)] }
         try GradientCheck.check(inputs) { x in
             try Tensor.scaledDotProductAttention(
                 query: x[0], key: x[1], value: x[2], prefix: x.count > 3 ? (x[3], x[4]) : nil, causal: c.causal)

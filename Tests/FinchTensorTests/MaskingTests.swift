@@ -27,39 +27,39 @@ struct MaskingTests {
 
     @Test func everyQuerySeesEveryPrefixPositionAndNoFutureToken() throws {
         let (b, h, t, p, d) = (1, 2, 5, 3, 4)
-        let q = Inputs.normal([b, h, t, d], seed: 1), k = Inputs.normal([b, h, t, d], seed: 2)
-        let v = Inputs.normal([b, h, t, d], seed: 3)
-        let pk = Inputs.normal([b, h, p, d], seed: 4), pv = Inputs.normal([b, h, p, d], seed: 5)
+        let q = Inputs.normal([b, t, h, d], seed: 1), k = Inputs.normal([b, t, h, d], seed: 2)
+        let v = Inputs.normal([b, t, h, d], seed: 3)
+        let pk = Inputs.normal([b, p, h, d], seed: 4), pv = Inputs.normal([b, p, h, d], seed: 5)
         func run(_ v: Tensor, _ pv: Tensor) throws -> [Float] {
             try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: (pk, pv)).scalars
         }
         let base = try run(v, pv)
         func changedQueries(_ out: [Float]) -> Set<Int> {
             var rows = Set<Int>()
-            for i in 0..<out.count where out[i] != base[i] { rows.insert((i / d) % t) }
+            for i in 0..<out.count where out[i] != base[i] { rows.insert((i / (d * h)) % t) }
             return rows
         }
         // A prefix value at any position reaches every query.
         for pos in 0..<p {
             let pv2 = pv.copy()
-            for j in 0..<d { pv2.storage.pointer[pos * d + j] += 1 }
+            for j in 0..<(d * h) { pv2.storage.pointer[pos * d * h + j] += 1 }
             #expect(changedQueries(try run(v, pv2)) == Set(0..<t), "prefix position \(pos)")
         }
         // A real value at position j reaches queries j and later only.
         for pos in 0..<t {
             let v2 = v.copy()
-            for j in 0..<d { v2.storage.pointer[pos * d + j] += 1 }
+            for j in 0..<(d * h) { v2.storage.pointer[pos * d * h + j] += 1 }
             #expect(changedQueries(try run(v2, pv)) == Set(pos..<t), "token position \(pos)")
         }
     }
 
     @Test func cachedQueriesAttendLikeTheFullSequence() throws {
         // The last 2 of 6 queries against all 6 keys equal the last 2 rows of the full causal pass.
-        let q = Inputs.normal([1, 2, 6, 4], seed: 1), k = Inputs.normal([1, 2, 6, 4], seed: 2)
-        let v = Inputs.normal([1, 2, 6, 4], seed: 3)
+        let q = Inputs.normal([1, 6, 2, 4], seed: 1), k = Inputs.normal([1, 6, 2, 4], seed: 2)
+        let v = Inputs.normal([1, 6, 2, 4], seed: 3)
         let full = try Tensor.scaledDotProductAttention(query: q, key: k, value: v)
-        let tail = try Tensor.scaledDotProductAttention(query: q.slice(axis: 2, 4..<6), key: k, value: v)
-        expectClose(tail.scalars, try full.slice(axis: 2, 4..<6).scalars, tolerance: 1e-6)
+        let tail = try Tensor.scaledDotProductAttention(query: q.slice(axis: 1, 4..<6), key: k, value: v)
+        expectClose(tail.scalars, try full.slice(axis: 1, 4..<6).scalars, tolerance: 1e-6)
     }
 
     @Test func dropoutIsSeededAndScaled() throws {

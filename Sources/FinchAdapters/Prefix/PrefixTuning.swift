@@ -77,11 +77,10 @@ public final class PrefixTuning: Module, AttentionPrefix {
         if layer == 0 || table == nil { table = try prefixTable() }
         let d = tokenDimension, p = virtualTokenCount
         func part(_ index: Int) throws -> Tensor {
-            // [P, D] → [P, Hkv, hd] → [Hkv, P, hd] → [B, Hkv, P, hd]
+            // [P, D] → [1, P, Hkv, hd] → [B, P, Hkv, hd]
             try table!.slice(axis: 1, (index * d)..<((index + 1) * d))
-                .reshaped([p, keyValueHeadCount, headDimension]).permuted([1, 0, 2])
-                .reshaped([1, keyValueHeadCount, p, headDimension])
-                .expanded(to: [batch, keyValueHeadCount, p, headDimension])
+                .reshaped([1, p, keyValueHeadCount, headDimension])
+                .expanded(to: [batch, p, keyValueHeadCount, headDimension])
         }
         let kv = (try part(2 * layer), try part(2 * layer + 1))
         if layer == layerCount - 1 { table = nil }

@@ -20,35 +20,36 @@ public enum GEMM {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        if splitsAcrossCores {
-            let parts = Parallel.coreCount
-            if m * n * k >= 1 << 18 && (m >= 2 * parts || n >= 64 * parts) {
-                let alongRows = m >= n || n < 64 * parts
-                let total = alongRows ? m : n
-                let step = (total + parts - 1) / parts
-                let box = UncheckedSendable((a, b, c))
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    let (a, b, c) = box.value
-                    let lo = part * step, hi = Swift.min(total, lo + step)
-                    guard lo < hi else { return }
-                    if alongRows {
-                        sgemm(transposeA, transposeB, hi - lo, n, k, alpha, transposeA ? a + lo : a + lo * lda, lda,
-                              b, ldb, beta, c + lo * ldc, ldc)
-                    } else {
-                        sgemm(transposeA, transposeB, m, hi - lo, k, alpha, a, lda,
-                              transposeB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
-                    }
+        // Large products are split across the cores, by rows of C when there are enough, else by columns.
+        let parts = Parallel.coreCount
+        if m * n * k >= 1 << 18 && (m >= 2 * parts || n >= 64 * parts) {
+            let alongRows = m >= n || n < 64 * parts
+            let total = alongRows ? m : n
+            let step = (total + parts - 1) / parts
+            let box = UncheckedSendable((a, b, c))
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let (a, b, c) = box.value
+                let lo = part * step, hi = Swift.min(total, lo + step)
+                guard lo < hi else { return }
+                if alongRows {
+                    sgemm(transposeA, transposeB, hi - lo, n, k, alpha, transposeA ? a + lo : a + lo * lda, lda,
+                          b, ldb, beta, c + lo * ldc, ldc)
+                } else {
+                    sgemm(transposeA, transposeB, m, hi - lo, k, alpha, a, lda,
+                          transposeB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
                 }
-                return
             }
+            return
         }
         sgemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
+    /// One single-threaded product (OpenBLAS runs on one thread; Finch owns the cores).
     @inline(__always)
     static func sgemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
                       _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                       _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        _ = ownsThreads
         cblas_sgemm(
             CblasRowMajor,
             transposeA ? CblasTrans : CblasNoTrans,
@@ -56,10 +57,9 @@ public enum GEMM {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// When true, OpenBLAS runs single-threaded and Finch splits large products across the cores itself,
-    /// so GEMM and element-wise work share one set of threads instead of OpenBLAS's spinning beside ours.
-    static let splitsAcrossCores: Bool = {
-        guard ProcessInfo.processInfo.environment["FINCH_GEMM_THREADS"] != "openblas" else { return false }
+    /// OpenBLAS runs single-threaded and Finch splits large products across the cores itself, so GEMM and
+    /// element-wise work share one set of threads instead of OpenBLAS's spinning beside Finch's.
+    static let ownsThreads: Bool = {
         openblas_set_num_threads(1)
         return true
     }()
@@ -70,6 +70,7 @@ public enum GEMM {
         _ threads: Int, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        _ = ownsThreads
         let previous = openblas_get_num_threads()
         openblas_set_num_threads(Int32(threads))
         sgemm(transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)

@@ -1,15 +1,19 @@
 /// Scaled dot-product attention, fused: scores, mask, softmax and the weighted sum in one op, with
-/// grouped-query heads and an optional key/value prefix.
+/// grouped-query heads, an optional key/value prefix and causal masking that skips the masked blocks.
 ///
-/// Shapes (B batch, Hq query heads, Hkv key/value heads dividing Hq, T queries, S keys, P prefix, D head dim):
-///   query [B, Hq, T, D], key [B, Hkv, S, D], value [B, Hkv, S, Dv], prefix key/value [B, Hkv, P, D/Dv]
-///   → [B, Hq, T, Dv]. Query head h reads key/value head h / (Hq/Hkv).
+/// Shapes, sequence-major as the projections produce them (B batch, T queries, S keys, P prefix,
+/// Hq query heads, Hkv key/value heads dividing Hq, D head dim):
+///   query [B, T, Hq, D], key [B, S, Hkv, D], value [B, S, Hkv, Dv], prefix key/value [B, P, Hkv, D/Dv]
+///   → [B, T, Hq, Dv]. Query head h reads key/value head h / (Hq/Hkv).
 /// Masking: every query sees all P prefix positions. With `causal`, the T queries are the last T of the S
 /// positions (T < S while generating with a cache), so query i sees key j when j ≤ i + S − T.
 ///
 /// Per head, with L = P + S, A = softmax(scale · Q Kᵀ + mask) [T, L] and O = A V:
 ///   dV += Aᵀ dO,  dA = dO Vᵀ,  dZ = A ⊙ (dA − rowsum(dA ⊙ A)),
 ///   dQ = scale · dZ K,  dK += scale · dZᵀ Q   (+= over the query heads sharing a key/value head)
+///
+/// Work is split by (batch, key/value head) across the cores, each task running single-threaded GEMMs
+/// over blocks of 64 queries; a block's products stop at the last key any of its queries can see.
 extension Tensor {
     public static func scaledDotProductAttention(
         query: Tensor, key: Tensor, value: Tensor,
@@ -18,62 +22,44 @@ extension Tensor {
     ) throws -> Tensor {
         var k = key, v = value, prefixLength = 0
         if let prefix {
-            guard prefix.key.rank == 4, prefix.value.rank == 4, prefix.key.shape[2] == prefix.value.shape[2] else {
+            guard prefix.key.rank == 4, prefix.value.rank == 4, prefix.key.shape[1] == prefix.value.shape[1] else {
                 throw TensorError.shapeMismatch(op: "attention (prefix key vs prefix value)", lhs: prefix.key.shape, rhs: prefix.value.shape)
             }
-            k = try concatenate([prefix.key, key], axis: 2)
-            v = try concatenate([prefix.value, value], axis: 2)
-            prefixLength = prefix.key.shape[2]
+            k = try concatenate([prefix.key, key], axis: 1)
+            v = try concatenate([prefix.value, value], axis: 1)
+            prefixLength = prefix.key.shape[1]
         }
         return try attention(query: query, key: k, value: v, prefixLength: prefixLength, causal: causal,
                              scale: scale ?? 1 / Float(query.shape.last ?? 1).squareRoot())
     }
 
+    static let attentionBlock = 64
+
     /// The fused kernel; the first `prefixLength` keys are visible to every query.
     static func attention(query q: Tensor, key k: Tensor, value v: Tensor,
                           prefixLength pl: Int, causal: Bool, scale: Float) throws -> Tensor {
         guard q.rank == 4, k.rank == 4, v.rank == 4 else {
-            throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, H, T, D])", lhs: q.shape, rhs: k.shape)
+            throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, T, H, D])", lhs: q.shape, rhs: k.shape)
         }
-        let (b, hq, t, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        let (hkv, l, dv) = (k.shape[1], k.shape[2], v.shape[3])
+        let (b, t, hq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+        let (l, hkv, dv) = (k.shape[1], k.shape[2], v.shape[3])
         guard k.shape[0] == b, k.shape[3] == d, hkv > 0, hq % hkv == 0 else {
             throw TensorError.shapeMismatch(op: "attention (query vs key)", lhs: q.shape, rhs: k.shape)
         }
-        guard v.shape[0] == b, v.shape[1] == hkv, v.shape[2] == l else {
+        guard v.shape[0] == b, v.shape[1] == l, v.shape[2] == hkv else {
             throw TensorError.shapeMismatch(op: "attention (key vs value)", lhs: k.shape, rhs: v.shape)
         }
         let s = l - pl
         guard !causal || s >= t else {
             throw TensorError.invalidArgument(op: "attention", message: "causal attention needs at least as many keys (\(s)) as queries (\(t))")
         }
-        let group = hq / hkv
-        // visible(i): how many of the L keys query i may read.
-        let visible: (Int) -> Int = { i in causal ? pl + Swift.min(s, i + s - t + 1) : l }
-
+        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: l, prefix: pl, causal: causal, scale: scale)
         let probabilities = Tensor(uninitializedShape: [b, hq, t, l])
-        let out = Tensor(uninitializedShape: [b, hq, t, dv])
-        let qp = q.storage.pointer, kp = k.storage.pointer, vp = v.storage.pointer
-        let ap = probabilities.storage.pointer, op = out.storage.pointer
-        // Only pointers reach the loops below; keep the tensor alive until they finish.
+        let out = Tensor(uninitializedShape: [b, t, hq, dv])
         withExtendedLifetime(probabilities) {
-        for bi in 0..<b {
-            for h in 0..<hq {
-                let kv = bi * hkv + h / group
-                let a = ap + (bi * hq + h) * t * l
-                GEMM.multiply(transposeA: false, transposeB: true, m: t, n: l, k: d, alpha: scale,
-                              a: qp + (bi * hq + h) * t * d, lda: d, b: kp + kv * l * d, ldb: d, c: a, ldc: l)
-                Parallel.forRows(t, rowLength: l) { i in
-                    let row = a + i * l, n = visible(i)
-                    Tensor.softmaxRow(row, row, n)
-                    (row + n).update(repeating: 0, count: l - n)
-                }
-                GEMM.multiply(transposeA: false, transposeB: false, m: t, n: dv, k: l,
-                              a: a, lda: l, b: vp + kv * l * dv, ldb: dv, c: op + (bi * hq + h) * t * dv, ldc: dv)
-            }
+            shape.forward(q: q.storage.pointer, k: k.storage.pointer, v: v.storage.pointer,
+                          a: probabilities.storage.pointer, o: out.storage.pointer)
         }
-        }
-
         guard needsGradient(q, k, v) else { return out }
         let qNeeds = q.requiresGrad, kNeeds = k.requiresGrad, vNeeds = v.requiresGrad
         let savedQ = kNeeds ? q.detached() : nil
@@ -84,43 +70,95 @@ extension Tensor {
             let dq = qNeeds ? Tensor(uninitializedShape: qShape) : nil
             let dk = kNeeds ? Tensor.zeros(kShape) : nil
             let dvT = vNeeds ? Tensor.zeros(vShape) : nil
-            let dz = Tensor(uninitializedShape: [t, l])
-            let gp = g.storage.pointer, zp = dz.storage.pointer, ap = probabilities.storage.pointer
-            withExtendedLifetime(dz) {
-            for bi in 0..<b {
-                for h in 0..<hq {
-                    let kv = bi * hkv + h / group
-                    let a = ap + (bi * hq + h) * t * l
-                    let go = gp + (bi * hq + h) * t * dv
-                    if let dvT {  // dV += Aᵀ dO
-                        GEMM.multiply(transposeA: true, transposeB: false, m: l, n: dv, k: t,
-                                      a: a, lda: l, b: go, ldb: dv, beta: 1, c: dvT.storage.pointer + kv * l * dv, ldc: dv)
-                    }
-                    guard qNeeds || kNeeds, let vs = savedV else { continue }
-                    // dA = dO Vᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A)).
-                    GEMM.multiply(transposeA: false, transposeB: true, m: t, n: l, k: dv,
-                                  a: go, lda: dv, b: vs.storage.pointer + kv * l * dv, ldb: dv, c: zp, ldc: l)
-                    Parallel.forRows(t, rowLength: l) { i in
-                        let z = zp + i * l, ar = a + i * l
-                        var dot: Float = 0
-                        for j in 0..<l { dot += z[j] * ar[j] }
-                        for j in 0..<l { z[j] = ar[j] * (z[j] - dot) }
-                    }
-                    if let dq, let ks = savedK {  // dQ = scale · dZ K
-                        GEMM.multiply(transposeA: false, transposeB: false, m: t, n: d, k: l, alpha: scale,
-                                      a: zp, lda: l, b: ks.storage.pointer + kv * l * d, ldb: d,
-                                      c: dq.storage.pointer + (bi * hq + h) * t * d, ldc: d)
-                    }
-                    if let dk, let qs = savedQ {  // dK += scale · dZᵀ Q
-                        GEMM.multiply(transposeA: true, transposeB: false, m: l, n: d, k: t, alpha: scale,
-                                      a: zp, lda: l, b: qs.storage.pointer + (bi * hq + h) * t * d, ldb: d,
-                                      beta: 1, c: dk.storage.pointer + kv * l * d, ldc: d)
-                    }
-                }
-            }
-            }
+            shape.backward(g: g.storage.pointer, a: probabilities.storage.pointer,
+                           q: savedQ?.storage.pointer, k: savedK?.storage.pointer, v: savedV?.storage.pointer,
+                           dq: dq?.storage.pointer, dk: dk?.storage.pointer, dv: dvT?.storage.pointer)
             return [dq, dk, dvT]
         }
         return out
+    }
+}
+
+/// The sizes of one attention call and its two kernels. Row strides: queries and outputs skip the other
+/// heads of a position (Hq·D, Hq·Dv), keys and values skip the other key/value heads (Hkv·D, Hkv·Dv),
+/// probabilities are [B, Hq, T, L] with rows of L.
+struct AttentionShape {
+    let b, t, hq, hkv, d, dv, l, prefix: Int
+    let causal: Bool
+    let scale: Float
+
+    var group: Int { hq / hkv }
+    /// Keys query i may read.
+    @inline(__always) func visible(_ i: Int) -> Int { causal ? prefix + min(l - prefix, i + (l - prefix) - t + 1) : l }
+
+    /// Calls `body(batch, kvHead)` for every pair, split across the cores.
+    func forEachTask(_ body: (Int, Int) -> Void) {
+        Parallel.forChunks(count: b * hkv, minimumChunk: 1) { range in
+            for task in range { body(task / hkv, task % hkv) }
+        }
+    }
+
+    func forward(q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                 a: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>) {
+        let block = Tensor.attentionBlock
+        forEachTask { bi, kvh in
+            let kBase = k + (bi * l * hkv + kvh) * d, vBase = v + (bi * l * hkv + kvh) * dv
+            for h in (kvh * group)..<((kvh + 1) * group) {
+                let qBase = q + (bi * t * hq + h) * d, oBase = o + (bi * t * hq + h) * dv
+                let aBase = a + (bi * hq + h) * t * l
+                for i0 in stride(from: 0, to: t, by: block) {
+                    let rows = min(block, t - i0), width = visible(i0 + rows - 1)
+                    let ab = aBase + i0 * l
+                    // scores = scale · Q[block] · K[0..<width]ᵀ
+                    GEMM.sgemm(false, true, rows, width, d, scale, qBase + i0 * hq * d, hq * d, kBase, hkv * d, 0, ab, l)
+                    for r in 0..<rows {
+                        let row = ab + r * l, n = visible(i0 + r)
+                        Tensor.softmaxRow(row, row, n)
+                        (row + n).update(repeating: 0, count: l - n)
+                    }
+                    // O[block] = A[block, 0..<width] · V[0..<width]
+                    GEMM.sgemm(false, false, rows, dv, width, 1, ab, l, vBase, hkv * dv, 0, oBase + i0 * hq * dv, hq * dv)
+                }
+            }
+        }
+    }
+
+    func backward(g: UnsafeMutablePointer<Float>, a: UnsafeMutablePointer<Float>,
+                  q: UnsafeMutablePointer<Float>?, k: UnsafeMutablePointer<Float>?, v: UnsafeMutablePointer<Float>?,
+                  dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?, dv dvOut: UnsafeMutablePointer<Float>?) {
+        let block = Tensor.attentionBlock
+        forEachTask { bi, kvh in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * l)
+            defer { scratch.deallocate() }
+            let kOffset = (bi * l * hkv + kvh) * d, vOffset = (bi * l * hkv + kvh) * dv
+            for h in (kvh * group)..<((kvh + 1) * group) {
+                let qOffset = (bi * t * hq + h) * d, gBase = g + (bi * t * hq + h) * dv
+                let aBase = a + (bi * hq + h) * t * l
+                for i0 in stride(from: 0, to: t, by: block) {
+                    let rows = min(block, t - i0), width = visible(i0 + rows - 1)
+                    let ab = aBase + i0 * l, gb = gBase + i0 * hq * dv
+                    if let dvOut {  // dV[0..<width] += A[block]ᵀ dO[block]
+                        GEMM.sgemm(true, false, width, dv, rows, 1, ab, l, gb, hq * dv, 1, dvOut + vOffset, hkv * dv)
+                    }
+                    guard dq != nil || dk != nil, let v else { continue }
+                    // dA = dO[block] · V[0..<width]ᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A))
+                    GEMM.sgemm(false, true, rows, width, dv, 1, gb, hq * dv, v + vOffset, hkv * dv, 0, scratch, width)
+                    for r in 0..<rows {
+                        let z = scratch + r * width, ar = ab + r * l
+                        var dot: Float = 0
+                        for j in 0..<width { dot += z[j] * ar[j] }
+                        for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
+                    }
+                    if let dq, let k {  // dQ[block] = scale · dZ · K[0..<width]
+                        GEMM.sgemm(false, false, rows, d, width, scale, scratch, width, k + kOffset, hkv * d, 0,
+                                   dq + qOffset + i0 * hq * d, hq * d)
+                    }
+                    if let dk, let q {  // dK[0..<width] += scale · dZᵀ · Q[block]
+                        GEMM.sgemm(true, false, width, d, rows, scale, scratch, width, q + qOffset + i0 * hq * d, hq * d, 1,
+                                   dk + kOffset, hkv * d)
+                    }
+                }
+            }
+        }
     }
 }

@@ -36,27 +36,33 @@ public struct RotaryTable: Sendable {
 }
 
 extension Tensor {
-    /// Rotates x [..., T, D]; row t gets position `offset + t`.
-    public func rotaryEmbedding(_ table: RotaryTable, offset: Int = 0) throws -> Tensor {
+    /// Rotates x [..., T, ..., D], where `sequenceAxis` is the T axis (default: the one before D, as in
+    /// [B, H, T, D]; use 1 for [B, T, H, D]). Position `offset + t` for index t along it.
+    public func rotaryEmbedding(_ table: RotaryTable, offset: Int = 0, sequenceAxis: Int = -2) throws -> Tensor {
         guard rank >= 2, shape[rank - 1] == table.headDimension else {
             throw TensorError.shapeMismatch(op: "rotaryEmbedding (x vs [T, head dim])", lhs: shape, rhs: [-1, table.headDimension])
         }
-        let t = shape[rank - 2]
+        let axis = try normalizedAxis(sequenceAxis, op: "rotaryEmbedding")
+        guard axis < rank - 1 else {
+            throw TensorError.invalidArgument(op: "rotaryEmbedding", message: "the sequence axis must come before the head dimension")
+        }
+        let t = shape[axis]
         guard offset >= 0, offset + t <= table.maxPositions else {
             throw TensorError.invalidArgument(op: "rotaryEmbedding", message: "positions \(offset)..<\(offset + t) exceed the table's \(table.maxPositions)")
         }
-        let y = Tensor.rotate(self, table, offset: offset, inverse: false)
+        // Rows of D between consecutive positions (the axes after T, before D).
+        let rowsPerPosition = shape[(axis + 1)..<(rank - 1)].reduce(1, *)
+        let y = Tensor.rotate(self, table, offset: offset, positions: t, rowsPerPosition: rowsPerPosition, inverse: false)
         if Tensor.needsGradient(self) {
             y.recordBackward("rotaryEmbedding", inputs: [self]) { g in
-                [Tensor.rotate(g, table, offset: offset, inverse: true)]
+                [Tensor.rotate(g, table, offset: offset, positions: t, rowsPerPosition: rowsPerPosition, inverse: true)]
             }
         }
         return y
     }
 
-    static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, inverse: Bool) -> Tensor {
+    static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, positions t: Int, rowsPerPosition: Int, inverse: Bool) -> Tensor {
         let d = table.headDimension, h = d / 2
-        let t = x.shape[x.rank - 2]
         let rows = x.count / d
         let y = Tensor(uninitializedShape: x.shape)
         let sign: Float = inverse ? -1 : 1
@@ -64,7 +70,7 @@ extension Tensor {
         table.cos.withUnsafeBufferPointer { cp in
             table.sin.withUnsafeBufferPointer { sp in
                 Parallel.forRows(rows, rowLength: d) { r in
-                    let p = offset + r % t
+                    let p = offset + (r / rowsPerPosition) % t
                     let c = cp.baseAddress! + p * h, s = sp.baseAddress! + p * h
                     let xr = xp + r * d, yr = yp + r * d
                     for i in 0..<h {

@@ -6,7 +6,7 @@ public struct RecipeField: Sendable {
         case stringList, intList, floatPair
         case choice([String])
 
-        var expected: String {
+        public var expected: String {
             switch self {
             case .string: return "a string"
             case .int: return "an integer"
@@ -24,7 +24,7 @@ public struct RecipeField: Sendable {
     public let kind: Kind
     public let required: Bool
     public let summary: String
-    let read: @Sendable (Recipe) -> RecipeValue?
+    public let read: @Sendable (Recipe) -> RecipeValue?
     let write: @Sendable (inout Recipe, RecipeValue) -> Void
 }
 
