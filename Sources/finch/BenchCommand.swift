@@ -1,79 +1,167 @@
 import ArgumentParser
 import Foundation
 import FinchTensor
+import FinchTraining
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure cblas_sgemm against the engine's Linear forward+backward, and kernel bandwidth.")
+        abstract: "Measure training throughput on the W1–W3 workloads (optionally beside PyTorch + PEFT), and the kernels.",
+        discussion: """
+            Each workload and mode runs in its own process, so its peak memory is its own. With --peer PYTHON, \
+            the PyTorch + PEFT benchmark (../shared/peers/torch_peft_bench.py) runs the same shapes right after, \
+            in the same sitting, and the table shows both and their ratio.
+            """)
 
-    @Option(help: "Seconds to spend on each measurement (at least five iterations each).")
+    @Option(help: "Workloads, comma-separated (W1: dim 288 × 6 layers, vocab 2048; W2: vocab 32000; W3: dim 512 × 8 layers).")
+    var workloads: String = "W1,W2,W3"
+
+    @Option(help: "Modes, comma-separated: lora, prefix, full.")
+    var modes: String = "lora,prefix,full"
+
+    @Option(help: "Timed training steps per measurement (after 2 warm-up steps).")
+    var steps: Int = 5
+
+    @Option(help: "A Python with torch, transformers and peft, to run the peer beside Finch.")
+    var peer: String?
+
+    @Option(help: "The peer's benchmark script.")
+    var peerScript: String = "../shared/peers/torch_peft_bench.py"
+
+    @Flag(help: "Measure the kernels too: cblas_sgemm against the engine's Linear forward+backward, softmax and RMSNorm.")
+    var kernels = false
+
+    @Option(help: "Seconds per kernel measurement.")
     var seconds: Double = 0.5
-
-    @Option(help: "Rows of the Linear input (comma-separated).")
-    var rows: String = "256,1024,4096"
-
-    @Option(help: "Columns: the Linear's input and output width (comma-separated).")
-    var columns: String = "288,768,1024"
-
 
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
+    @Option(help: .hidden)
+    var child: String?
+
     func run() throws {
-        let rowList = try Self.parseList(rows, "--rows"), columnList = try Self.parseList(columns, "--columns")
-        var linear: [KernelBenchmark.LinearResult] = []
-        for r in rowList {
-            for c in columnList {
-                linear.append(try KernelBenchmark.linear(rows: r, columns: c, minimumSeconds: seconds))
-            }
-        }
-        let bandwidth = [
-            try KernelBenchmark.softmax(rows: 4096, columns: 256, minimumSeconds: seconds),
-            try KernelBenchmark.softmax(rows: 2048, columns: 2048, minimumSeconds: seconds),
-            try KernelBenchmark.rmsNorm(rows: 2048, columns: 288, minimumSeconds: seconds),
-            try KernelBenchmark.rmsNorm(rows: 4096, columns: 1024, minimumSeconds: seconds),
-        ]
-        if json {
-            struct Report: Codable {
-                let cores: Int
-                let linear: [KernelBenchmark.LinearResult]
-                let bandwidth: [KernelBenchmark.BandwidthResult]
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            let data = try encoder.encode(Report(cores: Parallel.coreCount, linear: linear, bandwidth: bandwidth))
-            print(String(decoding: data, as: UTF8.self))
+        if let child {
+            let parts = child.split(separator: ":").map(String.init)
+            guard parts.count == 2, let w = WorkloadBenchmark.workloads.first(where: { $0.name == parts[0] }),
+                  let mode = WorkloadBenchmark.Mode(rawValue: parts[1]) else { throw ValidationError("bad --child \(child)") }
+            let result = try WorkloadBenchmark.run(w, mode: mode, steps: steps)
+            print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
             return
         }
-        print("cores: \(Parallel.coreCount) (raw sgemm: OpenBLAS threads; engine: Finch splits each product across the cores)")
-        print("")
-        print("Linear forward+backward (x [rows, cols] · Wᵀ, W [cols, cols]; 3 GEMMs, 6·rows·cols² FLOPs)")
-        print(Self.row(["rows", "cols", "sgemm GFLOP/s", "engine GFLOP/s", "engine/sgemm"]))
-        for l in linear {
-            print(Self.row(["\(l.rows)", "\(l.columns)", Self.fixed(l.sgemmGFLOPS, 1), Self.fixed(l.engineGFLOPS, 1),
-                            Self.fixed(100 * l.ratio, 1) + " %"]))
+        let chosen = try workloads.split(separator: ",").map { name in
+            guard let w = WorkloadBenchmark.workloads.first(where: { $0.name == name }) else {
+                throw ValidationError("unknown workload '\(name)' (W1, W2, W3)")
+            }
+            return w
         }
-        print("")
-        print("Fused kernels, forward+backward")
-        print(Self.row(["kernel", "rows", "cols", "GB/s", "ms/step"]))
-        for b in bandwidth {
-            print(Self.row([b.kernel, "\(b.rows)", "\(b.columns)", Self.fixed(b.gigabytesPerSecond, 1),
-                            Self.fixed(b.seconds * 1000, 3)]))
+        let chosenModes = try modes.split(separator: ",").map { m in
+            guard let mode = WorkloadBenchmark.Mode(rawValue: String(m)) else { throw ValidationError("unknown mode '\(m)' (lora, prefix, full)") }
+            return mode
+        }
+        let peak = WorkloadBenchmark.sgemmPeak()
+        var rows: [[String: Any]] = []
+        for w in chosen {
+            for mode in chosenModes {
+                let finch = try Self.childResult(w.name, mode.rawValue, steps: steps)
+                var row: [String: Any] = [
+                    "workload": w.name, "mode": mode.rawValue, "tokens_per_second": finch.tokensPerSecond,
+                    "flops_per_token": finch.flopsPerToken, "gflops": finch.gigaflopsPerSecond,
+                    "share_of_sgemm_peak": finch.gigaflopsPerSecond / peak, "peak_rss_mb": finch.peakResidentMB,
+                    "parameters": finch.parameters, "trainable": finch.trainable,
+                ]
+                if let peer {
+                    let p = try Self.peerResult(python: peer, script: peerScript, workload: w.name, mode: mode.rawValue, steps: steps)
+                    row["peer_tokens_per_second"] = p.tokensPerSecond
+                    row["peer_peak_rss_mb"] = p.peakRSS
+                    row["speedup"] = finch.tokensPerSecond / p.tokensPerSecond
+                    row["memory_ratio"] = finch.peakResidentMB / p.peakRSS
+                }
+                rows.append(row)
+                if !json { FileHandle.standardError.write(Data("measured \(w.name) \(mode.rawValue)\n".utf8)) }
+            }
+        }
+        var kernelReport: [String: Any] = [:]
+        var linear: [KernelBenchmark.LinearResult] = [], bandwidth: [KernelBenchmark.BandwidthResult] = []
+        if kernels {
+            for r in [256, 1024, 4096] { for c in [288, 768, 1024] { linear.append(try KernelBenchmark.linear(rows: r, columns: c, minimumSeconds: seconds)) } }
+            bandwidth = [try KernelBenchmark.softmax(rows: 4096, columns: 256, minimumSeconds: seconds),
+                         try KernelBenchmark.softmax(rows: 2048, columns: 2048, minimumSeconds: seconds),
+                         try KernelBenchmark.rmsNorm(rows: 2048, columns: 288, minimumSeconds: seconds),
+                         try KernelBenchmark.rmsNorm(rows: 4096, columns: 1024, minimumSeconds: seconds)]
+            kernelReport["linear"] = linear.map { ["rows": $0.rows, "columns": $0.columns, "sgemm_gflops": $0.sgemmGFLOPS, "engine_gflops": $0.engineGFLOPS, "ratio": $0.ratio] }
+            kernelReport["bandwidth"] = bandwidth.map { ["kernel": $0.kernel, "rows": $0.rows, "columns": $0.columns, "gb_per_second": $0.gigabytesPerSecond] }
+        }
+        if json {
+            try Output.json(["cores": Parallel.coreCount, "sgemm_peak_gflops": peak, "workloads": rows, "kernels": kernelReport])
+            return
+        }
+        print("cores: \(Parallel.coreCount); cblas_sgemm peak (OpenBLAS, \(Parallel.coreCount) threads, 512–2048 squares): \(Output.fixed(peak, 1)) GFLOP/s")
+        print("training steps: batch \(WorkloadBenchmark.batch) × \(WorkloadBenchmark.sequence) random tokens, AdamW, forward + backward + update\n")
+        var header = ["workload", "mode", "Finch tok/s"]
+        if peer != nil { header += ["peer tok/s", "speedup"] }
+        header += ["FLOPs/token", "GFLOP/s", "of peak", "Finch RSS"]
+        if peer != nil { header += ["peer RSS", "RSS ratio"] }
+        print("| " + header.joined(separator: " | ") + " |")
+        print("|" + header.map { _ in " ---: " }.joined(separator: "|") + "|")
+        for r in rows {
+            var cells = [r["workload"] as! String, r["mode"] as! String, Output.fixed(r["tokens_per_second"] as! Double, 0)]
+            if peer != nil {
+                cells += [Output.fixed(r["peer_tokens_per_second"] as! Double, 0), Output.fixed(r["speedup"] as! Double, 2) + "×"]
+            }
+            cells += [Output.fixed((r["flops_per_token"] as! Double) / 1e6, 1) + " M", Output.fixed(r["gflops"] as! Double, 1),
+                      Output.fixed(100 * (r["share_of_sgemm_peak"] as! Double), 0) + " %", Output.fixed(r["peak_rss_mb"] as! Double, 0) + " MB"]
+            if peer != nil {
+                cells += [Output.fixed(r["peer_peak_rss_mb"] as! Double, 0) + " MB", Output.fixed(r["memory_ratio"] as! Double, 2)]
+            }
+            print("| " + cells.joined(separator: " | ") + " |")
+        }
+        if kernels {
+            print("\nLinear forward+backward (x [rows, cols] · Wᵀ, W [cols, cols]; 6·rows·cols² FLOPs)")
+            print("| rows | cols | sgemm GFLOP/s | engine GFLOP/s | engine / sgemm |\n| ---: | ---: | ---: | ---: | ---: |")
+            for l in linear {
+                print("| \(l.rows) | \(l.columns) | \(Output.fixed(l.sgemmGFLOPS, 1)) | \(Output.fixed(l.engineGFLOPS, 1)) | \(Output.fixed(100 * l.ratio, 1)) % |")
+            }
+            print("\n| kernel (forward+backward) | rows × cols | GB/s |\n| --- | --- | ---: |")
+            for b in bandwidth { print("| \(b.kernel) | \(b.rows) × \(b.columns) | \(Output.fixed(b.gigabytesPerSecond, 1)) |") }
         }
     }
 
-    static func parseList(_ text: String, _ flag: String) throws -> [Int] {
-        let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 }) else {
-            throw ValidationError("\(flag) expects positive integers separated by commas, got '\(text)'")
+    static func childResult(_ workload: String, _ mode: String, steps: Int) throws -> WorkloadBenchmark.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
+            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         }
-        return values.map { $0! }
+        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps", "\(steps)"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("the \(workload) \(mode) measurement failed") }
+        return try JSONDecoder().decode(WorkloadBenchmark.Result.self, from: data)
     }
 
-    static func row(_ cells: [String]) -> String {
-        cells.map { String(repeating: " ", count: max(1, 16 - $0.count)) + $0 }.joined()
+    static func peerResult(python: String, script: String, workload: String, mode: String, steps: Int) throws -> (tokensPerSecond: Double, peakRSS: Double) {
+        let shapes: [String: [String]] = [
+            "W1": [], "W2": ["--vocab", "32000"],
+            "W3": ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376", "--vocab", "8192"],
+        ]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps", "\(steps)"] + (shapes[workload] ?? [])
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let tps = object["tokens_per_s"] as? Double, let rss = object["peak_rss_mb"] as? Double else {
+            throw ValidationError("the peer (\(python) \(script)) printed no result for \(workload) \(mode)")
+        }
+        return (tps, rss)
     }
-
-    static func fixed(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
 }
