@@ -10,11 +10,14 @@ public protocol CausalLanguageModel: Module {
     var headDimension: Int { get }
     var hiddenSize: Int { get }
 
-    /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
+    /// Token ids laid out [batch, length] → the final hidden states [batch, length, hidden] (after the last norm).
     ///
     /// Positions start after what `cache` has seen and after the `prefix`'s virtual tokens (the Hugging Face
     /// convention for prefix tuning), so a cached step continues where the previous call stopped.
-    func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor
+    func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor
+
+    /// The language-model head's weight [vocabulary, hidden] (the token embedding when tied).
+    var outputWeight: Tensor { get }
 
     /// Whether the Hugging Face checkpoint stores this parameter transposed (GPT-2's `Conv1D` is [in, out]).
     func storesTransposed(_ name: String) -> Bool
@@ -24,6 +27,19 @@ public protocol CausalLanguageModel: Module {
 }
 
 extension CausalLanguageModel {
+    /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
+    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+        try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix).matmul(outputWeight, transposeOther: true)
+    }
+
+    /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
+    /// through the fused head, so the [positions, vocabulary] logits are never held at once.
+    public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?) throws -> Tensor {
+        let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix)
+        return try Tensor.linearCrossEntropy(hidden: h.reshaped([batch * length, hiddenSize]), weight: outputWeight,
+                                             targets: targets, ignoreIndex: Losses.ignoreIndex)
+    }
+
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }
 
     /// The first position a new call will use.

@@ -50,8 +50,8 @@ public enum Evaluation {
                     i += 1
                 }
                 let ids = group.flatMap { tokens[$0].map(Int32.init) }
-                let logits = try model.logits(ids, batch: group.count, length: length, cache: nil, prefix: prefix)
-                let loss = try Losses.causalLanguageModel(logits: logits, tokens: ids).item()
+                let targets = Losses.nextTokenTargets(ids, batch: group.count, length: length)
+                let loss = try model.loss(ids, batch: group.count, length: length, targets: targets, prefix: prefix).item()
                 let count = group.count * (length - 1)
                 total += Double(loss) * Double(count)
                 predicted += count

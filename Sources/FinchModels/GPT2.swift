@@ -100,7 +100,9 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public var headDimension: Int { gpt2Config.embeddingSize / gpt2Config.headCount }
     public var hiddenSize: Int { gpt2Config.embeddingSize }
 
-    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+    public var outputWeight: Tensor { transformer.wte.weight }
+
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
         try checkTokens(tokens, batch: batch, length: length)
         let offset = positionOffset(cache: cache, prefix: prefix)
         guard offset + length <= gpt2Config.maxPositions else {
@@ -111,8 +113,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         for (i, block) in transformer.h.enumerated() {
             x = try block(x, cache: cache?.layers[i], prefix: try prefix?.keysAndValues(layer: i, batch: batch))
         }
-        x = try transformer.lnF(x)
-        return try x.matmul(transformer.wte.weight, transposeOther: true)
+        return try transformer.lnF(x)
     }
 
     public func storesTransposed(_ name: String) -> Bool {

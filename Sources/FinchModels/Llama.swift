@@ -56,7 +56,9 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     public var headDimension: Int { llamaConfig.headDimension }
     public var hiddenSize: Int { llamaConfig.hiddenSize }
 
-    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+    public var outputWeight: Tensor { lmHead?.weight ?? model.embedTokens.weight }
+
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
         try checkTokens(tokens, batch: batch, length: length)
         let offset = positionOffset(cache: cache, prefix: prefix)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
@@ -64,9 +66,7 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
             x = try layer(x, positionOffset: offset, cache: cache?.layers[i],
                           prefix: try prefix?.keysAndValues(layer: i, batch: batch))
         }
-        x = try model.norm(x)
-        if let lmHead { return try lmHead(x) }
-        return try x.matmul(model.embedTokens.weight, transposeOther: true)
+        return try model.norm(x)
     }
 
     public func storesTransposed(_ name: String) -> Bool { false }

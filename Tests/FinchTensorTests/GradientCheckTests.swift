@@ -191,3 +191,24 @@ struct GradientCheckTests {
         #expect(result.worstError > 0.05, "a wrong backward passed the check: \(result.description)")
     }
 }
+
+@Suite("fused kernels against their composition")
+struct FusedKernelTests {
+    @Test(arguments: [(5, 3, 7), (40, 6, 9)])
+    func linearCrossEntropyEqualsMatmulThenCrossEntropy(_ s: (Int, Int, Int)) throws {
+        let (n, d, v) = s
+        let targets: [Int32] = (0..<n).map { $0 % 4 == 3 ? -100 : Int32(($0 * 5) % v) }
+        let h1 = Inputs.normal([n, d], seed: 1).requiringGrad(), w1 = Inputs.normal([v, d], seed: 2).requiringGrad()
+        let fused = try Tensor.linearCrossEntropy(hidden: h1, weight: w1, targets: targets, chunkRows: 7)
+        try fused.backward()
+        let h2 = h1.copy().requiringGrad(), w2 = w1.copy().requiringGrad()
+        let composed = try h2.matmul(w2, transposeOther: true).crossEntropy(targets: targets)
+        try composed.backward()
+        #expect(abs(try fused.item() - composed.item()) < 1e-5)
+        expectClose(h1.grad!.scalars, h2.grad!.scalars, tolerance: 1e-5)
+        expectClose(w1.grad!.scalars, w2.grad!.scalars, tolerance: 1e-5)
+        try GradientCheck.check([Inputs.normal([n, d], seed: 3), Inputs.normal([v, d], seed: 4)]) {
+            try Tensor.linearCrossEntropy(hidden: $0[0], weight: $0[1], targets: targets, chunkRows: 3)
+        }
+    }
+}

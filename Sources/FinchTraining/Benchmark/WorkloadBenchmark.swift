@@ -67,8 +67,8 @@ public enum WorkloadBenchmark {
         let tokens = (0..<(batch * sequence)).map { _ in Int32(generator.next() % UInt64(c.vocabularySize)) }
         var loss = 0.0
         func step() throws {
-            let logits = try model.logits(tokens, batch: batch, length: sequence, cache: nil, prefix: prefix)
-            let l = try Losses.causalLanguageModel(logits: logits, tokens: tokens)
+            let targets = Losses.nextTokenTargets(tokens, batch: batch, length: sequence)
+            let l = try model.loss(tokens, batch: batch, length: sequence, targets: targets, prefix: prefix)
             try l.backward()
             optimizer.update(learningRate: 1e-3)
             for (_, t) in trainable { t.zeroGrad() }

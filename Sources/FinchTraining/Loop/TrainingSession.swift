@@ -108,8 +108,7 @@ public final class TrainingSession {
         let tokens = batch.flatMap(\.tokens)
         let mask = batch.flatMap(\.targetMask)
         let targets = Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask)
-        let logits = try model.logits(tokens, batch: batch.count, length: t, cache: nil, prefix: adapter?.attentionPrefix)
-        let loss = try logits.crossEntropy(targets: targets, ignoreIndex: Losses.ignoreIndex)
+        let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets, prefix: adapter?.attentionPrefix)
         return (loss, targets.filter { $0 != Losses.ignoreIndex }.count)
     }
 
