@@ -73,9 +73,11 @@ extension Tensor {
             Tensor.accumulate(seed.copy(), intoLeaf: self)
             return
         }
-        var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed.copy()]
+        // Gradients waiting for their node, and whether the engine may add into them in place (a gradient
+        // an op returned for two inputs is shared until someone adds to it; then the sum is a new tensor).
+        var pending: [ObjectIdentifier: (tensor: Tensor, owned: Bool)] = [ObjectIdentifier(root): (seed, false)]
         for node in Tensor.topologicalOrder(from: root) {
-            guard var gradient = pending.removeValue(forKey: ObjectIdentifier(node)) else { continue }
+            guard var gradient = pending.removeValue(forKey: ObjectIdentifier(node))?.tensor else { continue }
             guard let step = node.backward else {
                 throw TensorError.gradient("the graph through '\(node.op)' was already used by a backward pass")
             }
@@ -93,10 +95,15 @@ extension Tensor {
                 }
                 if let next = edge.node {
                     let key = ObjectIdentifier(next)
-                    if let existing = pending[key] {
-                        existing.addInPlace(g)
+                    if let (existing, owned) = pending[key] {
+                        if owned {
+                            existing.addInPlace(g)
+                        } else {
+                            pending[key] = (Elementwise.zip(existing, g, shape: existing.shape) { $0 + $1 }, true)
+                        }
                     } else {
-                        pending[key] = Tensor.owned(&g)
+                        let unique = isKnownUniquelyReferenced(&g) && isKnownUniquelyReferenced(&g.storage)
+                        pending[key] = (g, unique)
                     }
                 } else if let leaf = edge.leaf {
                     Tensor.accumulate(g, intoLeaf: leaf)
