@@ -86,6 +86,6 @@ public final class GatedMLP: Module {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try downProj(try gateProj(x).silu() * upProj(x))
+        try downProj(try Tensor.swiGLU(gate: gateProj(x), up: upProj(x)))
     }
 }

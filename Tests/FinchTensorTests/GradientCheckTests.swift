@@ -194,6 +194,13 @@ struct GradientCheckTests {
 
 @Suite("fused kernels against their composition")
 struct FusedKernelTests {
+    @Test(arguments: [[7], [3, 21]])
+    func swiGLUEqualsSiluTimesUp(_ shape: [Int]) throws {
+        let gate = Inputs.normal(shape, seed: 1, std: 2), up = Inputs.normal(shape, seed: 2)
+        expectClose(try Tensor.swiGLU(gate: gate, up: up).scalars, try (gate.silu() * up).scalars, tolerance: 1e-6)
+        try GradientCheck.check([gate, up]) { try Tensor.swiGLU(gate: $0[0], up: $0[1]) }
+    }
+
     @Test(arguments: [(5, 3, 7), (40, 6, 9)])
     func linearCrossEntropyEqualsMatmulThenCrossEntropy(_ s: (Int, Int, Int)) throws {
         let (n, d, v) = s

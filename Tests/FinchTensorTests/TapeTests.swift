@@ -145,5 +145,9 @@ struct KernelTests {
         }
         #expect(worst <= 2, "worst error \(worst) ulp")
         #expect(Math.exp(-.infinity) == 0 && Math.exp(-100) == 0 && Math.exp(0) == 1 && Math.exp(100) == .infinity)
+        #expect(Math.exp(.nan).isNaN)
+        let lanes = Math.exp8(SIMD8(-.infinity, -100, 0, 1, 88.7, 100, .nan, -3.5))
+        #expect(lanes[0] == 0 && lanes[1] == 0 && lanes[2] == 1 && lanes[5] == .infinity && lanes[6].isNaN)
+        #expect(lanes[3] == Math.exp(1) && lanes[4] == Math.exp(88.7) && lanes[7] == Math.exp(-3.5))
     }
 }

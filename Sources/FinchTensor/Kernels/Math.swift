@@ -11,7 +11,9 @@ enum Math {
     /// float range; 0 below −87.3 (so a −∞ mask gives exactly 0), +∞ above 88.7.
     @inline(__always) static func exp(_ x: Float) -> Float {
         let c = Swift.min(Swift.max(x, -87.3), 88.7)
-        let n = (c * 1.44269504088896341 + 0.5).rounded(.down)
+        // Adding 1.5·2²³ rounds to the nearest integer n and leaves n in the low mantissa bits.
+        let t = c * 1.44269504088896341 + 12_582_912
+        let n = t - 12_582_912
         let r = c - n * 0.693359375 + n * 2.12194440e-4
         var p: Float = 1.9875691500e-4
         p = p * r + 1.3981999507e-3
@@ -20,13 +22,36 @@ enum Math {
         p = p * r + 1.6666665459e-1
         p = p * r + 5.0000001201e-1
         let y = p * r * r + r + 1
-        // 2ⁿ as 2^⌊n/2⌋ · 2^(n−⌊n/2⌋), so n = 128 (x near 88.7) does not overflow the exponent field.
-        // m + 1.5·2²³ puts m, as an integer, in the low mantissa bits.
-        let n1 = (n * 0.5).rounded(.down)
-        let b1 = (n1 + 12_582_912).bitPattern &- 0x4B40_0000
-        let b2 = (n - n1 + 12_582_912).bitPattern &- 0x4B40_0000
-        let e = y * Float(bitPattern: (b1 &+ 127) << 23) * Float(bitPattern: (b2 &+ 127) << 23)
+        // 2ⁿ as 2^(n>>1) · 2^(n − n>>1), so n = 128 (x near 88.7) does not overflow the exponent field.
+        let bits = Int32(bitPattern: t.bitPattern &- 0x4B40_0000)
+        let half = bits >> 1
+        let e = y * Float(bitPattern: UInt32(bitPattern: (half &+ 127) << 23))
+            * Float(bitPattern: UInt32(bitPattern: (bits &- half &+ 127) << 23))
         return x < -87.3 ? 0 : (x > 88.7 ? .infinity : e)
+    }
+
+    /// `exp` on eight lanes at once (the same arithmetic, lane by lane).
+    @inline(__always) static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let c = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
+        let t = c * 1.44269504088896341 + 12_582_912
+        let n = t - 12_582_912
+        let r = c - n * 0.693359375 + n * 2.12194440e-4
+        var p = SIMD8<Float>(repeating: 1.9875691500e-4)
+        p = p * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        let y = p * r * r + r + 1
+        let bits = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let half = bits &>> 1
+        let s1 = unsafeBitCast((half &+ 127) &<< 23, to: SIMD8<Float>.self)
+        let s2 = unsafeBitCast((bits &- half &+ 127) &<< 23, to: SIMD8<Float>.self)
+        var e = y * s1 * s2
+        e.replace(with: 0, where: x .< -87.3)
+        e.replace(with: .infinity, where: x .> 88.7)
+        e.replace(with: .nan, where: x .!= x)  // the clamp would turn NaN into a number; keep it NaN
+        return e
     }
 
     /// The C library's expf (for reference checks).

@@ -56,29 +56,68 @@ extension Tensor {
 
     @inline(__always)
     static func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var m = -Float.infinity
-        for j in 0..<n { m = Swift.max(m, x[j]) }
+        let m = rowMax(x, n)
         if m == -.infinity {  // a fully masked row attends nowhere
             y.update(repeating: 0, count: n)
             return
         }
-        var s: Float = 0
-        for j in 0..<n {
+        let s = expShiftedSum(x, y, n, m)
+        let inv = 1 / s
+        var j = 0
+        while j + 8 <= n {
+            UnsafeMutableRawPointer(y + j).storeBytes(of: UnsafeRawPointer(y + j).loadUnaligned(as: SIMD8<Float>.self) * inv, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < n { y[j] *= inv; j += 1 }
+    }
+
+    /// The largest of n values, eight lanes at a time.
+    @inline(__always)
+    static func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var m8 = SIMD8<Float>(repeating: -.infinity)
+        var j = 0
+        while j + 8 <= n {
+            m8 = pointwiseMax(m8, UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+            j += 8
+        }
+        var m = m8.max()
+        while j < n { m = Swift.max(m, x[j]); j += 1 }
+        return m
+    }
+
+    /// Writes e^(x − m) to y (y may be x) and returns their sum.
+    @inline(__always)
+    static func expShiftedSum(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Float {
+        var s8 = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= n {
+            let e = Math.exp8(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) - m)
+            UnsafeMutableRawPointer(y + j).storeBytes(of: e, as: SIMD8<Float>.self)
+            s8 += e
+            j += 8
+        }
+        var s = s8.sum()
+        while j < n {
             let e = Math.exp(x[j] - m)
             y[j] = e
             s += e
+            j += 1
         }
-        let inv = 1 / s
-        for j in 0..<n { y[j] *= inv }
+        return s
     }
 
     @inline(__always)
     static func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-        var m = -Float.infinity
-        for j in 0..<n { m = Swift.max(m, x[j]) }
+        let m = rowMax(x, n)
         if m == -.infinity { return m }
-        var s: Float = 0
-        for j in 0..<n { s += Math.exp(x[j] - m) }
+        var s8 = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= n {
+            s8 += Math.exp8(UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self) - m)
+            j += 8
+        }
+        var s = s8.sum()
+        while j < n { s += Math.exp(x[j] - m); j += 1 }
         return m + Math.log(s)
     }
 }
