@@ -77,9 +77,9 @@ public enum GEMM {
         openblas_set_num_threads(previous)
     }
 
-    /// How many threads OpenBLAS uses for one product.
+    /// How many threads OpenBLAS uses for one product (1: Finch owns the cores).
     public static var threadCount: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
+        _ = ownsThreads
+        return Int(openblas_get_num_threads())
     }
 }
