@@ -1,4 +1,6 @@
 import Foundation
+import ArgumentParser
+import FinchAdapters
 import FinchFormats
 import FinchModels
 
@@ -36,4 +38,20 @@ func readText(_ path: String) throws -> String {
         throw FormatError(file: path, "is not UTF-8 text")
     }
     return text
+}
+
+/// `--model` and `--adapter`, shared by the commands that run a model.
+struct ModelSource: ParsableArguments {
+    @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
+    var model: String
+
+    @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
+    var adapter: String?
+
+    /// The model with its tokenizer, and the adapter applied when one was given.
+    func load() throws -> (folder: HuggingFaceFolder, tokenizer: Tokenizer, adapter: Adapter?) {
+        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
+        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
+        return (folder, try folder.requireTokenizer(), applied)
+    }
 }

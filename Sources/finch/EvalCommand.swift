@@ -16,11 +16,7 @@ struct EvalCommand: ParsableCommand {
             accuracy of greedy generation.
             """)
 
-    @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
-    var model: String
-
-    @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
-    var adapter: String?
+    @OptionGroup var source: ModelSource
 
     @Option(help: "The text file to score.")
     var data: String
@@ -44,10 +40,9 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
-        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
+        let (folder, tokenizer, applied) = try source.load()
         if CompletionEvaluation.isCompletionFile(data) {
-            let r = try CompletionEvaluation.run(model: folder.model, tokenizer: try folder.requireTokenizer(), path: data,
+            let r = try CompletionEvaluation.run(model: folder.model, tokenizer: tokenizer, path: data,
                                                  prefix: applied?.attentionPrefix, maxExamples: maxWindows)
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
@@ -58,7 +53,7 @@ struct EvalCommand: ParsableCommand {
             }
             return
         }
-        let tokens = try folder.requireTokenizer().encode(try readText(data), addSpecialTokens: false)
+        let tokens = tokenizer.encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
                                                  maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)
         if json {

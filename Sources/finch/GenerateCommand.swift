@@ -8,11 +8,7 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate",
         abstract: "Continue a prompt: greedy by default, or sampled with temperature, top-k and top-p.")
 
-    @Option(help: "A Hugging Face model folder.")
-    var model: String
-
-    @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
-    var adapter: String?
+    @OptionGroup var source: ModelSource
 
     @Option(help: "The text to continue.")
     var prompt: String
@@ -43,9 +39,7 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
-        let tokenizer = try folder.requireTokenizer()
-        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
+        let (folder, tokenizer, applied) = try source.load()
         let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
                                         seed: seed, stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)

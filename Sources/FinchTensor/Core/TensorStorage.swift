@@ -77,15 +77,5 @@ final class StoragePool: Sendable {
         }
         raw.deallocate()
     }
-
-    /// Frees every pooled buffer (for tests and for callers that change working-set shape).
-    func drain() {
-        let buffers = state.withLock { s -> [UInt] in
-            let all = s.free.values.flatMap { $0 }
-            s.free = [:]
-            s.heldBytes = 0
-            return all
-        }
-        for b in buffers { UnsafeMutableRawPointer(bitPattern: b)?.deallocate() }
     }
 }
