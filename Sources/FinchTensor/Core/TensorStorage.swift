@@ -77,5 +77,4 @@ final class StoragePool: Sendable {
         }
         raw.deallocate()
     }
-    }
 }
