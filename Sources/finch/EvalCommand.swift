@@ -30,6 +30,9 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Windows per forward pass.")
     var batchSize: Int = 8
 
+    @Option(help: "For a prompt/completion file: write each example's greedy completion to this JSON-lines file.")
+    var predictions: String?
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -44,6 +47,7 @@ struct EvalCommand: ParsableCommand {
         if CompletionEvaluation.isCompletionFile(data) {
             let r = try CompletionEvaluation.run(model: folder.model, tokenizer: tokenizer, path: data,
                                                  prefix: applied?.attentionPrefix, maxExamples: maxWindows)
+            if let predictions { try writePredictions(r.predictions, to: predictions) }
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
                                  "examples": r.examples, "seconds": r.seconds])
@@ -52,6 +56,9 @@ struct EvalCommand: ParsableCommand {
                     + "exact match \(Output.fixed(100 * r.exactMatch, 1)) % of \(r.examples) examples (greedy)")
             }
             return
+        }
+        if predictions != nil {
+            throw ValidationError("--predictions needs a prompt/completion JSON-lines file; \(data) is plain text")
         }
         let tokens = tokenizer.encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
@@ -66,6 +73,21 @@ struct EvalCommand: ParsableCommand {
             print("loss \(Output.fixed(result.loss, 6))  perplexity \(Output.fixed(result.perplexity, 3))  "
                 + "(\(result.windows) windows of \(result.sequenceLength) tokens, \(result.predictedTokens) predicted, "
                 + "\(Output.fixed(result.tokensPerSecond, 0)) tokens/s)")
+        }
+    }
+
+    private func writePredictions(_ rows: [CompletionEvaluation.Prediction], to path: String) throws {
+        var text = ""
+        for row in rows {
+            let record: [String: Any] = ["prompt": row.prompt, "expected": row.expected, "generated": row.generated,
+                                         "correct": row.correct]
+            let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes])
+            text += String(decoding: data, as: UTF8.self) + "\n"
+        }
+        do {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot write predictions to \(path): \(error.localizedDescription)")
         }
     }
 }

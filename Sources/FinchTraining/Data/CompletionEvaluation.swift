@@ -13,6 +13,17 @@ public enum CompletionEvaluation {
         public let exactMatch: Double
         public let examples: Int
         public let seconds: Double
+        /// Each example's greedy completion, in file order.
+        public let predictions: [Prediction]
+    }
+
+    public struct Prediction: Sendable {
+        public let prompt: String
+        public let expected: String
+        public let generated: String
+        public var correct: Bool {
+            generated.trimmingCharacters(in: .whitespacesAndNewlines) == expected.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
     }
 
     public struct Example: Sendable {
@@ -53,7 +64,8 @@ public enum CompletionEvaluation {
         guard !chosen.isEmpty else { throw RecipeError(file: path, "holds no examples") }
         let eos = model.config.eosTokenIds.first ?? 0
         let start = Date()
-        var total = 0.0, count = 0, correct = 0
+        var total = 0.0, count = 0
+        var predictions: [Prediction] = []
         try GradientMode.withoutGradients {
             for example in chosen {
                 let p = tokenizer.encode(example.prompt, addSpecialTokens: true)
@@ -68,12 +80,11 @@ public enum CompletionEvaluation {
                     model: model, prompt: p, options: GenerationOptions(maxTokens: maxNewTokens, stopTokens: Set(model.config.eosTokenIds)),
                     prefix: prefix)
                 let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)
-                if text.trimmingCharacters(in: .whitespacesAndNewlines) == example.completion.trimmingCharacters(in: .whitespacesAndNewlines) {
-                    correct += 1
-                }
+                predictions.append(Prediction(prompt: example.prompt, expected: example.completion, generated: text))
             }
         }
+        let correct = predictions.filter(\.correct).count
         return Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
-                      examples: chosen.count, seconds: Date().timeIntervalSince(start))
+                      examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
     }
 }

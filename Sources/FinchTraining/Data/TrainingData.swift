@@ -13,8 +13,10 @@ public struct TokenSequence: Equatable, Sendable {
 /// - text (`.txt`): the whole file tokenized without special tokens, cut into consecutive windows.
 /// - jsonl (`{"text": …}` per line): each record with the tokenizer's special tokens and an EOS.
 /// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
-/// With packing, records are concatenated and cut into full windows; without, each record is one
-/// sequence, truncated or padded (padding is never a target).
+/// With packing, JSON-lines records are placed whole into windows, in file order, as many as fit; the rest
+/// of a window is padding, and only a record longer than a window is cut across windows (a prompt is never
+/// separated from its completion by a window edge). Without packing, each record is one sequence, truncated
+/// or padded. Padding is never a target. Plain text is one stream cut into consecutive windows.
 public struct TrainingData: Sendable {
     public let path: String
     public let format: Recipe.DataFormat
@@ -59,9 +61,12 @@ public struct TrainingData: Sendable {
         guard records.contains(where: { $0.tokens.count >= 2 }) else {
             throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
         }
-        let sequences = (format == .text || packing)
-            ? pack(records, length: sequenceLength, pad: endOfText)
-            : records.map { fit($0, length: sequenceLength, pad: endOfText) }
+        let sequences: [TokenSequence]
+        switch (format, packing) {
+        case (.text, _), (.auto, _): sequences = pack(records, length: sequenceLength, pad: endOfText)
+        case (_, true): sequences = packWhole(records, length: sequenceLength, pad: endOfText)
+        case (_, false): sequences = records.map { fit($0, length: sequenceLength, pad: endOfText) }
+        }
         return TrainingData(path: path, format: format, sequences: sequences, sequenceLength: sequenceLength)
     }
 
@@ -89,6 +94,33 @@ public struct TrainingData: Sendable {
         return stride(from: 0, through: tokens.count - length, by: length).map {
             TokenSequence(tokens: Array(tokens[$0..<($0 + length)]), targetMask: Array(mask[$0..<($0 + length)]))
         }
+    }
+
+    /// Fills windows with whole records in order; a record that does not fit in what is left of a window
+    /// starts the next one, and one longer than a window is cut into window-sized pieces.
+    static func packWhole(_ records: [TokenSequence], length: Int, pad: Int32) -> [TokenSequence] {
+        var out: [TokenSequence] = []
+        var current = TokenSequence(tokens: [], targetMask: [])
+        func flush() {
+            if !current.tokens.isEmpty { out.append(fit(current, length: length, pad: pad)) }
+            current = TokenSequence(tokens: [], targetMask: [])
+        }
+        for r in records {
+            if r.tokens.count > length {
+                flush()
+                out += pack([r], length: length, pad: pad)
+                let cut = r.tokens.count / length * length
+                if cut < r.tokens.count {
+                    current = TokenSequence(tokens: Array(r.tokens[cut...]), targetMask: Array(r.targetMask[cut...]))
+                }
+                continue
+            }
+            if current.tokens.count + r.tokens.count > length { flush() }
+            current.tokens += r.tokens
+            current.targetMask += r.targetMask
+        }
+        flush()
+        return out
     }
 
     static func fit(_ r: TokenSequence, length: Int, pad: Int32) -> TokenSequence {

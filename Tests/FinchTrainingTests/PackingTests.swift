@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+import FinchFormats
+import TestSupport
+@testable import FinchTraining
+
+/// How records become training windows: packing keeps a prompt and its completion in one window.
+@Suite("packing")
+struct PackingTests {
+    /// A record of `n` tokens numbered from `first`, with its first `prompt` tokens not targets.
+    static func record(_ first: Int32, _ n: Int, prompt: Int = 1) -> TokenSequence {
+        TokenSequence(tokens: (0..<n).map { first + Int32($0) }, targetMask: (0..<n).map { $0 >= prompt })
+    }
+
+    @Test func wholeRecordsFillWindowsInOrder() {
+        let records = [Self.record(10, 3), Self.record(20, 4), Self.record(30, 2)]
+        let windows = TrainingData.packWhole(records, length: 6, pad: -1)
+        #expect(windows.map(\.tokens) == [[10, 11, 12, -1, -1, -1], [20, 21, 22, 23, 30, 31]])
+        #expect(windows[0].targetMask == [false, true, true, false, false, false])
+        #expect(windows[1].targetMask == [false, true, true, true, false, true])
+    }
+
+    @Test func onlyARecordLongerThanAWindowIsCut() {
+        let records = [Self.record(100, 14, prompt: 2), Self.record(20, 3)]
+        let windows = TrainingData.packWhole(records, length: 6, pad: -1)
+        #expect(windows.map(\.tokens) == [
+            [100, 101, 102, 103, 104, 105], [106, 107, 108, 109, 110, 111], [112, 113, 20, 21, 22, -1],
+        ])
+        #expect(windows[0].targetMask == [false, false, true, true, true, true])
+        #expect(windows[2].targetMask == [true, true, false, true, true, false])
+    }
+
+    /// The streaming packer (plain text) would cut the second record across the window edge; packWhole does not.
+    @Test func completionFileKeepsEveryPromptWithItsCompletion() throws {
+        let dir = try Fixtures.scratchDirectory()
+        let lines = (0..<9).map { i in
+            "{\"prompt\": \"Command: call friend \(i) now\\nJSON:\", \"completion\": \" {\\\"intent\\\":\\\"call\\\",\\\"n\\\":\(i)}\"}"
+        }
+        let path = "\(dir)/commands.jsonl"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
+        let eos: Int32 = 2
+        let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: true, endOfText: eos)
+        #expect(data.format == .completion)
+        let recordLength = tokenizer.encode("Command: call friend 0 now\nJSON:", addSpecialTokens: true).count
+            + tokenizer.encode(" {\"intent\":\"call\",\"n\":0}", addSpecialTokens: false).count + 1
+        #expect(recordLength < 64)
+        var targets = 0
+        for window in data.sequences {
+            #expect(window.tokens.count == 64)
+            // Every window starts a record: its first token is not a target, and each run of targets ends in EOS.
+            #expect(window.targetMask.first == false)
+            for j in 0..<63 where window.targetMask[j] && !window.targetMask[j + 1] {
+                #expect(window.tokens[j] == eos)
+            }
+            targets += window.targetMask.filter { $0 }.count
+        }
+        let completion = tokenizer.encode(" {\"intent\":\"call\",\"n\":0}", addSpecialTokens: false).count + 1
+        #expect(targets == 9 * completion)
+        #expect(data.sequences.count == (9 + 64 / recordLength - 1) / (64 / recordLength))
+    }
+}
