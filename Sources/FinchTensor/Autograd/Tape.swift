@@ -99,7 +99,7 @@ extension Tensor {
                         if owned {
                             existing.addInPlace(g)
                         } else {
-                            pending[key] = (Elementwise.zip(existing, g, shape: existing.shape) { $0 + $1 }, true)
+                            pending[key] = (Elementwise.add(existing, g, shape: existing.shape), true)
                         }
                     } else {
                         let unique = isKnownUniquelyReferenced(&g) && isKnownUniquelyReferenced(&g.storage)

@@ -22,6 +22,27 @@ enum Elementwise {
         return y
     }
 
+    /// x + z for two tensors with the same element count. The arithmetic is written out rather than passed
+    /// as a closure: a closure captured inside the parallel chunk body is called per element, not inlined.
+    static func add(_ x: Tensor, _ z: Tensor, shape: [Int]) -> Tensor {
+        let y = Tensor(uninitializedShape: shape)
+        let a = x.storage.pointer, b = z.storage.pointer, dst = y.storage.pointer
+        Parallel.forChunks(count: y.count) { r in
+            for i in r { dst[i] = a[i] + b[i] }
+        }
+        return y
+    }
+
+    /// x · s, written out for the same reason as `add`.
+    static func scale(_ x: Tensor, _ s: Float) -> Tensor {
+        let y = Tensor(uninitializedShape: x.shape)
+        let src = x.storage.pointer, dst = y.storage.pointer
+        Parallel.forChunks(count: x.count) { r in
+            for i in r { dst[i] = src[i] * s }
+        }
+        return y
+    }
+
     /// `f` applied pairwise over NumPy-broadcast operands; `outShape` is their broadcast shape.
     @inline(__always)
     static func broadcast(_ x: Tensor, _ z: Tensor, outShape: [Int], _ f: (Float, Float) -> Float) -> Tensor {

@@ -30,9 +30,14 @@ enum Math {
         return x < -87.3 ? 0 : (x > 88.7 ? .infinity : e)
     }
 
+    /// Lane-wise maximum and minimum. The standard library's `pointwiseMax`/`clamped` are not inlined
+    /// here (a call per eight lanes showed up at 3 % of a W3 training step); a compare and a select are.
+    @inline(__always) static func max8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .> a) }
+    @inline(__always) static func min8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .< a) }
+
     /// `exp` on eight lanes at once (the same arithmetic, lane by lane).
     @inline(__always) static func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let c = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
+        let c = max8(min8(x, SIMD8(repeating: 88.7)), SIMD8(repeating: -87.3))
         let t = c * 1.44269504088896341 + 12_582_912
         let n = t - 12_582_912
         let r = c - n * 0.693359375 + n * 2.12194440e-4

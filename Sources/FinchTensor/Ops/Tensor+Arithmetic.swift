@@ -12,7 +12,8 @@ extension Tensor {
 
     // y = a + b;  da = g, db = g
     public static func + (a: Tensor, b: Tensor) throws -> Tensor {
-        let y = Elementwise.broadcast(a, b, outShape: try broadcastShape("add", a, b)) { $0 + $1 }
+        let shape = try broadcastShape("add", a, b)
+        let y = a.shape == b.shape ? Elementwise.add(a, b, shape: shape) : Elementwise.broadcast(a, b, outShape: shape) { $0 + $1 }
         if needsGradient(a, b) {
             y.recordBackward("add", inputs: [a, b]) { g in [g, g] }
         }
@@ -77,7 +78,7 @@ extension Tensor {
 
     // y = x · s;  dx = g · s
     public static func * (x: Tensor, s: Float) -> Tensor {
-        let y = Elementwise.map(x) { $0 * s }
+        let y = Elementwise.scale(x, s)
         if needsGradient(x) { y.recordBackward("multiply scalar", inputs: [x]) { g in [g * s] } }
         return y
     }

@@ -77,7 +77,7 @@ extension Tensor {
         var m8 = SIMD8<Float>(repeating: -.infinity)
         var j = 0
         while j + 8 <= n {
-            m8 = pointwiseMax(m8, UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
+            m8 = Math.max8(m8, UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
             j += 8
         }
         var m = m8.max()
