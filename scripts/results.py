@@ -25,8 +25,10 @@ def run(args):
     return out
 
 
-def evaluate(model, adapter, data):
+def evaluate(model, adapter, data, predictions=None):
     args = [FINCH, "eval", "--model", model, "--data", data, "--json"]
+    if predictions:
+        args += ["--predictions", predictions]
     if data.endswith(".txt"):
         args += ["--seq-len", "256"]
     if adapter:
@@ -60,7 +62,7 @@ def main():
         for kind in ["lora", "prefix", "full"]:
             r = train(task, kind)
             valid = evaluate(r["model"], r["adapter"], files["validation"])
-            test = evaluate(r["model"], r["adapter"], files["test"]) if files["test"] else None
+            test = evaluate(r["model"], r["adapter"], files["test"], f"runs/results/{r['name']}/test-predictions.jsonl") if files["test"] else None
             rows.append((task, kind, r, valid, test))
             print(f"done {r['name']}", file=sys.stderr)
     print("| task | method | trainable params | validation loss | perplexity | test exact match | wall time | peak memory |")
