@@ -41,10 +41,17 @@ extension Tensor {
                                 if wantsHidden || wantsWeight { x.update(repeating: 0, count: v) }
                                 return
                             }
-                            let lse = Tensor.logSumExp(x, v)
-                            loss[r0 + r] = Double(lse - x[Int(target)])
-                            guard wantsHidden || wantsWeight else { return }
-                            for j in 0..<v { x[j] = Math.exp(x[j] - lse) }  // s − y, unscaled
+                            let picked = x[Int(target)]
+                            let m = Tensor.rowMax(x, v)
+                            guard (wantsHidden || wantsWeight) && m > -.infinity else {
+                                loss[r0 + r] = Double(Tensor.logSumExp(x, v) - picked)
+                                if wantsHidden || wantsWeight { x.update(repeating: 0, count: v) }
+                                return
+                            }
+                            // One exp pass: e^(x − m) in place and its sum; then the softmax by scaling.
+                            let sum = Tensor.expShiftedSum(x, x, v, m)
+                            loss[r0 + r] = Double(m + Math.log(sum) - picked)
+                            Tensor.scale(x, v, by: 1 / sum)  // s − y, unscaled
                             x[Int(target)] -= 1
                         }
                         guard wantsHidden || wantsWeight else { continue }

@@ -61,14 +61,18 @@ extension Tensor {
             y.update(repeating: 0, count: n)
             return
         }
-        let s = expShiftedSum(x, y, n, m)
-        let inv = 1 / s
+        scale(y, n, by: 1 / expShiftedSum(x, y, n, m))
+    }
+
+    /// y[0..<n] *= f, eight lanes at a time.
+    @inline(__always)
+    static func scale(_ y: UnsafeMutablePointer<Float>, _ n: Int, by f: Float) {
         var j = 0
         while j + 8 <= n {
-            UnsafeMutableRawPointer(y + j).storeBytes(of: UnsafeRawPointer(y + j).loadUnaligned(as: SIMD8<Float>.self) * inv, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + j).storeBytes(of: UnsafeRawPointer(y + j).loadUnaligned(as: SIMD8<Float>.self) * f, as: SIMD8<Float>.self)
             j += 8
         }
-        while j < n { y[j] *= inv; j += 1 }
+        while j < n { y[j] *= f; j += 1 }
     }
 
     /// The largest of n values, eight lanes at a time.
