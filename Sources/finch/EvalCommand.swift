@@ -24,8 +24,11 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Tokens per window.")
     var seqLen: Int = 256
 
-    @Option(help: "Score only the first K windows (or K examples of a prompt/completion file).")
+    @Option(help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
     var maxWindows: Int?
+
+    @Option(help: "Score only the first K examples of a prompt/completion file.")
+    var maxExamples: Int?
 
     @Option(help: "Windows per forward pass.")
     var batchSize: Int = 8
@@ -40,13 +43,14 @@ struct EvalCommand: ParsableCommand {
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
+        if let maxExamples, maxExamples < 1 { throw ValidationError("--max-examples must be at least 1, got \(maxExamples)") }
     }
 
     func run() throws {
         let (folder, tokenizer, applied) = try source.load()
         if CompletionEvaluation.isCompletionFile(data) {
             let r = try CompletionEvaluation.run(model: folder.model, tokenizer: tokenizer, path: data,
-                                                 prefix: applied?.attentionPrefix, maxExamples: maxWindows)
+                                                 prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows)
             if let predictions { try writePredictions(r.predictions, to: predictions) }
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
@@ -57,8 +61,9 @@ struct EvalCommand: ParsableCommand {
             }
             return
         }
-        if predictions != nil {
-            throw ValidationError("--predictions needs a prompt/completion JSON-lines file; \(data) is plain text")
+        if predictions != nil || maxExamples != nil {
+            let flag = predictions != nil ? "--predictions" : "--max-examples"
+            throw RecipeError(file: data, "\(flag) needs a prompt/completion JSON-lines file; this one is scored as plain text")
         }
         let tokens = tokenizer.encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
@@ -87,7 +92,7 @@ struct EvalCommand: ParsableCommand {
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
-            throw ValidationError("cannot write predictions to \(path): \(error.localizedDescription)")
+            throw RecipeError(file: path, "cannot write the predictions: \(error.localizedDescription)")
         }
     }
 }

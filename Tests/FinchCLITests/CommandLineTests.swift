@@ -62,6 +62,29 @@ struct CommandLineTests {
         }
     }
 
+    @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
+        let dir = try Fixtures.scratchDirectory("cli-completions")
+        let data = "\(dir)/requests.jsonl", out = "\(dir)/predictions.jsonl"
+        let records = (0..<4).map { "{\"prompt\": \"To be or not \($0)\", \"completion\": \" that is\"}" }
+        try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let model = Fixtures.path("llama-gqa", "base")
+        let run = try Self.finch(["eval", "--model", model, "--data", data, "--max-examples", "2", "--predictions", out, "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let summary = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+        #expect(summary?["examples"] as? Int == 2)
+        let rows = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(rows.count == 2)
+        #expect(rows.first??["prompt"] as? String == "To be or not 0")
+        #expect(rows.first??["expected"] as? String == " that is")
+        #expect(rows.first??["generated"] is String)
+        #expect(rows.first??["correct"] is Bool)
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt"),
+                                                  "--predictions", out]),
+                                  ["--predictions needs a prompt/completion JSON-lines file"])
+    }
+
     @Test func aTruncatedSafetensorsFileFailsInOneLine() throws {
         let dir = try Self.baseCopy()
         let path = "\(dir)/model.safetensors"
