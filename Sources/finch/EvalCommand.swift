@@ -49,6 +49,10 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let (folder, tokenizer, applied) = try source.load()
         if CompletionEvaluation.isCompletionFile(data) {
+            // A path that cannot be written fails now, not after minutes of generation.
+            if let predictions, !FileManager.default.createFile(atPath: predictions, contents: nil) {
+                throw RecipeError(file: predictions, "cannot create the predictions file (does its folder exist?)")
+            }
             let r = try CompletionEvaluation.run(model: folder.model, tokenizer: tokenizer, path: data,
                                                  prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows)
             if let predictions { try writePredictions(r.predictions, to: predictions) }

@@ -83,6 +83,9 @@ struct CommandLineTests {
         Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt"),
                                                   "--predictions", out]),
                                   ["--predictions needs a prompt/completion JSON-lines file"])
+        let unwritable = "\(dir)/no-such-folder/predictions.jsonl"
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", data, "--predictions", unwritable]),
+                                  [unwritable, "cannot create the predictions file"])
     }
 
     @Test func aTruncatedSafetensorsFileFailsInOneLine() throws {
