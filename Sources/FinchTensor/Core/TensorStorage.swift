@@ -1,4 +1,9 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One aligned allocation of float32 values, shared by a tensor and its reshaped views.
 ///
@@ -33,48 +38,98 @@ public final class TensorStorage: @unchecked Sendable {
     }
 }
 
-/// Free buffers keyed by exact element count, capped in total size.
+/// Free buffers keyed by exact element count.
+///
+/// Large buffers come straight from the kernel (`mmap`) so that giving one up returns its pages at once.
+/// The pool keeps released buffers for reuse, but never lets live plus kept bytes grow past the most that
+/// was ever live: a miss first unmaps kept buffers of other sizes. A training step allocates the same
+/// shapes every time, so after the first step nearly every request is a hit, and the resident size stays
+/// close to the step's true peak instead of the peak plus whatever sizes happened to be idle then.
 final class StoragePool: Sendable {
     static let shared = StoragePool()
 
-    /// Buffers smaller than this go straight to malloc; they are cheap to get.
+    /// Buffers smaller than this go to malloc; they are cheap to get and too small to matter.
     static let minimumPooledCount = 4096
     /// Bytes the pool may hold before it frees instead of keeping.
     static let capacityBytes = 1 << 30
     static let alignment = 64
 
     private struct State {
-        var free: [Int: [UInt]] = [:]  // addresses, so the state is Sendable
+        var free: [Int: [UInt]] = [:]  // byte count → addresses, so the state is Sendable
         var heldBytes = 0
+        var liveBytes = 0
+        /// The most pooled bytes ever live at once.
+        var highWater = 0
+        /// Buffers malloc provided because mmap failed.
+        var fromMalloc: Set<UInt> = []
+
+        /// Removes kept buffers until live + held fits under the high-water mark; returns them for unmapping.
+        mutating func evictOverHighWater() -> [(UInt, Int)] {
+            var excess = liveBytes + heldBytes - highWater
+            var victims: [(UInt, Int)] = []
+            while excess > 0, heldBytes > 0 {
+                // The smallest size that covers the excess alone, else the largest kept.
+                let sizes = free.keys.filter { !(free[$0]?.isEmpty ?? true) }
+                guard let size = sizes.filter({ $0 >= excess }).min() ?? sizes.max(),
+                      let address = free[size]?.popLast() else { break }
+                heldBytes -= size
+                excess -= size
+                victims.append((address, size))
+            }
+            return victims
+        }
     }
     private let state = Mutex(State())
 
+    /// (live, kept, high-water) bytes of pooled buffers, for tests.
+    var usage: (live: Int, held: Int, highWater: Int) { state.withLock { ($0.liveBytes, $0.heldBytes, $0.highWater) } }
+
     func take(count: Int) -> UnsafeMutablePointer<Float> {
         let byteCount = max(count, 1) * MemoryLayout<Float>.stride
-        if count >= Self.minimumPooledCount {
-            let reused: UInt? = state.withLock { s in
-                guard let p = s.free[count]?.popLast() else { return nil }
+        guard count >= Self.minimumPooledCount else {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: Self.alignment)
+            return raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        }
+        let (reused, victims): (UInt?, [(UInt, Int)]) = state.withLock { s in
+            s.liveBytes += byteCount
+            s.highWater = max(s.highWater, s.liveBytes)
+            if let p = s.free[byteCount]?.popLast() {
                 s.heldBytes -= byteCount
-                return p
+                return (p, [])
             }
-            if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return p }
+            return (nil, s.evictOverHighWater())
+        }
+        for (address, size) in victims { release(address, byteCount: size) }
+        if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return p }
+        if let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+           mapped != UnsafeMutableRawPointer(bitPattern: -1) {
+            return mapped.bindMemory(to: Float.self, capacity: count)
         }
         let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: Self.alignment)
-        return raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        state.withLock { _ = $0.fromMalloc.insert(UInt(bitPattern: raw)) }
+        return raw.bindMemory(to: Float.self, capacity: count)
     }
 
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(pointer)
         let byteCount = max(count, 1) * MemoryLayout<Float>.stride
-        if count >= Self.minimumPooledCount {
-            let kept = state.withLock { s -> Bool in
-                guard s.heldBytes + byteCount <= Self.capacityBytes else { return false }
-                s.free[count, default: []].append(UInt(bitPattern: raw))
-                s.heldBytes += byteCount
-                return true
-            }
-            if kept { return }
+        guard count >= Self.minimumPooledCount else {
+            raw.deallocate()
+            return
         }
-        raw.deallocate()
+        let kept = state.withLock { s -> Bool in
+            s.liveBytes -= byteCount
+            guard s.heldBytes + byteCount <= Self.capacityBytes else { return false }
+            s.free[byteCount, default: []].append(UInt(bitPattern: raw))
+            s.heldBytes += byteCount
+            return true
+        }
+        if !kept { release(UInt(bitPattern: raw), byteCount: byteCount) }
+    }
+
+    private func release(_ address: UInt, byteCount: Int) {
+        guard let raw = UnsafeMutableRawPointer(bitPattern: address) else { return }
+        let wasMalloc = state.withLock { $0.fromMalloc.remove(address) != nil }
+        if wasMalloc { raw.deallocate() } else { munmap(raw, byteCount) }
     }
 }

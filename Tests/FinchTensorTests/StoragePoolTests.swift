@@ -1,0 +1,52 @@
+import Testing
+@testable import FinchTensor
+
+/// The buffer pool: reuse of equal sizes, and live + kept bytes never above the most ever live.
+@Suite("storage pool")
+struct StoragePoolTests {
+    let megabyte = 1 << 18  // floats
+
+    @Test func aReleasedBufferIsReusedForTheSameSize() {
+        let pool = StoragePool()
+        let a = pool.take(count: megabyte)
+        a[megabyte - 1] = 7
+        pool.give(a, count: megabyte)
+        #expect(pool.usage.held == 4 * megabyte)
+        let b = pool.take(count: megabyte)
+        #expect(b == a)
+        #expect(pool.usage.held == 0)
+        pool.give(b, count: megabyte)
+    }
+
+    @Test func aMissUnmapsKeptBuffersInsteadOfGrowingPastThePeak() {
+        let pool = StoragePool()
+        // Peak: three 1 MB buffers live at once.
+        let first = (0..<3).map { _ in pool.take(count: megabyte) }
+        for p in first { pool.give(p, count: megabyte) }
+        #expect(pool.usage.held == 12 * megabyte)
+        #expect(pool.usage.highWater == 12 * megabyte)
+        // A 2 MB request nobody released before: one kept 1 MB buffer would push live + kept past 3 MB,
+        // so the pool gives up enough kept buffers first (a smallest size that covers the excess).
+        let big = pool.take(count: 2 * megabyte)
+        big[2 * megabyte - 1] = 1  // the new buffer is writable to its end
+        let u = pool.usage
+        #expect(u.live == 8 * megabyte)
+        #expect(u.live + u.held <= u.highWater)
+        #expect(u.held == 4 * megabyte)
+        // Growing past the old peak raises it; nothing is kept that would not fit under it.
+        let more = (0..<2).map { _ in pool.take(count: megabyte) }
+        #expect(pool.usage.highWater == 16 * megabyte)
+        pool.give(big, count: 2 * megabyte)
+        for p in more { pool.give(p, count: megabyte) }
+        #expect(pool.usage.live == 0)
+        #expect(pool.usage.held <= pool.usage.highWater)
+    }
+
+    @Test func smallBuffersBypassThePool() {
+        let pool = StoragePool()
+        let p = pool.take(count: 100)
+        p[99] = 1
+        pool.give(p, count: 100)
+        #expect(pool.usage.live == 0 && pool.usage.held == 0)
+    }
+}
