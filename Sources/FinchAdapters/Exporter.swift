@@ -23,6 +23,10 @@ public enum Exporter {
             throw FormatError(file: configPath, "cannot read the base config")
         }
         config["dtype"] = dtypeName
+        // An adapted embedding unties the head (it keeps the base table), and both tables are written.
+        if case .llama(let c) = model.config, !c.tieWordEmbeddings, config["tie_word_embeddings"] as? Bool == true {
+            config["tie_word_embeddings"] = false
+        }
         if config["torch_dtype"] != nil { config["torch_dtype"] = dtypeName }
         let out_ = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try AtomicFile.write(out_ + Data("\n".utf8), to: (out as NSString).appendingPathComponent("config.json"))

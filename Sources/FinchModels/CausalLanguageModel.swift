@@ -19,6 +19,15 @@ public protocol CausalLanguageModel: Module {
     /// The language-model head's weight [vocabulary, hidden] (the token embedding when tied).
     var outputWeight: Tensor { get }
 
+    /// The head as one product, logits = hidden' · weight'ᵀ: (hidden, outputWeight) unless an adapter on a
+    /// tied embedding widens both (see `EmbeddingLayer.tiedHeadInputs`).
+    func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor)
+
+    /// Gives the head its own reference to the embedding table (the same tensor, so nothing is copied and
+    /// nothing changes yet), so that an adapter on the input embedding can leave the head as it was.
+    /// Afterwards the config says `tie_word_embeddings: false`. Does nothing when the head is untied already.
+    func untieWordEmbeddings() throws
+
     /// Whether the Hugging Face checkpoint stores this parameter transposed (GPT-2's `Conv1D` is [in, out]).
     func storesTransposed(_ name: String) -> Bool
 
@@ -27,17 +36,20 @@ public protocol CausalLanguageModel: Module {
 }
 
 extension CausalLanguageModel {
+    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }
+
     /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
     public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
-        try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix).matmul(outputWeight, transposeOther: true)
+        let head = try headInputs(try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix))
+        return try head.hidden.matmul(head.weight, transposeOther: true)
     }
 
     /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
     /// through the fused head, so the [positions, vocabulary] logits are never held at once.
     public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?) throws -> Tensor {
         let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix)
-        return try Tensor.linearCrossEntropy(hidden: h.reshaped([batch * length, hiddenSize]), weight: outputWeight,
-                                             targets: targets, ignoreIndex: Losses.ignoreIndex)
+        let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
+        return try Tensor.linearCrossEntropy(hidden: head.hidden, weight: head.weight, targets: targets, ignoreIndex: Losses.ignoreIndex)
     }
 
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }

@@ -102,6 +102,10 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
 
     public var outputWeight: Tensor { transformer.wte.weight }
 
+    public func untieWordEmbeddings() throws {
+        throw FormatError(file: "config.json", "gpt2 with tie_word_embeddings false is not supported, so its embedding cannot be adapted apart from its head")
+    }
+
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
         try checkTokens(tokens, batch: batch, length: length)
         let offset = positionOffset(cache: cache, prefix: prefix)

@@ -25,7 +25,7 @@ public final class LlamaDecoderLayer: Module {
 
 /// The LLaMA decoder stack (`model.` in Hugging Face keys).
 public final class LlamaModel: Module {
-    public let embedTokens: Embedding
+    @Child public var embedTokens: any EmbeddingLayer
     public let layers: [LlamaDecoderLayer]
     public let norm: RMSNorm
 
@@ -41,8 +41,8 @@ public final class LlamaModel: Module {
 public final class LlamaForCausalLM: Module, CausalLanguageModel {
     public let model: LlamaModel
     /// nil when tied: the head reads `model.embed_tokens.weight`.
-    public let lmHead: Linear?
-    public let llamaConfig: LlamaConfig
+    public private(set) var lmHead: Linear?
+    public private(set) var llamaConfig: LlamaConfig
 
     public init(_ c: LlamaConfig) throws {
         llamaConfig = c
@@ -57,6 +57,17 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     public var hiddenSize: Int { llamaConfig.hiddenSize }
 
     public var outputWeight: Tensor { lmHead?.weight ?? model.embedTokens.weight }
+
+    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) {
+        if let lmHead { return (hidden, lmHead.weight) }
+        return try model.embedTokens.tiedHeadInputs(hidden)
+    }
+
+    public func untieWordEmbeddings() throws {
+        guard lmHead == nil else { return }
+        lmHead = Linear(weight: model.embedTokens.weight)
+        llamaConfig.tieWordEmbeddings = false
+    }
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
         try checkTokens(tokens, batch: batch, length: length)

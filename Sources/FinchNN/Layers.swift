@@ -31,13 +31,35 @@ public final class Linear: Module, LinearLayer {
     }
 }
 
+/// Anything that maps token ids to rows like an Embedding: the Embedding itself or an adapter wrapping it.
+public protocol EmbeddingLayer: Module {
+    /// The table [count, dimensions] (for an adapter: the frozen base table).
+    var weight: Tensor { get }
+    func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor
+    /// For a head tied to this table: (hidden', weight') with logits = hidden' · weight'ᵀ. A plain table gives
+    /// (hidden, weight); an adapter that also changes the head widens both.
+    func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor)
+}
+
+extension EmbeddingLayer {
+    public func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, weight) }
+}
+
 /// A lookup table of `count` rows of width `dimensions`.
-public final class Embedding: Module {
+public final class Embedding: Module, EmbeddingLayer {
     public let weight: Tensor
 
     public init(count: Int, dimensions: Int) {
         weight = Tensor.zeros([count, dimensions])
     }
+
+    public init(weight: Tensor) {
+        precondition(weight.rank == 2, "Embedding weight must be [count, dimensions]")
+        self.weight = weight
+    }
+
+    public var count: Int { weight.shape[0] }
+    public var dimensions: Int { weight.shape[1] }
 
     /// Rows for token ids laid out as `shape` (e.g. [B, T]) → [B, T, D].
     public func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor {

@@ -48,7 +48,7 @@ struct ExportCommand: ParsableCommand {
         case .lora(let lora):
             try lora.mergeAndUnload(from: folder.model)
             try Exporter.writeMergedFolder(model: folder.model, baseFolder: model, to: out, dtype: safetensorsType, dtypeName: dtype)
-            print("merged \(lora.layers.count) LoRA layers into \(out) (\(dtype))")
+            print("merged \(lora.paths.count) LoRA layers into \(out) (\(dtype))")
         }
     }
 

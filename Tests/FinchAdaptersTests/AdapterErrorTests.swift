@@ -53,7 +53,7 @@ struct AdapterErrorTests {
     @Test func aTargetThatMatchesNothing() throws {
         let dir = try Self.copy("llama-gqa", "lora") { $0["target_modules"] = ["q_proj", "qkv_proj"] }
         try Self.expectRefused(dir, ["target module 'qkv_proj' matches nothing",
-                                     "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"])
+                                     "its Linear and Embedding modules are: down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"])
     }
 
     @Test func tensorsForModulesTheConfigDoesNotTarget() throws {

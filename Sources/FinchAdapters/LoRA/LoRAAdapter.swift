@@ -1,4 +1,5 @@
 import Foundation
+import FinchModels
 import FinchNN
 import FinchTensor
 
@@ -7,21 +8,44 @@ public final class LoRAAdapter {
     public let configuration: LoRAConfiguration
     /// (module path, layer), in the model's module order.
     public let layers: [(path: String, layer: LoRALinear)]
+    /// Adapted token embeddings (`embed_tokens` named as a target), in the model's module order.
+    public let embeddings: [(path: String, layer: LoRAEmbedding)]
 
-    init(configuration: LoRAConfiguration, layers: [(path: String, layer: LoRALinear)]) {
+    init(configuration: LoRAConfiguration, layers: [(path: String, layer: LoRALinear)],
+         embeddings: [(path: String, layer: LoRAEmbedding)] = []) {
         self.configuration = configuration
         self.layers = layers
+        self.embeddings = embeddings
     }
 
-    /// Wraps every targeted Linear of `model` in a LoRA layer and freezes everything else.
-    /// - Throws: when a target matches no module (the error lists the model's Linear names).
+    /// Wraps every targeted Linear (and Embedding, when named) of `model` in a LoRA layer and freezes
+    /// everything else. A head tied to an adapted embedding is untied first, so it keeps the base table.
+    /// - Throws: when a target matches no module (the error lists the model's Linear and Embedding names).
     public static func inject(into model: Module, configuration: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
-        let candidates = model.namedModules().filter { $0.module is Linear && !$0.name.isEmpty }
-        let chosen = try select(candidates.map(\.name), configuration: configuration)
+        let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
+        let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
+        let chosen = try select(candidates.map(\.name), linear: linearPaths, configuration: configuration)
         model.freeze()
         var generator = RandomGenerator(seed: seed)
         var layers: [(path: String, layer: LoRALinear)] = []
+        var embeddings: [(path: String, layer: LoRAEmbedding)] = []
         for path in chosen {
+            if let table = candidates.first(where: { $0.name == path })?.module as? Embedding {
+                let (rank, alpha) = configuration.rankAndAlpha(for: path)
+                let lm = model as? any CausalLanguageModel
+                let tied = lm.map { $0.outputWeight === table.weight } ?? false
+                let lora = try LoRAEmbedding(base: table, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
+                                             appliesToTiedHead: tied && configuration.ensureWeightTying,
+                                             loadable: configuration.initialization == .zeros, generator: &generator)
+                do {
+                    if tied && !configuration.ensureWeightTying { try lm?.untieWordEmbeddings() }
+                    try model.replaceModule(at: path, with: lora)
+                } catch {
+                    throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))")
+                }
+                embeddings.append((path, lora))
+                continue
+            }
             guard let base = candidates.first(where: { $0.name == path })?.module as? Linear else { continue }
             let (rank, alpha) = configuration.rankAndAlpha(for: path)
             let lora = try LoRALinear(base: base, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
@@ -34,20 +58,21 @@ public final class LoRAAdapter {
             }
             layers.append((path, lora))
         }
-        return LoRAAdapter(configuration: configuration, layers: layers)
+        return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings)
     }
 
-    /// The module paths a configuration selects among `paths`.
-    static func select(_ paths: [String], configuration: LoRAConfiguration) throws -> [String] {
+    /// The module paths a configuration selects among `paths` (of which `linear` are Linear modules;
+    /// `all-linear` selects only those, as PEFT's does).
+    static func select(_ paths: [String], linear: Set<String>? = nil, configuration: LoRAConfiguration) throws -> [String] {
         let leafNames = Array(Set(paths.map { $0.split(separator: ".").last.map(String.init) ?? $0 })).sorted()
         var selected: [String]
         switch configuration.targets {
         case .allLinear:
-            selected = paths.filter { !($0 == "lm_head" || $0.hasSuffix(".lm_head")) }
+            selected = paths.filter { (linear?.contains($0) ?? true) && !($0 == "lm_head" || $0.hasSuffix(".lm_head")) }
         case .names(let names):
             guard !names.isEmpty else { throw AdapterError("target_modules is empty; name modules such as \(leafNames.joined(separator: ", "))") }
             for name in names where !paths.contains(where: { $0 == name || $0.hasSuffix("." + name) }) {
-                throw AdapterError("target module '\(name)' matches nothing in this model; its Linear modules are: \(leafNames.joined(separator: ", "))")
+                throw AdapterError("target module '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))")
             }
             selected = paths.filter { p in names.contains { p == $0 || p.hasSuffix("." + $0) } }
         case .pattern(let pattern):
@@ -56,7 +81,7 @@ public final class LoRAAdapter {
             }
             selected = paths.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
             guard !selected.isEmpty else {
-                throw AdapterError("target_modules pattern '\(pattern)' matches nothing in this model; its Linear modules are: \(leafNames.joined(separator: ", "))")
+                throw AdapterError("target_modules pattern '\(pattern)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))")
             }
         }
         if let layers = configuration.layersToTransform {
@@ -74,18 +99,45 @@ public final class LoRAAdapter {
     }
 
     /// Adapter tensors under PEFT's file keys: `base_model.model.<path>.lora_A.weight`.
+    /// Embeddings: `base_model.model.<path>.lora_embedding_A` [r, vocabulary] and `…lora_embedding_B` [d, r].
     public func peftTensors() -> [(key: String, tensor: Tensor)] {
-        layers.flatMap { path, layer in
+        embeddings.flatMap { path, layer in
+            [("base_model.model.\(path).lora_embedding_A", layer.lora_embedding_A),
+             ("base_model.model.\(path).lora_embedding_B", layer.lora_embedding_B)]
+        } + layers.flatMap { path, layer in
             [("base_model.model.\(path).lora_A.weight", layer.lora_A.weight),
              ("base_model.model.\(path).lora_B.weight", layer.lora_B.weight)]
         }
     }
 
-    public func merge() throws { for l in layers { try l.layer.merge() } }
-    public func unmerge() throws { for l in layers { try l.layer.unmerge() } }
+    /// PEFT's file keys for a head tied to an adapted embedding (`ensure_weight_tying`): the head's LoRA factors
+    /// are the embedding's transposed (lm_head.lora_A = Bᵀ [r, d], lm_head.lora_B = Aᵀ [vocabulary, r]).
+    public func tiedHeadTensors() throws -> [(key: String, tensor: Tensor)] {
+        try embeddings.filter { $0.layer.appliesToTiedHead }.flatMap { _, layer in
+            [("base_model.model.lm_head.lora_A.weight", try layer.lora_embedding_B.transposed()),
+             ("base_model.model.lm_head.lora_B.weight", try layer.lora_embedding_A.transposed())]
+        }
+    }
 
-    /// Merges every adapter into its base weight and puts the plain Linear back in the model.
+    /// Every adapted module path, embeddings first.
+    public var paths: [String] { embeddings.map(\.path) + layers.map(\.path) }
+
+    public func merge() throws {
+        for l in embeddings { try l.layer.merge() }
+        for l in layers { try l.layer.merge() }
+    }
+
+    public func unmerge() throws {
+        for l in embeddings { try l.layer.unmerge() }
+        for l in layers { try l.layer.unmerge() }
+    }
+
+    /// Merges every adapter into its base weight and puts the plain Linear (or Embedding) back in the model.
     public func mergeAndUnload(from model: Module) throws {
+        for (path, layer) in embeddings {
+            try layer.merge()
+            try model.replaceModule(at: path, with: layer.baseLayer)
+        }
         for (path, layer) in layers {
             try layer.merge()
             try model.replaceModule(at: path, with: layer.baseLayer)

@@ -44,6 +44,7 @@ public enum PEFTFormat {
         var configuration = LoRAConfiguration(rank: rank, alpha: Float(c["lora_alpha"]?.number ?? 8))
         configuration.dropout = Float(c["lora_dropout"]?.number ?? 0)
         configuration.useRSLoRA = c["use_rslora"]?.bool ?? false
+        configuration.ensureWeightTying = c["ensure_weight_tying"]?.bool ?? false
         configuration.fanInFanOut = c["fan_in_fan_out"]?.bool ?? false
         configuration.initialization = .zeros
         switch c["target_modules"] {
@@ -71,11 +72,34 @@ public enum PEFTFormat {
         }
         var expected: [String: Tensor] = [:]
         for (key, tensor) in adapter.peftTensors() { expected[key] = tensor }
+        // PEFT also saves the whole base table of an adapted embedding (its save_embedding_layers "auto");
+        // when present it replaces the model's table, as PEFT's loader does.
+        var baseTables: [String: Tensor] = [:]
+        for (path, layer) in adapter.embeddings { baseTables["base_model.model.\(path).base_layer.weight"] = layer.baseLayer.weight }
+        // With ensure_weight_tying PEFT also writes the tied head's table and factors; they are the embedding's
+        // (the same storage in PEFT), so they are checked against it rather than loaded twice.
+        var tiedHead: [String: Tensor] = [:]
+        for (key, tensor) in try adapter.tiedHeadTensors() { tiedHead[key] = tensor }
+        if let table = adapter.embeddings.first(where: { $0.layer.appliesToTiedHead })?.layer.baseLayer.weight {
+            tiedHead["base_model.model.lm_head.base_layer.weight"] = table
+        }
+        var tiedHeadEntries: [SafetensorsEntry] = []
         var seen = Set<String>()
         for entry in weights.entries {
             let key = entry.name.replacingOccurrences(of: ".default.weight", with: ".weight")
+            if let table = baseTables[key] {
+                guard entry.shape == table.shape else {
+                    throw FormatError(file: weights.path, "tensor '\(entry.name)' has shape \(entry.shape), but the model's embedding is \(table.shape)")
+                }
+                try weights.readFloats(entry.name, into: table.storage.buffer)
+                continue
+            }
+            if tiedHead[key] != nil {
+                tiedHeadEntries.append(entry)
+                continue
+            }
             guard let tensor = expected[key] else {
-                throw FormatError(file: weights.path, "tensor '\(entry.name)' matches no LoRA layer of this \(model.config.modelType) model (adapter targets: \(adapter.layers.prefix(3).map(\.path).joined(separator: ", "))…)")
+                throw FormatError(file: weights.path, "tensor '\(entry.name)' matches no LoRA layer of this \(model.config.modelType) model (adapter targets: \(adapter.paths.prefix(3).joined(separator: ", "))…)")
             }
             guard entry.shape == tensor.shape else {
                 throw FormatError(file: weights.path, "tensor '\(entry.name)' has shape \(entry.shape), but the model needs \(tensor.shape)")
@@ -85,6 +109,14 @@ public enum PEFTFormat {
         }
         if let missing = expected.keys.sorted().first(where: { !seen.contains($0) }) {
             throw FormatError(file: weights.path, "missing tensor '\(missing)' for a targeted module")
+        }
+        let headNow = Dictionary(uniqueKeysWithValues: try adapter.tiedHeadTensors().map { ($0.key, $0.tensor) })
+        for entry in tiedHeadEntries {
+            let key = entry.name.replacingOccurrences(of: ".default.weight", with: ".weight")
+            guard let tensor = headNow[key] ?? tiedHead[key], entry.shape == tensor.shape,
+                  try weights.floats(entry.name) == tensor.scalars else {
+                throw FormatError(file: weights.path, "tensor '\(entry.name)' should equal the tied embedding's (ensure_weight_tying), but it differs")
+            }
         }
         return adapter
     }
@@ -128,7 +160,7 @@ public enum PEFTFormat {
         var config: [String: Any]
         switch adapter {
         case .lora(let lora):
-            items = lora.peftTensors().map { .init(name: $0.key, shape: $0.tensor.shape, values: $0.tensor.scalars) }
+            items = (lora.peftTensors() + (try lora.tiedHeadTensors())).map { .init(name: $0.key, shape: $0.tensor.shape, values: $0.tensor.scalars) }
             config = loraConfig(lora.configuration, modelType: model.config.modelType)
         case .prefix(let prefix):
             let table = try GradientMode.withoutGradients { try prefix.prefixTable() }
@@ -156,7 +188,7 @@ public enum PEFTFormat {
             "lora_alpha": c.alpha, "lora_bias": false, "lora_dropout": c.dropout, "megatron_config": NSNull(),
             "megatron_core": "megatron.core", "modules_to_save": NSNull(), "peft_type": "LORA", "r": c.rank,
             "rank_pattern": c.rankPattern, "revision": NSNull(), "target_modules": targets, "task_type": "CAUSAL_LM",
-            "use_dora": false, "use_rslora": c.useRSLoRA,
+            "use_dora": false, "use_rslora": c.useRSLoRA, "ensure_weight_tying": c.ensureWeightTying,
         ]
     }
 

@@ -49,6 +49,7 @@ public final class TrainingSession {
                 useRSLoRA: r.rsLoRA, layersToTransform: r.layers)
             configuration.initialization = r.initialization == .gaussian ? .gaussian : .kaimingUniform
             configuration.fanInFanOut = model.config.modelType == "gpt2"
+            configuration.ensureWeightTying = r.ensureWeightTying
             do {
                 adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
             } catch {

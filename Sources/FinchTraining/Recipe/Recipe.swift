@@ -23,6 +23,8 @@ public struct Recipe: Equatable, Sendable {
     public var targetRegex: String?
     public var layers: [Int]?
     public var rsLoRA = false
+    /// A LoRA on embed_tokens also adapts the head tied to it (PEFT's ensure_weight_tying).
+    public var ensureWeightTying = false
     public var initialization: Initialization = .kaiming
     public var virtualTokens = 16
     /// Width of the prefix reparameterisation MLP; 0 trains the prefix table directly.
