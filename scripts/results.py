@@ -1,6 +1,6 @@
 """Runs the shipped fine-tuning recipes and prints the README's results table (Markdown).
 
-    swift build -c release && python3 scripts/results.py [--only milton|commands]
+    swift build -c release && python3 scripts/results.py [--only milton|commands] [--kind lora|lora-table|prefix|full]
 
 Each recipe trains into runs/results/NAME under /usr/bin/time -v (wall time, peak resident memory), then
 `finch eval` scores it: the validation split's loss and perplexity, and for the command task the exact
@@ -13,8 +13,9 @@ from pathlib import Path
 FINCH = ".build/release/finch"
 BASE = "models/finch-shakespeare"
 TASKS = {
-    "milton": {"validation": "datasets/milton/validation.txt", "test": None},
-    "commands": {"validation": "datasets/commands/validation.jsonl", "test": "datasets/commands/test.jsonl"},
+    "milton": {"validation": "datasets/milton/validation.txt", "test": None, "kinds": ["lora", "prefix", "full"]},
+    "commands": {"validation": "datasets/commands/validation.jsonl", "test": "datasets/commands/test.jsonl",
+                 "kinds": ["lora", "lora-table", "prefix", "full"]},
 }
 
 
@@ -52,6 +53,7 @@ def train(task, kind):
 
 def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    only_kind = sys.argv[sys.argv.index("--kind") + 1] if "--kind" in sys.argv else None
     rows = []
     for task, files in TASKS.items():
         if only and task != only:
@@ -59,7 +61,9 @@ def main():
         base_valid = evaluate(BASE, None, files["validation"])
         base_test = evaluate(BASE, None, files["test"]) if files["test"] else None
         rows.append((task, "base model (no fine-tuning)", None, base_valid, base_test))
-        for kind in ["lora", "prefix", "full"]:
+        for kind in files["kinds"]:
+            if only_kind and kind != only_kind:
+                continue
             r = train(task, kind)
             valid = evaluate(r["model"], r["adapter"], files["validation"])
             test = evaluate(r["model"], r["adapter"], files["test"], f"runs/results/{r['name']}/test-predictions.jsonl") if files["test"] else None

@@ -13,7 +13,7 @@ import FinchTensor
 struct EmbeddingLoRATests {
     static let family = "llama-tied-embedding-lora"
 
-    struct Expected: Decodable { let lora_loss: Double; let tied_loss: Double }
+    struct Expected: Decodable { let lora_loss: Double; let tied_loss: Double; let saved_loss: Double }
 
     static func expected() throws -> Expected {
         try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path(family, "reference.json"))))
@@ -175,6 +175,61 @@ struct EmbeddingLoRATests {
         let model = try HuggingFaceFolder.load(Fixtures.path(Self.family, "base")).model
         #expect { try PEFTFormat.load(dir, into: model) } throws: { error in
             "\(error)".contains("lm_head.lora_A.weight") && "\(error)".contains("ensure_weight_tying")
+        }
+    }
+
+    // MARK: modules_to_save: a whole trainable copy of the table (the head reads it with ensure_weight_tying)
+
+    @Test func savedTableMatchesPEFTAndRoundTrips() throws {
+        let (model, lora) = try Self.load("lora-saved-table")
+        #expect(lora.configuration.modulesToSave == ["embed_tokens"])
+        #expect(lora.savedModules.map(\.path) == ["model.embed_tokens"])
+        let tokens = try Self.tokens()
+        let reference = try SafetensorsFile(path: Fixtures.path(Self.family, "reference.safetensors"))
+        let logits = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
+        #expect(Self.worstDifference(Array(logits.scalars.prefix(16 * 128)), try reference.floats("saved.logits")) <= 1e-4)
+        let loss = try model.loss(tokens, batch: 2, length: 16, targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
+        #expect(abs(Double(try loss.item()) - (try Self.expected().saved_loss)) <= 1e-4)
+        try loss.backward()
+        let tensors = lora.peftTensors()
+        #expect(tensors.count == 9)
+        for (key, tensor) in tensors {
+            let want = try reference.floats("saved.grad." + key)
+            let got = try #require(tensor.grad, "no gradient for \(key)").scalars
+            let scale = want.map(abs).max() ?? 1
+            #expect(Self.worstDifference(got, want) <= 1e-4 * scale, "\(key)")
+        }
+
+        let dir = try Fixtures.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try PEFTFormat.save(.lora(lora), model: model, to: dir + "/adapter")
+        let written = try SafetensorsFile(path: dir + "/adapter/adapter_model.safetensors")
+        let original = try SafetensorsFile(path: Fixtures.path(Self.family, "lora-saved-table/adapter_model.safetensors"))
+        #expect(Set(written.names) == Set(original.names))
+        for name in written.names { #expect(try written.floats(name) == original.floats(name), "\(name)") }
+        let config = try JSONValue.load(path: dir + "/adapter/adapter_config.json").object
+        #expect(config?["modules_to_save"]?.array?.compactMap(\.string) == ["embed_tokens"])
+
+        let adapted = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
+        try lora.mergeAndUnload(from: model)
+        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(Self.family, "base"), to: dir + "/merged",
+                                       dtype: .f32, dtypeName: "float32")
+        #expect(try JSONValue.load(path: dir + "/merged/config.json").object?["tie_word_embeddings"]?.bool == true)
+        let merged = try HuggingFaceFolder.load(dir + "/merged").model
+        let again = try GradientMode.withoutGradients { try merged.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
+        #expect(Self.worstDifference(again.scalars, adapted.scalars) <= 1e-4)
+    }
+
+    @Test func aModuleBothTargetedAndSavedIsRefused() throws {
+        let model = try HuggingFaceFolder.load(Fixtures.path(Self.family, "base")).model
+        var configuration = LoRAConfiguration(rank: 2, alpha: 4, targets: .names(["q_proj"]))
+        configuration.modulesToSave = ["q_proj"]
+        #expect { try LoRAAdapter.inject(into: model, configuration: configuration) } throws: { error in
+            "\(error)".contains("both a LoRA target and in modules_to_save")
+        }
+        configuration.modulesToSave = ["wte"]
+        #expect { try LoRAAdapter.inject(into: try HuggingFaceFolder.load(Fixtures.path(Self.family, "base")).model, configuration: configuration) } throws: { error in
+            "\(error)".contains("modules_to_save 'wte' matches nothing")
         }
     }
 }

@@ -10,12 +10,15 @@ public final class LoRAAdapter {
     public let layers: [(path: String, layer: LoRALinear)]
     /// Adapted token embeddings (`embed_tokens` named as a target), in the model's module order.
     public let embeddings: [(path: String, layer: LoRAEmbedding)]
+    /// Whole modules trained beside the adapter (PEFT's `modules_to_save`): a trainable copy of each, in the model.
+    public let savedModules: [(path: String, module: Module)]
 
     init(configuration: LoRAConfiguration, layers: [(path: String, layer: LoRALinear)],
-         embeddings: [(path: String, layer: LoRAEmbedding)] = []) {
+         embeddings: [(path: String, layer: LoRAEmbedding)] = [], savedModules: [(path: String, module: Module)] = []) {
         self.configuration = configuration
         self.layers = layers
         self.embeddings = embeddings
+        self.savedModules = savedModules
     }
 
     /// Wraps every targeted Linear (and Embedding, when named) of `model` in a LoRA layer and freezes
@@ -58,7 +61,43 @@ public final class LoRAAdapter {
             }
             layers.append((path, lora))
         }
-        return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings)
+        let saved = try saveModules(in: model, candidates: candidates, adapted: Set(chosen), configuration: configuration)
+        return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings, savedModules: saved)
+    }
+
+    /// Puts a trainable copy of every `modules_to_save` module in the model. A head tied to a copied
+    /// embedding reads the copy with `ensure_weight_tying`, and keeps the base table otherwise (untied).
+    static func saveModules(in model: Module, candidates: [(name: String, module: Module)], adapted: Set<String>,
+                            configuration: LoRAConfiguration) throws -> [(path: String, module: Module)] {
+        var saved: [(path: String, module: Module)] = []
+        for name in configuration.modulesToSave {
+            let matches = candidates.filter { $0.name == name || $0.name.hasSuffix("." + name) }
+            guard !matches.isEmpty else {
+                let names = Set(candidates.map { $0.name.split(separator: ".").last.map(String.init) ?? $0.name }).sorted()
+                throw AdapterError("modules_to_save '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(names.joined(separator: ", "))")
+            }
+            for (path, module) in matches {
+                guard !adapted.contains(path) else {
+                    throw AdapterError("module '\(path)' is both a LoRA target and in modules_to_save; choose one")
+                }
+                let copy: Module
+                if let table = module as? Embedding {
+                    let lm = model as? any CausalLanguageModel
+                    if let lm, lm.outputWeight === table.weight, !configuration.ensureWeightTying { try lm.untieWordEmbeddings() }
+                    copy = Embedding(weight: table.weight.copy())
+                } else if let linear = module as? Linear {
+                    copy = Linear(weight: linear.weight.copy(), bias: linear.bias?.copy())
+                } else { continue }
+                copy.unfreeze()
+                do {
+                    try model.replaceModule(at: path, with: copy)
+                } catch {
+                    throw AdapterError("module '\(path)' cannot be in modules_to_save (\(error))")
+                }
+                saved.append((path, copy))
+            }
+        }
+        return saved
     }
 
     /// The module paths a configuration selects among `paths` (of which `linear` are Linear modules;
@@ -107,16 +146,25 @@ public final class LoRAAdapter {
         } + layers.flatMap { path, layer in
             [("base_model.model.\(path).lora_A.weight", layer.lora_A.weight),
              ("base_model.model.\(path).lora_B.weight", layer.lora_B.weight)]
+        } + savedModules.flatMap { path, module in
+            module.namedParameters().map { ("base_model.model.\(path).\($0.name)", $0.tensor) }
         }
     }
 
     /// PEFT's file keys for a head tied to an adapted embedding (`ensure_weight_tying`): the head's LoRA factors
     /// are the embedding's transposed (lm_head.lora_A = Bᵀ [r, d], lm_head.lora_B = Aᵀ [vocabulary, r]).
+    /// A copied embedding the head reads as well is written again as `lm_head.weight`.
     public func tiedHeadTensors() throws -> [(key: String, tensor: Tensor)] {
         try embeddings.filter { $0.layer.appliesToTiedHead }.flatMap { _, layer in
             [("base_model.model.lm_head.lora_A.weight", try layer.lora_embedding_B.transposed()),
              ("base_model.model.lm_head.lora_B.weight", try layer.lora_embedding_A.transposed())]
-        }
+        } + tiedSavedTable.map { [("base_model.model.lm_head.weight", $0)] }.orEmpty
+    }
+
+    /// The copied embedding table a tied head reads (modules_to_save with ensure_weight_tying), if any.
+    var tiedSavedTable: Tensor? {
+        guard configuration.ensureWeightTying else { return nil }
+        return savedModules.compactMap { ($0.module as? Embedding)?.weight }.first
     }
 
     /// Every adapted module path, embeddings first.
@@ -143,4 +191,8 @@ public final class LoRAAdapter {
             try model.replaceModule(at: path, with: layer.baseLayer)
         }
     }
+}
+
+extension Optional where Wrapped == [(key: String, tensor: Tensor)] {
+    var orEmpty: [(key: String, tensor: Tensor)] { self ?? [] }
 }

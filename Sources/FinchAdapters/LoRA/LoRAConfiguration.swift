@@ -27,6 +27,8 @@ public struct LoRAConfiguration: Sendable, Equatable {
     public var initialization: LoRALinear.Initialization
     /// An adapted embedding also changes the head tied to it (PEFT's `ensure_weight_tying`).
     public var ensureWeightTying = false
+    /// Modules trained whole beside the adapter and saved in it (PEFT's `modules_to_save`), e.g. embed_tokens.
+    public var modulesToSave: [String] = []
 
     public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0, targets: Targets = .names(["q_proj", "v_proj"]),
                 useRSLoRA: Bool = false, layersToTransform: [Int]? = nil, rankPattern: [String: Int] = [:],
@@ -72,6 +74,6 @@ public struct LoRAConfiguration: Sendable, Equatable {
         a.rank == b.rank && a.alpha == b.alpha && a.dropout == b.dropout && a.targets == b.targets && a.useRSLoRA == b.useRSLoRA
             && a.layersToTransform == b.layersToTransform && a.rankPattern == b.rankPattern && a.alphaPattern == b.alphaPattern
             && a.fanInFanOut == b.fanInFanOut && equalsInit(a.initialization, b.initialization)
-            && a.ensureWeightTying == b.ensureWeightTying
+            && a.ensureWeightTying == b.ensureWeightTying && a.modulesToSave == b.modulesToSave
     }
 }

@@ -37,7 +37,6 @@ public enum PEFTFormat {
         func fail(_ message: String) -> FormatError { FormatError(file: configPath, message) }
         if c["use_dora"]?.bool == true { throw fail("use_dora is not supported") }
         if let bias = c["bias"]?.string, bias != "none" { throw fail("bias \"\(bias)\" is not supported (Finch implements \"none\")") }
-        if let m = c["modules_to_save"], !m.isNull, m.array?.isEmpty == false { throw fail("modules_to_save is not supported") }
         if let t = c["target_parameters"], !t.isNull { throw fail("target_parameters is not supported") }
         if let lr = c["layer_replication"], !lr.isNull { throw fail("layer_replication is not supported") }
         guard let rank = c["r"]?.int, rank > 0 else { throw fail("\"r\" must be a positive integer") }
@@ -45,6 +44,17 @@ public enum PEFTFormat {
         configuration.dropout = Float(c["lora_dropout"]?.number ?? 0)
         configuration.useRSLoRA = c["use_rslora"]?.bool ?? false
         configuration.ensureWeightTying = c["ensure_weight_tying"]?.bool ?? false
+        switch c["modules_to_save"] {
+        case .none, .some(.null): break
+        case .some(.array(let list)):
+            // PEFT lists a tied embedding twice (`embed_tokens` and `model.embed_tokens`): one module.
+            var names: [String] = []
+            for name in list.compactMap(\.string) where !names.contains(where: { $0 == name || $0.hasSuffix("." + name) || name.hasSuffix("." + $0) }) {
+                names.append(name)
+            }
+            configuration.modulesToSave = names
+        default: throw fail("modules_to_save must be a list of module names")
+        }
         configuration.fanInFanOut = c["fan_in_fan_out"]?.bool ?? false
         configuration.initialization = .zeros
         switch c["target_modules"] {
@@ -186,7 +196,8 @@ public enum PEFTFormat {
             "init_lora_weights": true, "layer_replication": NSNull(), "layers_pattern": NSNull(),
             "layers_to_transform": c.layersToTransform.map { $0 as Any } ?? NSNull(), "loftq_config": [String: Any](),
             "lora_alpha": c.alpha, "lora_bias": false, "lora_dropout": c.dropout, "megatron_config": NSNull(),
-            "megatron_core": "megatron.core", "modules_to_save": NSNull(), "peft_type": "LORA", "r": c.rank,
+            "megatron_core": "megatron.core", "modules_to_save": c.modulesToSave.isEmpty ? NSNull() : c.modulesToSave as Any,
+            "peft_type": "LORA", "r": c.rank,
             "rank_pattern": c.rankPattern, "revision": NSNull(), "target_modules": targets, "task_type": "CAUSAL_LM",
             "use_dora": false, "use_rslora": c.useRSLoRA, "ensure_weight_tying": c.ensureWeightTying,
         ]

@@ -50,6 +50,7 @@ public final class TrainingSession {
             configuration.initialization = r.initialization == .gaussian ? .gaussian : .kaimingUniform
             configuration.fanInFanOut = model.config.modelType == "gpt2"
             configuration.ensureWeightTying = r.ensureWeightTying
+            configuration.modulesToSave = r.modulesToSave
             do {
                 adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
             } catch {

@@ -25,6 +25,8 @@ public struct Recipe: Equatable, Sendable {
     public var rsLoRA = false
     /// A LoRA on embed_tokens also adapts the head tied to it (PEFT's ensure_weight_tying).
     public var ensureWeightTying = false
+    /// Modules trained whole beside a LoRA adapter and saved in it (PEFT's modules_to_save).
+    public var modulesToSave: [String] = []
     public var initialization: Initialization = .kaiming
     public var virtualTokens = 16
     /// Width of the prefix reparameterisation MLP; 0 trains the prefix table directly.

@@ -1,6 +1,7 @@
 """Makes this folder: a tiny tied-embedding LLaMA, two PEFT LoRA adapters on embed_tokens + q_proj + v_proj
 (`lora/`: the head keeps the base table, PEFT's default; `lora-tied/`: ensure_weight_tying, the head shares the
-embedding's adapter), and PEFT's own logits, loss and gradients for each. Run with torch, transformers and peft installed:
+embedding's adapter), one with a whole trainable copy of the table (`lora-saved-table/`: modules_to_save with
+ensure_weight_tying, LoRA on q_proj/v_proj), and PEFT's own logits, loss and gradients for each. Run with torch, transformers and peft installed:
 
     python3 make_fixture.py
 
@@ -80,7 +81,36 @@ for name, p in tied.named_parameters():
     if key.endswith("lora_embedding_B"):
         grad += head.lora_A["default"].weight.grad.T
     tensors["tied.grad." + key] = grad.contiguous()
+tied_loss = out.loss.item()
+
+# modules_to_save: a trainable copy of the whole table beside LoRA on q_proj/v_proj, with ensure_weight_tying so
+# the head reads the copy too. PEFT saves the copy as `…embed_tokens.weight` and again as `lm_head.weight`.
+model = LlamaForCausalLM.from_pretrained("base").float().eval()
+saved = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, ensure_weight_tying=True,
+                                         target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens"]))
+torch.manual_seed(3)
+copy = saved.base_model.model.model.embed_tokens.modules_to_save["default"].weight
+with torch.no_grad():
+    for name, p in saved.named_parameters():
+        if "lora_" in name:
+            p.normal_(0, 0.3)
+    copy.add_(torch.randn_like(copy) * 0.05)  # the copy differs from the base table
+saved.eval()
+saved.save_pretrained("lora-saved-table")
+os.remove("lora-saved-table/README.md")
+out = saved(tokens, labels=tokens)
+out.loss.backward()
+tensors["saved.logits"] = out.logits[0].detach().contiguous()
+grads = {}
+for name, p in saved.named_parameters():
+    if p.grad is None:
+        continue
+    key = name.replace(".modules_to_save.default", "").replace(".default", "")
+    key = key.replace("base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight")
+    grads[key] = grads.get(key, 0) + p.grad  # the head's wrapper shares the copy: one tensor, summed
+for key, grad in grads.items():
+    tensors["saved.grad." + key] = grad.contiguous()
 save_file(tensors, "reference.safetensors")
-json.dump({"lora_loss": lora_loss, "tied_loss": out.loss.item(), "tokens_shape": list(tokens.shape)},
+json.dump({"lora_loss": lora_loss, "tied_loss": tied_loss, "saved_loss": out.loss.item(), "tokens_shape": list(tokens.shape)},
           open("reference.json", "w"), indent=1)
-print("losses", lora_loss, out.loss.item(), "tensors", len(tensors))
+print("losses", lora_loss, tied_loss, out.loss.item(), "tensors", len(tensors), sorted(grads))
