@@ -19,7 +19,7 @@ struct StoragePoolTests {
     }
 
     @Test func aMissUnmapsKeptBuffersInsteadOfGrowingPastThePeak() {
-        let pool = StoragePool()
+        let pool = StoragePool(slackBytes: 0)
         // Peak: three 1 MB buffers live at once.
         let first = (0..<3).map { _ in pool.take(count: megabyte) }
         for p in first { pool.give(p, count: megabyte) }
@@ -40,6 +40,16 @@ struct StoragePoolTests {
         for p in more { pool.give(p, count: megabyte) }
         #expect(pool.usage.live == 0)
         #expect(pool.usage.held <= pool.usage.highWater)
+    }
+
+    @Test func theSlackIsKeptBeyondThePeak() {
+        let pool = StoragePool(slackBytes: 4 * megabyte)  // bytes: one 1 MB buffer
+        let first = (0..<3).map { _ in pool.take(count: megabyte) }
+        for p in first { pool.give(p, count: megabyte) }
+        let big = pool.take(count: 2 * megabyte)
+        // live 2 MB + kept may reach the 3 MB peak plus the 1 MB slack: two of the three 1 MB buffers stay.
+        #expect(pool.usage.held == 8 * megabyte)
+        pool.give(big, count: 2 * megabyte)
     }
 
     @Test func smallBuffersBypassThePool() {
