@@ -31,6 +31,16 @@ struct EmbeddingLoRATests {
         return (model, lora)
     }
 
+    /// Every tensor's gradient against `prefix + key` in the reference, within 1e-4 of its largest entry.
+    static func expectGradients(of tensors: [(key: String, tensor: Tensor)], match reference: SafetensorsFile, prefix: String) throws {
+        for (key, tensor) in tensors {
+            let want = try reference.floats(prefix + key)
+            let got = try #require(tensor.grad, "no gradient for \(key)").scalars
+            let scale = want.map(abs).max() ?? 1
+            #expect(worstDifference(got, want) <= 1e-4 * scale, "\(key)")
+        }
+    }
+
     static func worstDifference(_ a: [Float], _ b: [Float]) -> Float {
         precondition(a.count == b.count)
         return zip(a, b).map { abs($0 - $1) }.max() ?? 0
@@ -63,12 +73,7 @@ struct EmbeddingLoRATests {
         let reference = try SafetensorsFile(path: Fixtures.path(Self.family, "reference.safetensors"))
         let tensors = lora.peftTensors()
         #expect(tensors.count == 10)
-        for (key, tensor) in tensors {
-            let want = try reference.floats("grad." + key)
-            let got = try #require(tensor.grad, "no gradient for \(key)").scalars
-            let scale = want.map(abs).max() ?? 1
-            #expect(Self.worstDifference(got, want) <= 1e-4 * scale, "\(key)")
-        }
+        try Self.expectGradients(of: tensors, match: reference, prefix: "grad.")
         // Only the adapter trains: the base table (and so the tied head) gets no gradient.
         #expect(model.outputWeight.grad == nil)
     }
@@ -129,12 +134,7 @@ struct EmbeddingLoRATests {
         let loss = try model.loss(tokens, batch: 2, length: 16, targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
         #expect(abs(Double(try loss.item()) - (try Self.expected().tied_loss)) <= 1e-4)
         try loss.backward()
-        for (key, tensor) in lora.peftTensors() {
-            let want = try reference.floats("tied.grad." + key)
-            let got = try #require(tensor.grad, "no gradient for \(key)").scalars
-            let scale = want.map(abs).max() ?? 1
-            #expect(Self.worstDifference(got, want) <= 1e-4 * scale, "\(key)")
-        }
+        try Self.expectGradients(of: lora.peftTensors(), match: reference, prefix: "tied.grad.")
     }
 
     @Test func tiedHeadAdapterSavesPEFTsKeysAndMergesIntoOneTable() throws {
@@ -193,12 +193,7 @@ struct EmbeddingLoRATests {
         try loss.backward()
         let tensors = lora.peftTensors()
         #expect(tensors.count == 9)
-        for (key, tensor) in tensors {
-            let want = try reference.floats("saved.grad." + key)
-            let got = try #require(tensor.grad, "no gradient for \(key)").scalars
-            let scale = want.map(abs).max() ?? 1
-            #expect(Self.worstDifference(got, want) <= 1e-4 * scale, "\(key)")
-        }
+        try Self.expectGradients(of: tensors, match: reference, prefix: "saved.grad.")
 
         let dir = try Fixtures.scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -37,6 +37,18 @@ peft_model.eval()
 peft_model.save_pretrained("lora")
 os.remove("lora/README.md")  # PEFT's model-card template
 
+
+
+def save_and_run(adapted, folder):
+    """Saves the adapter as PEFT does (without its model-card template), then the loss and its gradients."""
+    adapted.eval()
+    adapted.save_pretrained(folder)
+    os.remove(f"{folder}/README.md")
+    result = adapted(tokens, labels=tokens)
+    result.loss.backward()
+    return result
+
+
 tokens = torch.randint(3, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
 with peft_model.disable_adapter(), torch.no_grad():
     base_logits = peft_model(tokens).logits
@@ -65,11 +77,7 @@ with torch.no_grad():
             p.normal_(0, 0.3)
 head, table = tied.base_model.model.lm_head, tied.base_model.model.model.embed_tokens
 assert torch.equal(head.lora_A["default"].weight, table.lora_embedding_B["default"].T)
-tied.eval()
-tied.save_pretrained("lora-tied")
-os.remove("lora-tied/README.md")
-out = tied(tokens, labels=tokens)
-out.loss.backward()
+out = save_and_run(tied, "lora-tied")
 tensors["tied.logits"] = out.logits[0].detach().contiguous()
 for name, p in tied.named_parameters():
     if p.grad is None or "lm_head" in name:
@@ -95,11 +103,7 @@ with torch.no_grad():
         if "lora_" in name:
             p.normal_(0, 0.3)
     copy.add_(torch.randn_like(copy) * 0.05)  # the copy differs from the base table
-saved.eval()
-saved.save_pretrained("lora-saved-table")
-os.remove("lora-saved-table/README.md")
-out = saved(tokens, labels=tokens)
-out.loss.backward()
+out = save_and_run(saved, "lora-saved-table")
 tensors["saved.logits"] = out.logits[0].detach().contiguous()
 grads = {}
 for name, p in saved.named_parameters():
