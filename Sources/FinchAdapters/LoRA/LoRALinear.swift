@@ -67,8 +67,8 @@ public final class LoRALinear: Module, LinearLayer {
         let y = try baseLayer(x)
         if disabled || isMerged { return y }
         let dropped = isTraining && dropout > 0 ? try x.dropout(probability: dropout, generator: &generator) : x
-        // x [.., in] · Aᵀ → [.., r] · Bᵀ → [.., out]
-        return try y + lora_B(lora_A(dropped)) * scaling
+        // x [.., in] · Aᵀ → [.., r], scaled there (r values a row, not `out`), · Bᵀ → [.., out]
+        return try y + lora_B(lora_A(dropped) * scaling)
     }
 
     /// s · B A, the change this adapter makes to W.
