@@ -22,6 +22,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed training steps per measurement (after 2 warm-up steps).")
     var steps: Int = 5
 
+    @Option(name: .customLong("repeat"), help: "Measure each workload and mode this many times, Finch and the peer alternating; report the medians (a shared machine's noise moves single runs by ±20 %).")
+    var repetitions: Int = 1
+
     @Option(help: "A Python with torch, transformers and peft, to run the peer beside Finch.")
     var peer: String?
 
@@ -49,6 +52,7 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
             return
         }
+        guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1, got \(repetitions)") }
         let chosen = try workloads.split(separator: ",").map { name in
             guard let w = WorkloadBenchmark.workloads.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown workload '\(name)' (W1, W2, W3)")
@@ -65,19 +69,27 @@ struct BenchCommand: ParsableCommand {
         var rows: [[String: Any]] = []
         for w in chosen {
             for mode in chosenModes {
-                let finch = try Self.childResult(w.name, mode.rawValue, steps: steps)
+                var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double, peakRSS: Double)] = []
+                for _ in 0..<repetitions {
+                    finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps))
+                    if let peer {
+                        peerRuns.append(try Self.peerResult(python: peer, script: peerScript, workload: w.name, mode: mode.rawValue, steps: steps))
+                    }
+                }
+                let finch = finchRuns.sorted { $0.tokensPerSecond < $1.tokensPerSecond }[finchRuns.count / 2]
                 var row: [String: Any] = [
                     "workload": w.name, "mode": mode.rawValue, "tokens_per_second": finch.tokensPerSecond,
                     "flops_per_token": finch.flopsPerToken, "gflops": finch.gigaflopsPerSecond,
-                    "share_of_sgemm_peak": finch.gigaflopsPerSecond / peak, "peak_rss_mb": finch.peakResidentMB,
+                    "share_of_sgemm_peak": finch.gigaflopsPerSecond / peak, "peak_rss_mb": finchRuns.map(\.peakResidentMB).max()!,
                     "parameters": finch.parameters, "trainable": finch.trainable,
                 ]
-                if let peer {
-                    let p = try Self.peerResult(python: peer, script: peerScript, workload: w.name, mode: mode.rawValue, steps: steps)
+                if !peerRuns.isEmpty {
+                    let p = (tokensPerSecond: peerRuns.map(\.tokensPerSecond).sorted()[peerRuns.count / 2],
+                             peakRSS: peerRuns.map(\.peakRSS).max()!)
                     row["peer_tokens_per_second"] = p.tokensPerSecond
                     row["peer_peak_rss_mb"] = p.peakRSS
                     row["speedup"] = finch.tokensPerSecond / p.tokensPerSecond
-                    row["memory_ratio"] = finch.peakResidentMB / p.peakRSS
+                    row["memory_ratio"] = (row["peak_rss_mb"] as! Double) / p.peakRSS
                 }
                 rows.append(row)
                 if !json { FileHandle.standardError.write(Data("measured \(w.name) \(mode.rawValue)\n".utf8)) }
