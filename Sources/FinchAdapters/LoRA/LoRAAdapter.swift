@@ -35,13 +35,11 @@ public final class LoRAAdapter {
         for path in chosen {
             if let table = candidates.first(where: { $0.name == path })?.module as? Embedding {
                 let (rank, alpha) = configuration.rankAndAlpha(for: path)
-                let lm = model as? any CausalLanguageModel
-                let tied = lm.map { $0.outputWeight === table.weight } ?? false
+                let headShares = try prepareTiedHead(of: model, for: table, configuration: configuration)
                 let lora = try LoRAEmbedding(base: table, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
-                                             appliesToTiedHead: tied && configuration.ensureWeightTying,
+                                             appliesToTiedHead: headShares,
                                              loadable: configuration.initialization == .zeros, generator: &generator)
                 do {
-                    if tied && !configuration.ensureWeightTying { try lm?.untieWordEmbeddings() }
                     try model.replaceModule(at: path, with: lora)
                 } catch {
                     throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))")
@@ -65,6 +63,19 @@ public final class LoRAAdapter {
         return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings, savedModules: saved)
     }
 
+    /// The one rule for a head tied to an embedding that an adapter changes: with `ensure_weight_tying` it
+    /// shares the change (returns true); otherwise it is untied first and keeps the base table.
+    static func prepareTiedHead(of model: Module, for table: Embedding, configuration: LoRAConfiguration) throws -> Bool {
+        guard let lm = model as? any CausalLanguageModel, lm.outputWeight === table.weight else { return false }
+        if configuration.ensureWeightTying { return true }
+        do {
+            try lm.untieWordEmbeddings()
+        } catch {
+            throw AdapterError("the embedding cannot be adapted apart from the head tied to it (\(error))")
+        }
+        return false
+    }
+
     /// Puts a trainable copy of every `modules_to_save` module in the model. A head tied to a copied
     /// embedding reads the copy with `ensure_weight_tying`, and keeps the base table otherwise (untied).
     static func saveModules(in model: Module, candidates: [(name: String, module: Module)], adapted: Set<String>,
@@ -82,8 +93,7 @@ public final class LoRAAdapter {
                 }
                 let copy: Module
                 if let table = module as? Embedding {
-                    let lm = model as? any CausalLanguageModel
-                    if let lm, lm.outputWeight === table.weight, !configuration.ensureWeightTying { try lm.untieWordEmbeddings() }
+                    _ = try prepareTiedHead(of: model, for: table, configuration: configuration)
                     copy = Embedding(weight: table.weight.copy())
                 } else if let linear = module as? Linear {
                     copy = Linear(weight: linear.weight.copy(), bias: linear.bias?.copy())

@@ -87,12 +87,14 @@ public enum PEFTFormat {
         var baseTables: [String: Tensor] = [:]
         for (path, layer) in adapter.embeddings { baseTables["base_model.model.\(path).base_layer.weight"] = layer.baseLayer.weight }
         // With ensure_weight_tying PEFT also writes the tied head's table and factors; they are the embedding's
-        // (the same storage in PEFT), so they are checked against it rather than loaded twice.
-        var tiedHead: [String: Tensor] = [:]
-        for (key, tensor) in try adapter.tiedHeadTensors() { tiedHead[key] = tensor }
-        if let table = adapter.embeddings.first(where: { $0.layer.appliesToTiedHead })?.layer.baseLayer.weight {
-            tiedHead["base_model.model.lm_head.base_layer.weight"] = table
+        // (the same storage in PEFT), so once everything else is loaded they are checked against it.
+        let tiedTable = adapter.embeddings.first(where: { $0.layer.appliesToTiedHead })?.layer.baseLayer.weight
+        func tiedHead() throws -> [String: Tensor] {
+            var map = Dictionary(uniqueKeysWithValues: try adapter.tiedHeadTensors().map { ($0.key, $0.tensor) })
+            if let tiedTable { map["base_model.model.lm_head.base_layer.weight"] = tiedTable }
+            return map
         }
+        let tiedHeadKeys = Set(try tiedHead().keys)
         var tiedHeadEntries: [SafetensorsEntry] = []
         var seen = Set<String>()
         for entry in weights.entries {
@@ -104,7 +106,7 @@ public enum PEFTFormat {
                 try weights.readFloats(entry.name, into: table.storage.buffer)
                 continue
             }
-            if tiedHead[key] != nil {
+            if tiedHeadKeys.contains(key) {
                 tiedHeadEntries.append(entry)
                 continue
             }
@@ -120,10 +122,10 @@ public enum PEFTFormat {
         if let missing = expected.keys.sorted().first(where: { !seen.contains($0) }) {
             throw FormatError(file: weights.path, "missing tensor '\(missing)' for a targeted module")
         }
-        let headNow = Dictionary(uniqueKeysWithValues: try adapter.tiedHeadTensors().map { ($0.key, $0.tensor) })
+        let loadedHead = try tiedHead()
         for entry in tiedHeadEntries {
             let key = entry.name.replacingOccurrences(of: ".default.weight", with: ".weight")
-            guard let tensor = headNow[key] ?? tiedHead[key], entry.shape == tensor.shape,
+            guard let tensor = loadedHead[key], entry.shape == tensor.shape,
                   try weights.floats(entry.name) == tensor.scalars else {
                 throw FormatError(file: weights.path, "tensor '\(entry.name)' should equal the tied embedding's (ensure_weight_tying), but it differs")
             }
