@@ -85,6 +85,7 @@ public final class GPT2Model: Module {
 public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public let transformer: GPT2Model
     public let gpt2Config: GPT2Config
+    public var checkpointsActivations = false
 
     public init(_ c: GPT2Config) throws {
         guard c.tieWordEmbeddings else {
@@ -115,7 +116,10 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         let positions = (0..<length).map { Int32(offset + $0) }
         var x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
         for (i, block) in transformer.h.enumerated() {
-            x = try block(x, cache: cache?.layers[i], prefix: try prefix?.keysAndValues(layer: i, batch: batch))
+            let layerCache = cache?.layers[i]
+            x = try runLayer(x, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
+                try block(x, cache: layerCache, prefix: prefix)
+            }
         }
         return try transformer.lnF(x)
     }

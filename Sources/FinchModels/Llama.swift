@@ -43,6 +43,7 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     /// nil when tied: the head reads `model.embed_tokens.weight`.
     public private(set) var lmHead: Linear?
     public private(set) var llamaConfig: LlamaConfig
+    public var checkpointsActivations = false
 
     public init(_ c: LlamaConfig) throws {
         llamaConfig = c
@@ -74,8 +75,10 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         for (i, layer) in model.layers.enumerated() {
-            x = try layer(x, positionOffset: offset, cache: cache?.layers[i],
-                          prefix: try prefix?.keysAndValues(layer: i, batch: batch))
+            let layerCache = cache?.layers[i]
+            x = try runLayer(x, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
+                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix)
+            }
         }
         return try model.norm(x)
     }

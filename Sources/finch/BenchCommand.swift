@@ -37,6 +37,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Seconds per kernel measurement.")
     var seconds: Double = 0.5
 
+    @Flag(help: "Train with activation checkpointing (each decoder layer recomputed in the backward pass): less memory, one more forward pass. The peer runs as always.")
+    var activationCheckpointing = false
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -48,7 +51,7 @@ struct BenchCommand: ParsableCommand {
             let parts = child.split(separator: ":").map(String.init)
             guard parts.count == 2, let w = WorkloadBenchmark.workloads.first(where: { $0.name == parts[0] }),
                   let mode = WorkloadBenchmark.Mode(rawValue: parts[1]) else { throw ValidationError("bad --child \(child)") }
-            let result = try WorkloadBenchmark.run(w, mode: mode, steps: steps)
+            let result = try WorkloadBenchmark.run(w, mode: mode, steps: steps, checkpointActivations: activationCheckpointing)
             print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
             return
         }
@@ -71,14 +74,14 @@ struct BenchCommand: ParsableCommand {
             for mode in chosenModes {
                 var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double, peakRSS: Double)] = []
                 for _ in 0..<repetitions {
-                    finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps))
+                    finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps, checkpointActivations: activationCheckpointing))
                     if let peer {
                         peerRuns.append(try Self.peerResult(python: peer, script: peerScript, workload: w.name, mode: mode.rawValue, steps: steps))
                     }
                 }
                 let finch = finchRuns.sorted { $0.tokensPerSecond < $1.tokensPerSecond }[finchRuns.count / 2]
                 var row: [String: Any] = [
-                    "workload": w.name, "mode": mode.rawValue, "tokens_per_second": finch.tokensPerSecond,
+                    "workload": w.name, "mode": mode.rawValue, "activation_checkpointing": activationCheckpointing, "tokens_per_second": finch.tokensPerSecond,
                     "flops_per_token": finch.flopsPerToken, "gflops": finch.gigaflopsPerSecond,
                     "share_of_sgemm_peak": finch.gigaflopsPerSecond / peak, "peak_rss_mb": finchRuns.map(\.peakResidentMB).max()!,
                     "parameters": finch.parameters, "trainable": finch.trainable,
@@ -113,7 +116,8 @@ struct BenchCommand: ParsableCommand {
             return
         }
         print("cores: \(Parallel.coreCount); cblas_sgemm peak (OpenBLAS, \(Parallel.coreCount) threads, 512–2048 squares): \(Output.fixed(peak, 1)) GFLOP/s")
-        print("training steps: batch \(WorkloadBenchmark.batch) × \(WorkloadBenchmark.sequence) random tokens, AdamW, forward + backward + update\n")
+        print("training steps: batch \(WorkloadBenchmark.batch) × \(WorkloadBenchmark.sequence) random tokens, AdamW, forward + backward + update"
+              + (activationCheckpointing ? "; Finch with activation checkpointing (FLOPs/token leave out the recomputed forward)" : "") + "\n")
         var header = ["workload", "mode", "Finch tok/s"]
         if peer != nil { header += ["peer tok/s", "speedup"] }
         header += ["FLOPs/token", "GFLOP/s", "of peak", "Finch RSS"]
@@ -143,13 +147,13 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    static func childResult(_ workload: String, _ mode: String, steps: Int) throws -> WorkloadBenchmark.Result {
+    static func childResult(_ workload: String, _ mode: String, steps: Int, checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
             process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         }
-        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps", "\(steps)"]
+        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps", "\(steps)"] + (checkpointActivations ? ["--activation-checkpointing"] : [])
         let out = Pipe()
         process.standardOutput = out
         try process.run()

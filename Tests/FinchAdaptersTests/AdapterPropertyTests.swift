@@ -4,7 +4,7 @@ import TestSupport
 import FinchFormats
 import FinchModels
 import FinchNN
-import FinchTensor
+@testable import FinchTensor
 @testable import FinchAdapters
 
 /// Properties every adapter must keep, whatever the numbers.
@@ -131,5 +131,47 @@ struct AdapterPropertyTests {
         let rs = try LoRALinear(base: Linear(inputDimensions: 4, outputDimensions: 4), rank: 4, alpha: 8, useRSLoRA: true,
                                 generator: &generator)
         #expect(rs.scaling == 4)
+    }
+    /// Activation checkpointing changes when values are computed, not what: every trainable tensor's gradient
+    /// (LoRA with dropout, a reparameterised prefix, full fine-tuning) is bitwise the same with it on.
+    @Test(arguments: ["llama-gqa/lora", "llama-gqa/prefix", "llama-gqa/full", "gpt2/lora", "gpt2/full"])
+    func checkpointedLayersGiveTheSameGradients(_ setup: String) throws {
+        let family = String(setup.split(separator: "/")[0]), kind = String(setup.split(separator: "/")[1])
+        func gradients(checkpointed: Bool) throws -> [String: [Float]] {
+            let model = try Self.base(family)
+            var generator = RandomGenerator(seed: 4)
+            var prefix: PrefixTuning?
+            var trainable: [(name: String, tensor: Tensor)]
+            switch kind {
+            case "lora":
+                _ = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.2, targets: .allLinear,
+                                                                                         fanInFanOut: family == "gpt2"), seed: 6)
+                // B starts at zero, which would leave A's gradient zero: give B values.
+                for (name, t) in model.trainableParameters() where name.contains("lora_B") {
+                    let values = Tensor.randomNormal(t.shape, standardDeviation: 0.1, generator: &generator).scalars
+                    for i in values.indices { t.storage.pointer[i] = values[i] }
+                }
+                trainable = model.trainableParameters()
+            case "prefix":
+                model.freeze()
+                let p = try PrefixTuning(virtualTokenCount: 3, layerCount: model.layerCount, keyValueHeadCount: model.keyValueHeadCount,
+                                         headDimension: model.headDimension, projectionHidden: 8, generator: &generator)
+                prefix = p
+                trainable = p.namedParameters()
+            default:
+                model.unfreeze()
+                trainable = model.trainableParameters()
+            }
+            model.checkpointsActivations = checkpointed
+            let targets = Losses.nextTokenTargets(Self.tokens, batch: 2, length: 12)
+            let loss = try model.loss(Self.tokens, batch: 2, length: 12, targets: targets, prefix: prefix)
+            #expect(loss.recordedOps.filter { $0 == "checkpoint" }.count == (checkpointed ? model.layerCount : 0))
+            try loss.backward()
+            return Dictionary(uniqueKeysWithValues: trainable.map { ($0.name, $0.tensor.grad?.scalars ?? []) })
+        }
+        let plain = try gradients(checkpointed: false), checkpointed = try gradients(checkpointed: true)
+        #expect(!plain.isEmpty && plain.values.allSatisfy { !$0.isEmpty })
+        #expect(plain.values.filter { $0.contains { $0 != 0 } }.count >= plain.count / 2)
+        for (name, g) in plain { #expect(checkpointed[name] == g, "\(name)") }
     }
 }

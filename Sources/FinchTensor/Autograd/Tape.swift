@@ -130,6 +130,12 @@ extension Tensor {
         }
     }
 
+    /// The ops recorded on the way to this tensor, inputs first (for tests that check which path ran).
+    var recordedOps: [String] {
+        guard let gradientNode else { return [] }
+        return Tensor.topologicalOrder(from: gradientNode).map(\.op)
+    }
+
     /// Nodes reachable from `root`, each after every node that feeds gradient into it (iterative DFS).
     private static func topologicalOrder(from root: GradientNode) -> [GradientNode] {
         var order: [GradientNode] = []

@@ -6,10 +6,15 @@ extension Tensor {
             throw TensorError.invalidArgument(op: "dropout", message: "probability must be in [0, 1), got \(p)")
         }
         if p == 0 { return self }
-        let mask = Tensor(uninitializedShape: shape)
         let scale = 1 / (1 - p)
-        let mp = mask.storage.pointer
-        for i in 0..<count { mp[i] = generator.nextUniform() < p ? 0 : scale }
+        func draw() -> Tensor {
+            let mask = Tensor(uninitializedShape: shape)
+            let mp = mask.storage.pointer
+            for i in 0..<count { mp[i] = generator.nextUniform() < p ? 0 : scale }
+            return mask
+        }
+        // Inside a checkpointed block the second run reuses the first run's mask (see `Tensor.checkpoint`).
+        let mask = try DropoutMasks.current?.mask(shape: shape, draw) ?? draw()
         let y = Elementwise.zip(self, mask, shape: shape) { $0 * $1 }
         if Tensor.needsGradient(self) {
             y.recordBackward("dropout", inputs: [self]) { g in

@@ -40,9 +40,10 @@ public enum WorkloadBenchmark {
     public static let batch = 8, sequence = 256, rank = 8, virtualTokens = 16
 
     /// Runs `steps` timed training steps after `warmup` untimed ones; reports this process's peak memory.
-    public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2) throws -> Result {
+    public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2, checkpointActivations: Bool = false) throws -> Result {
         let c = workload.config
         let model = try LlamaForCausalLM(c)
+        model.checkpointsActivations = checkpointActivations
         HuggingFaceFolder.initializeRandomly(model, seed: 0)
         let parameters = model.parameterCount
         var prefix: PrefixTuning?

@@ -69,6 +69,7 @@ public final class TrainingSession {
             adapter = nil
             trainable = model.trainableParameters()
         }
+        model.checkpointsActivations = r.activationCheckpointing
         totalParameterCount = baseCount + (adapter == nil ? 0 : trainable.reduce(0) { $0 + $1.tensor.count })
 
         let eos = Int32(model.config.eosTokenIds.first ?? 0)

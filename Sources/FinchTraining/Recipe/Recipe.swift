@@ -50,6 +50,7 @@ public struct Recipe: Equatable, Sendable {
 
     public var batchSize = 8
     public var gradientAccumulation = 1
+    public var activationCheckpointing = false
     public var steps: Int?
     public var epochs: Double?
 

@@ -1,0 +1,80 @@
+import Testing
+@testable import FinchTensor
+
+/// Activation checkpointing: the same gradients as the plain graph, and the block's intermediates gone
+/// after the forward pass.
+@Suite("activation checkpointing")
+struct CheckpointTests {
+    /// Everything the test block reads besides its input: two weights and the dropout generator.
+    final class Block {
+        let w1: Tensor, w2: Tensor
+        var generator = RandomGenerator(seed: 5)
+        weak var lastHidden: TensorStorage?
+
+        init() {
+            var g = RandomGenerator(seed: 3)
+            w1 = Tensor.randomNormal([6, 4], standardDeviation: 0.5, generator: &g).requiringGrad()
+            w2 = Tensor.randomNormal([4, 6], standardDeviation: 0.5, generator: &g).requiringGrad()
+        }
+
+        /// x [n, 4] → x + tanh(dropout(x) · w1ᵀ) · w2ᵀ … a residual block with dropout and a value used twice.
+        func callAsFunction(_ x: Tensor) throws -> Tensor {
+            let hidden = try x.dropout(probability: 0.3, generator: &generator).matmul(w1, transposeOther: true)
+            lastHidden = hidden.storage
+            let mixed = try (hidden * hidden.tanh()).matmul(w2, transposeOther: true)
+            return try x + mixed
+        }
+    }
+
+    /// Two blocks after a trainable input transform; returns the gradients of every leaf.
+    func gradients(checkpointed: Bool) throws -> [[Float]] {
+        var g = RandomGenerator(seed: 1)
+        let input = Tensor.randomNormal([5, 4], generator: &g)
+        let scale = Tensor.randomNormal([4], generator: &g).requiringGrad()
+        let blocks = [Block(), Block()]
+        var x = try input * scale  // made on the tape: the checkpoint must pass its gradient on
+        for block in blocks {
+            x = checkpointed ? try Tensor.checkpoint([x]) { try block($0[0]) } : try block(x)
+        }
+        try (x * x).sum().backward()
+        return [scale.grad!.scalars] + blocks.flatMap { [$0.w1.grad!.scalars, $0.w2.grad!.scalars] }
+    }
+
+    @Test func gradientsAreThoseOfThePlainGraph() throws {
+        let plain = try gradients(checkpointed: false)
+        let checkpointed = try gradients(checkpointed: true)
+        #expect(plain.count == 5)
+        // The second run computes the same values with the same dropout masks, so the sums are bitwise equal.
+        #expect(plain == checkpointed)
+        #expect(plain.allSatisfy { $0.contains { $0 != 0 } })
+    }
+
+    @Test func theBlockKeepsNothingAfterTheForwardPass() throws {
+        let block = Block()
+        let x = Tensor.ones([5, 4]).requiringGrad()
+        let plain = try block(x)
+        #expect(block.lastHidden != nil)  // the product's backward holds its values
+        let checkpointed = try Tensor.checkpoint([x]) { try block($0[0]) }
+        #expect(block.lastHidden == nil)
+        #expect(checkpointed.requiresGrad)
+        _ = plain
+    }
+
+    @Test func withoutGradientsTheBlockSimplyRuns() throws {
+        let block = Block()
+        let x = Tensor.ones([5, 4]).requiringGrad()
+        let y = try GradientMode.withoutGradients { try Tensor.checkpoint([x]) { try block($0[0]) } }
+        #expect(!y.requiresGrad)
+        #expect(y.shape == [5, 4])
+    }
+
+    @Test func aBlockThatChangesBetweenRunsIsAnError() throws {
+        var runs = 0
+        let x = Tensor.ones([2, 3]).requiringGrad()
+        let y = try Tensor.checkpoint([x]) { t in
+            runs += 1
+            return runs == 1 ? t[0] * 2 : try t[0].sum(axis: 1)
+        }
+        #expect(throws: TensorError.self) { try y.sum().backward() }
+    }
+}
