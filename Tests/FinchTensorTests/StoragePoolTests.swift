@@ -59,4 +59,54 @@ struct StoragePoolTests {
         pool.give(p, count: 100)
         #expect(pool.usage.live == 0 && pool.usage.held == 0)
     }
+    @Test func aMissTakesALargerKeptBufferWhenLiveBytesStayUnderThePeak() {
+        let pool = StoragePool(slackBytes: 0)
+        let activations = (0..<2).map { _ in pool.take(count: megabyte) }  // the peak: 2 MB asked for
+        pool.give(activations[1], count: megabyte)
+        // A gradient of 0.75 MB while one activation is still live: the kept 1 MB buffer serves it (no new pages).
+        let gradient = pool.take(count: 3 * megabyte / 4)
+        #expect(gradient == activations[1])
+        #expect(pool.usage.live == 8 * megabyte && pool.usage.held == 0)
+        pool.give(gradient, count: 3 * megabyte / 4)
+        pool.give(activations[0], count: megabyte)
+        // It went back as the 1 MB buffer it is, so the next "forward pass" finds both again.
+        #expect(pool.usage.held == 8 * megabyte)
+        let again = (0..<2).map { _ in pool.take(count: megabyte) }
+        #expect(Set(again) == Set(activations))
+        for p in again { pool.give(p, count: megabyte) }
+    }
+
+    @Test func aLargerBufferIsNotTakenWhenItWouldPassThePeakOrWasteTooMuch() {
+        let pool = StoragePool(slackBytes: 64 * megabyte)
+        let kept = pool.take(count: megabyte)
+        pool.give(kept, count: megabyte)
+        let live = pool.take(count: 2 * megabyte)  // peak asked for: 2 MB, live 2 MB
+        // 2.5 MB asked for now, live would be 3 MB in buffers: past the peak, so fresh pages instead.
+        let half = pool.take(count: megabyte / 2)
+        #expect(half != kept)
+        // A request under a quarter of the kept size never takes it.
+        pool.give(live, count: 2 * megabyte)
+        let tiny = pool.take(count: megabyte / 8)
+        #expect(tiny != kept)
+        #expect(pool.usage.held == 4 * megabyte + 8 * megabyte)
+        pool.give(half, count: megabyte / 2)
+        pool.give(tiny, count: megabyte / 8)
+    }
+
+    @Test func repeatedStepsDoNotRaiseThePeak() {
+        // Forward: two activations; backward: a smaller gradient while one is freed; then both freed.
+        let pool = StoragePool(slackBytes: 0)
+        var peaks: [Int] = [], resident: [Int] = []
+        for _ in 0..<4 {
+            let a = pool.take(count: megabyte), b = pool.take(count: megabyte)
+            pool.give(b, count: megabyte)
+            let g = pool.take(count: megabyte / 2)
+            pool.give(a, count: megabyte)
+            pool.give(g, count: megabyte / 2)
+            peaks.append(pool.usage.highWater)
+            resident.append(pool.usage.held)
+        }
+        #expect(Set(peaks) == [8 * megabyte])
+        #expect(Set(resident) == [8 * megabyte])
+    }
 }

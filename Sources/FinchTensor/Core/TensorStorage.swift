@@ -57,20 +57,43 @@ final class StoragePool: Sendable {
     /// faulted in again on the next step (about 1 µs per 4 KB page); this much is kept anyway, which halves
     /// those faults on W1 (about 5 K fewer per step) for 16 MB of resident memory.
     let slackBytes: Int
+    /// A miss may take a kept buffer up to this many times the size asked for instead of mapping fresh pages,
+    /// when that keeps the bytes actually live within the high-water mark. Full fine-tuning asks for the
+    /// weights' gradients (sizes the forward pass never asks for) just as it frees activations, and the forward
+    /// pass asks for activations again as it frees gradients: with exact sizes only, each step unmapped and
+    /// faulted in ~300 MB on W3 (~80 K page faults a step).
+    static let maximumWaste = 4.0
 
     init(slackBytes: Int = 16 << 20) { self.slackBytes = slackBytes }
 
     private struct State {
         var free: [Int: [UInt]] = [:]  // byte count → addresses, so the state is Sendable
         var heldBytes = 0
+        /// Bytes of the live buffers, counting a larger buffer's whole size.
         var liveBytes = 0
-        /// The most pooled bytes ever live at once.
+        /// Bytes the live buffers were asked for.
+        var requestedBytes = 0
+        /// The most bytes ever asked for at once. Measured in requests, not buffer sizes, so that a larger
+        /// buffer serving a smaller request cannot raise the bound from one step to the next.
         var highWater = 0
         /// Buffers malloc provided because mmap failed.
         var fromMalloc: Set<UInt> = []
+        /// Buffers handed out for a smaller request than their size: address → their size in bytes.
+        var oversized: [UInt: Int] = [:]
+
+        /// A kept buffer for a request of `byteCount`: one of exactly that size, else the smallest kept one up to
+        /// `maximumWaste` times larger if live bytes stay within the high-water mark; its size and address.
+        mutating func reuse(_ byteCount: Int) -> (size: Int, address: UInt)? {
+            if let p = free[byteCount]?.popLast() { return (byteCount, p) }
+            let limit = min(Double(highWater - liveBytes), StoragePool.maximumWaste * Double(byteCount))
+            guard let size = free.keys.filter({ $0 > byteCount && Double($0) <= limit && !(free[$0]?.isEmpty ?? true) }).min(),
+                  let p = free[size]?.popLast() else { return nil }
+            oversized[p] = size
+            return (size, p)
+        }
 
         /// Removes kept buffers until live + held fits under the high-water mark (plus the slack); returns them
-    /// for unmapping.
+        /// for unmapping.
         mutating func evictOverHighWater(slack: Int) -> [(UInt, Int)] {
             var excess = liveBytes + heldBytes - highWater - slack
             var victims: [(UInt, Int)] = []
@@ -98,12 +121,14 @@ final class StoragePool: Sendable {
             return raw.bindMemory(to: Float.self, capacity: max(count, 1))
         }
         let (reused, victims): (UInt?, [(UInt, Int)]) = state.withLock { s in
-            s.liveBytes += byteCount
-            s.highWater = max(s.highWater, s.liveBytes)
-            if let p = s.free[byteCount]?.popLast() {
-                s.heldBytes -= byteCount
+            s.requestedBytes += byteCount
+            s.highWater = max(s.highWater, s.requestedBytes)
+            if let (size, p) = s.reuse(byteCount) {
+                s.heldBytes -= size
+                s.liveBytes += size
                 return (p, [])
             }
+            s.liveBytes += byteCount
             return (nil, s.evictOverHighWater(slack: slackBytes))
         }
         for (address, size) in victims { release(address, byteCount: size) }
@@ -124,14 +149,16 @@ final class StoragePool: Sendable {
             raw.deallocate()
             return
         }
-        let kept = state.withLock { s -> Bool in
-            s.liveBytes -= byteCount
-            guard s.heldBytes + byteCount <= Self.capacityBytes else { return false }
-            s.free[byteCount, default: []].append(UInt(bitPattern: raw))
-            s.heldBytes += byteCount
-            return true
+        let (kept, size) = state.withLock { s -> (Bool, Int) in
+            let size = s.oversized.removeValue(forKey: UInt(bitPattern: raw)) ?? byteCount
+            s.liveBytes -= size
+            s.requestedBytes -= byteCount
+            guard s.heldBytes + size <= Self.capacityBytes else { return (false, size) }
+            s.free[size, default: []].append(UInt(bitPattern: raw))
+            s.heldBytes += size
+            return (true, size)
         }
-        if !kept { release(UInt(bitPattern: raw), byteCount: byteCount) }
+        if !kept { release(UInt(bitPattern: raw), byteCount: size) }
     }
 
     private func release(_ address: UInt, byteCount: Int) {
