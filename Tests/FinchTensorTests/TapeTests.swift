@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import FinchTensor
 
@@ -149,5 +150,27 @@ struct KernelTests {
         let lanes = Math.exp8(SIMD8(-.infinity, -100, 0, 1, 88.7, 100, .nan, -3.5))
         #expect(lanes[0] == 0 && lanes[1] == 0 && lanes[2] == 1 && lanes[5] == .infinity && lanes[6].isNaN)
         #expect(lanes[3] == Math.exp(1) && lanes[4] == Math.exp(88.7) && lanes[7] == Math.exp(-3.5))
+    }
+    @Test func swiGLUWritesItsGradientsOverSavedInputsOnlyWhenNobodyElseHoldsThem() throws {
+        var g = RandomGenerator(seed: 11)
+        let x = Tensor.randomNormal([4, 25], generator: &g).requiringGrad()
+        let wGate = Tensor.randomNormal([25], generator: &g), wUp = Tensor.randomNormal([25], generator: &g)
+        // gate and up made on the tape and dropped after the forward pass: their storage may be reused.
+        try Tensor.swiGLU(gate: x * wGate, up: x * wUp).sum().backward()
+        let reused = x.grad!.scalars
+        // The same with both held by the caller: fresh buffers, and the caller's values stay as they were.
+        x.grad = nil
+        let gate = try x * wGate, up = try x * wUp
+        let gateBefore = gate.scalars, upBefore = up.scalars
+        try Tensor.swiGLU(gate: gate, up: up).sum().backward()
+        #expect(x.grad!.scalars == reused)
+        #expect(gate.scalars == gateBefore && up.scalars == upBefore)
+        // And both agree with the formula: d/dx Σ silu(a x) (b x) = a·σ(ax)(1 + ax(1 − σ(ax)))·bx + silu(ax)·b.
+        let xs = x.scalars, a = wGate.scalars, b = wUp.scalars
+        for i in xs.indices {
+            let ax = a[i % 25] * xs[i], bx = b[i % 25] * xs[i], sigma = 1 / (1 + Foundation.exp(-ax))
+            let expected = a[i % 25] * sigma * (1 + ax * (1 - sigma)) * bx + ax * sigma * b[i % 25]
+            #expect(abs(reused[i] - expected) <= 1e-4 * max(1, abs(expected)))
+        }
     }
 }

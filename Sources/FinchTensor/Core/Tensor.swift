@@ -126,6 +126,15 @@ public final class Tensor {
     /// The same values, off the tape: shares storage, records nothing.
     public func detached() -> Tensor { Tensor(shape: shape, storage: storage) }
 
+    /// A tensor of `shape` for an op's result: this tensor's own storage when nothing else holds it (a value
+    /// a backward step saved and is about to drop), else fresh storage. The caller overwrites every value.
+    func reusedOrFresh(shape: [Int]) -> Tensor {
+        if isKnownUniquelyReferenced(&storage) && storage.count == shape.reduce(1, *) {
+            return Tensor(shape: shape, storage: storage)
+        }
+        return Tensor(uninitializedShape: shape)
+    }
+
     /// A copy of the values in fresh storage, off the tape.
     public func copy() -> Tensor {
         let t = Tensor(uninitializedShape: shape)

@@ -32,19 +32,7 @@ extension Tensor {
         let xNeeds = requiresGrad, wNeeds = weight.requiresGrad
         y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
             let gp = g.storage.pointer, xp = x.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
-            var gx: Tensor?
-            if xNeeds {
-                let dx = Tensor(uninitializedShape: x.shape)
-                let dp = dx.storage.pointer
-                Parallel.forRows(rows, rowLength: d) { r in
-                    let gr = gp + r * d, xr = xp + r * d, dr = dp + r * d, inv = rp[r]
-                    var dot: Float = 0
-                    for j in 0..<d { dot += gr[j] * wp[j] * xr[j] * inv }
-                    let c = dot / Float(d)
-                    for j in 0..<d { dr[j] = inv * (gr[j] * wp[j] - xr[j] * inv * c) }
-                }
-                gx = dx
-            }
+            // The weight's gradient first: the input's may then be written over the saved input.
             var gw: Tensor?
             if wNeeds {
                 let dw = Tensor.zeros([d])
@@ -54,6 +42,19 @@ extension Tensor {
                     for j in 0..<d { dp[j] += gr[j] * xr[j] * inv }
                 }
                 gw = dw
+            }
+            var gx: Tensor?
+            if xNeeds {
+                let dx = x.reusedOrFresh(shape: x.shape)  // a row's values are all read before any is written
+                let dp = dx.storage.pointer
+                Parallel.forRows(rows, rowLength: d) { r in
+                    let gr = gp + r * d, xr = xp + r * d, dr = dp + r * d, inv = rp[r]
+                    var dot: Float = 0
+                    for j in 0..<d { dot += gr[j] * wp[j] * xr[j] * inv }
+                    let c = dot / Float(d)
+                    for j in 0..<d { dr[j] = inv * (gr[j] * wp[j] - xr[j] * inv * c) }
+                }
+                gx = dx
             }
             return [gx, gw]
         }

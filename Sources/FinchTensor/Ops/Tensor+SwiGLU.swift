@@ -25,8 +25,11 @@ extension Tensor {
         let savedGate = gate.detached(), savedUp = up.detached()
         let gateNeeds = gate.requiresGrad, upNeeds = up.requiresGrad
         y.recordBackward("swiGLU", inputs: [gate, up]) { g in
-            let dGate = gateNeeds ? Tensor(uninitializedShape: g.shape) : nil
-            let dUp = upNeeds ? Tensor(uninitializedShape: g.shape) : nil
+            // The saved inputs die with this step: when nothing else holds their storage, the gradients are
+            // written over them (each element is read before it is written), which saves two [.., hidden]
+            // buffers at the top of the backward pass.
+            let dGate = gateNeeds ? savedGate.reusedOrFresh(shape: g.shape) : nil
+            let dUp = upNeeds ? savedUp.reusedOrFresh(shape: g.shape) : nil
             let dp = g.storage.pointer, gp = savedGate.storage.pointer, upp = savedUp.storage.pointer
             let dgp = dGate?.storage.pointer, dup = dUp?.storage.pointer
             Parallel.forChunks(count: g.count) { r in
@@ -43,9 +46,10 @@ extension Tensor {
                     i += 8
                 }
                 while i < r.upperBound {
-                    let sigma = 1 / (1 + Math.exp(-gp[i]))
-                    dup?[i] = dp[i] * gp[i] * sigma
-                    dgp?[i] = dp[i] * upp[i] * sigma * (1 + gp[i] * (1 - sigma))
+                    let d = dp[i], gv = gp[i], uv = upp[i]
+                    let sigma = 1 / (1 + Math.exp(-gv))
+                    dup?[i] = d * gv * sigma
+                    dgp?[i] = d * uv * sigma * (1 + gv * (1 - sigma))
                     i += 1
                 }
             }
