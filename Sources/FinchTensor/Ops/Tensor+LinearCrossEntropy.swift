@@ -23,8 +23,9 @@ extension Tensor {
         let wantsHidden = needsGradient(hidden), wantsWeight = needsGradient(weight)
         let dHidden = wantsHidden ? Tensor(uninitializedShape: hidden.shape) : nil
         let dWeight = wantsWeight ? Tensor.zeros(weight.shape) : nil
-        // About 4 M logits per chunk.
-        let chunk = max(1, min(n, chunkRows ?? max(16, (1 << 22) / max(v, 1))))
+        // About 1 M logits (4 MB) per chunk, but at least 128 rows so the weight is not re-read too often: the
+        // chunk is live beside every activation of the forward pass, at the step's peak.
+        let chunk = max(1, min(n, chunkRows ?? max(128, (1 << 20) / max(v, 1))))
         let scratch = Tensor(uninitializedShape: [chunk, v])
         var perRow = [Double](repeating: 0, count: n)
         let hp = hidden.storage.pointer, wp = weight.storage.pointer, sp = scratch.storage.pointer
@@ -71,7 +72,12 @@ extension Tensor {
         if wantsHidden || wantsWeight {
             y.recordBackward("linearCrossEntropy", inputs: [hidden, weight]) { g in
                 let scale = active == 0 ? 0 : g.storage.pointer[0] / Float(active)
-                return [dHidden.map { $0 * scale }, dWeight.map { $0 * scale }]
+                // Scaled in place: this step runs once, and nothing else holds these two.
+                for t in [dHidden, dWeight].compactMap({ $0 }) {
+                    let p = t.storage.pointer
+                    Parallel.forChunks(count: t.count) { r in for i in r { p[i] *= scale } }
+                }
+                return [dHidden, dWeight]
             }
         }
         return y
