@@ -84,7 +84,7 @@ struct StoragePoolTests {
         // 2.5 MB asked for now, live would be 3 MB in buffers: past the peak, so fresh pages instead.
         let half = pool.take(count: megabyte / 2)
         #expect(half != kept)
-        // A request under a quarter of the kept size never takes it.
+        // A request under half the kept size never takes it.
         pool.give(live, count: 2 * megabyte)
         let tiny = pool.take(count: megabyte / 8)
         #expect(tiny != kept)
