@@ -75,7 +75,7 @@ extension Tensor {
                 // Scaled in place: this step runs once, and nothing else holds these two.
                 for t in [dHidden, dWeight].compactMap({ $0 }) {
                     let p = t.storage.pointer
-                    Parallel.forChunks(count: t.count) { r in for i in r { p[i] *= scale } }
+                    Parallel.forChunks(count: t.count) { r in Tensor.scale(p + r.lowerBound, r.count, by: scale) }
                 }
                 return [dHidden, dWeight]
             }
