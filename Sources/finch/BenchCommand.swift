@@ -31,7 +31,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The peer's benchmark script.")
     var peerScript: String = "../shared/peers/torch_peft_bench.py"
 
-    @Flag(help: "Measure the kernels too: cblas_sgemm against the engine's Linear forward+backward, softmax and RMSNorm.")
+    @Flag(help: "Measure the kernels too: cblas_sgemm against the engine's Linear forward+backward, softmax and RMSNorm, and each workload's GEMM ceiling (its step's matrix products alone, timed with cblas_sgemm).")
     var kernels = false
 
     @Option(help: "Seconds per kernel measurement.")
@@ -103,6 +103,13 @@ struct BenchCommand: ParsableCommand {
         var kernelReport: [String: Any] = [:]
         var linear: [KernelBenchmark.LinearResult] = [], bandwidth: [KernelBenchmark.BandwidthResult] = []
         if kernels {
+            for i in rows.indices {
+                let w = chosen.first { $0.name == rows[i]["workload"] as! String }!
+                let ceiling = GEMMCeiling.estimate(w.config, mode: WorkloadBenchmark.Mode(rawValue: rows[i]["mode"] as! String)!).tokensPerSecond
+                rows[i]["gemm_ceiling_tokens_per_second"] = ceiling
+                rows[i]["share_of_gemm_ceiling"] = (rows[i]["tokens_per_second"] as! Double) / ceiling
+                if let p = rows[i]["peer_tokens_per_second"] as? Double { rows[i]["largest_possible_speedup"] = ceiling / p }
+            }
             for r in [256, 1024, 4096] { for c in [288, 768, 1024] { linear.append(try KernelBenchmark.linear(rows: r, columns: c, minimumSeconds: seconds)) } }
             bandwidth = [try KernelBenchmark.softmax(rows: 4096, columns: 256, minimumSeconds: seconds),
                          try KernelBenchmark.softmax(rows: 2048, columns: 2048, minimumSeconds: seconds),
@@ -122,6 +129,7 @@ struct BenchCommand: ParsableCommand {
         if peer != nil { header += ["peer tok/s", "speedup"] }
         header += ["FLOPs/token", "GFLOP/s", "of peak", "Finch RSS"]
         if peer != nil { header += ["peer RSS", "RSS ratio"] }
+        if kernels { header += ["GEMM ceiling tok/s", "of ceiling"] + (peer != nil ? ["ceiling / peer"] : []) }
         print("| " + header.joined(separator: " | ") + " |")
         print("|" + header.map { _ in " ---: " }.joined(separator: "|") + "|")
         for r in rows {
@@ -134,9 +142,15 @@ struct BenchCommand: ParsableCommand {
             if peer != nil {
                 cells += [Output.fixed(r["peer_peak_rss_mb"] as! Double, 0) + " MB", Output.fixed(r["memory_ratio"] as! Double, 2)]
             }
+            if kernels {
+                cells += [Output.fixed(r["gemm_ceiling_tokens_per_second"] as! Double, 0),
+                          Output.fixed(100 * (r["share_of_gemm_ceiling"] as! Double), 0) + " %"]
+                if peer != nil { cells.append(Output.fixed(r["largest_possible_speedup"] as! Double, 2) + "×") }
+            }
             print("| " + cells.joined(separator: " | ") + " |")
         }
         if kernels {
+            print("\nGEMM ceiling: the step's matrix products alone, each timed with cblas_sgemm (the faster of OpenBLAS on all cores and Finch's split), everything else counted as free; ceiling / peer is the largest speedup over the peer it leaves possible.")
             print("\nLinear forward+backward (x [rows, cols] · Wᵀ, W [cols, cols]; 6·rows·cols² FLOPs)")
             print("| rows | cols | sgemm GFLOP/s | engine GFLOP/s | engine / sgemm |\n| ---: | ---: | ---: | ---: | ---: |")
             for l in linear {
