@@ -8,7 +8,7 @@ import PackageDescription
 // width (on x86-64 the default target has only 128-bit SSE: every SIMD8 operation became two; with AVX, W1
 // LoRA training runs ~9 % faster, bitwise the same, as Swift never fuses a multiply and an add on its own).
 // A binary built this way runs on CPUs like the one that built it. FINCH_TARGET_CPU names another target
-// (x86-64 for a portable binary, x86-64-v3 for any AVX2 machine); set it empty to pass no flag at all.
+// (x86-64 for a portable binary, haswell for any AVX2 machine); set it empty to pass no flag at all.
 let targetCPU = Context.environment["FINCH_TARGET_CPU"] ?? "native"
 let finchSettings: [SwiftSetting] = targetCPU.isEmpty ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
 let package = Package(
