@@ -103,9 +103,11 @@ struct BenchCommand: ParsableCommand {
         var kernelReport: [String: Any] = [:]
         var linear: [KernelBenchmark.LinearResult] = [], bandwidth: [KernelBenchmark.BandwidthResult] = []
         if kernels {
+            var timings: [GEMMCeiling.Product: Double] = [:]
             for i in rows.indices {
                 let w = chosen.first { $0.name == rows[i]["workload"] as! String }!
-                let ceiling = GEMMCeiling.estimate(w.config, mode: WorkloadBenchmark.Mode(rawValue: rows[i]["mode"] as! String)!).tokensPerSecond
+                let mode = WorkloadBenchmark.Mode(rawValue: rows[i]["mode"] as! String)!
+                let ceiling = GEMMCeiling.estimate(w.config, mode: mode, timings: &timings).tokensPerSecond
                 rows[i]["gemm_ceiling_tokens_per_second"] = ceiling
                 rows[i]["share_of_gemm_ceiling"] = (rows[i]["tokens_per_second"] as! Double) / ceiling
                 if let p = rows[i]["peer_tokens_per_second"] as? Double { rows[i]["largest_possible_speedup"] = ceiling / p }

@@ -74,13 +74,17 @@ public enum GEMMCeiling {
         public var tokensPerSecond: Double { Double(WorkloadBenchmark.batch * WorkloadBenchmark.sequence) / secondsPerStep }
     }
 
-    /// Times every product of one step of `workload` in `mode` and adds them up.
-    public static func estimate(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode, minimumSeconds: Double = 0.1) -> Estimate {
+    /// Times every product of one step of `workload` in `mode` and adds them up. `timings` holds the products
+    /// already timed, so the modes of one workload share their common products' times (measured once, and the
+    /// same number in each mode's ceiling).
+    public static func estimate(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode, timings: inout [Product: Double],
+                                minimumSeconds: Double = 0.1) -> Estimate {
         var merged: [Product: Double] = [:]
         for (product, count) in products(c, mode: mode) { merged[product, default: 0] += count }
         var total = 0.0
         for (product, count) in merged {
-            total += count * seconds(product, minimumSeconds: minimumSeconds)
+            if timings[product] == nil { timings[product] = seconds(product, minimumSeconds: minimumSeconds) }
+            total += count * timings[product]!
         }
         return Estimate(secondsPerStep: total)
     }
