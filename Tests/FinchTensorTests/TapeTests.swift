@@ -52,6 +52,41 @@ struct TapeTests {
         #expect(x.grad?.scalars == [3, 3])
     }
 
+    /// x feeds three products (which add into the gradient already summed for x), an elementwise use, and a
+    /// product whose input's gradient so far is a tensor an add shared out (which no product may write into).
+    @Test func productsAddIntoTheGradientAlreadySummedAndLeaveSharedOnesAlone() throws {
+        let x0 = Inputs.normal([6, 5], seed: 3, std: 0.5)
+        let w = (0..<3).map { Inputs.normal([5, 4], seed: 10 + UInt64($0)) }
+        let k0 = Inputs.normal([6, 4], seed: 20), c = Inputs.normal([6, 4], seed: 21)
+        let terms: [(Tensor, Tensor) throws -> Tensor] = [
+            { x, _ in try x.matmul(w[0]).squared().sum() },
+            { x, _ in try (x.matmul(w[1]) * c).sum() },
+            { x, _ in try x.matmul(w[2], transposeOther: false).exp().sum() },
+            { x, _ in try (x * x).sum() },
+            // h + k hands one gradient tensor to h and to k; a product of h and k must not add into it (in one of
+            // the two orders the product runs after the add).
+            { x, k0 in let h = try x.matmul(w[0]), k = k0 * 2; return try ((h + k) * c).sum() + h.matmul(k, transposeOther: true).squared().sum() },
+            { x, k0 in let h = try x.matmul(w[0]), k = k0 * 2; return try h.matmul(k, transposeOther: true).squared().sum() + ((h + k) * c).sum() },
+        ]
+        // Against central differences: the engine's own per-term gradients would share any fault.
+        try GradientCheck.check([x0, k0]) { inputs in
+            var loss = try terms[0](inputs[0], inputs[1])
+            for term in terms.dropFirst() { loss = try loss + term(inputs[0], inputs[1]) }
+            return loss
+        }
+    }
+
+    @Test func aProductAddsIntoALeafsGradientFromAnEarlierPass() throws {
+        let x = Inputs.normal([4, 3], seed: 5).requiringGrad(), w = Inputs.normal([3, 2], seed: 6).requiringGrad()
+        try x.matmul(w).squared().sum().backward()
+        let once = (x.grad!.scalars, w.grad!.scalars)
+        let held = x.grad!
+        try x.matmul(w).squared().sum().backward()
+        #expect(x.grad! === held)  // added into, not replaced
+        #expect(x.grad!.scalars == once.0.map { $0 * 2 })
+        #expect(w.grad!.scalars == once.1.map { $0 * 2 })
+    }
+
     @Test func frozenTensorsGetNoGradientAndRecordNothing() throws {
         let frozen = Inputs.normal([3, 3])
         let trainable = Inputs.normal([3, 3], seed: 2).requiringGrad()

@@ -11,11 +11,17 @@
 final class GradientNode {
     let op: String
     let edges: [Edge?]
-    var backward: ((Tensor) throws -> [Tensor?])?
+    /// Maps the output's gradient to the inputs' gradients. The second argument has one entry per input:
+    /// a gradient already summed for that input which the step may add its own into, in place, and return
+    /// (nil when there is none, or for a step that never accumulates).
+    var backward: ((Tensor, [Tensor?]) throws -> [Tensor?])?
+    /// Whether the step uses the second argument, so the engine looks the running sums up only for it.
+    let accumulates: Bool
 
-    init(op: String, edges: [Edge?], backward: @escaping (Tensor) throws -> [Tensor?]) {
+    init(op: String, edges: [Edge?], accumulates: Bool, backward: @escaping (Tensor, [Tensor?]) throws -> [Tensor?]) {
         self.op = op
         self.edges = edges
+        self.accumulates = accumulates
         self.backward = backward
     }
 }
@@ -45,12 +51,27 @@ extension Tensor {
     /// input: nil where the input needs no gradient, otherwise a gradient in the input's shape or in any
     /// shape the input was broadcast to.
     func recordBackward(_ op: String, inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) {
+        record(op, inputs: inputs, accumulates: false) { g, _ in try backward(g) }
+    }
+
+    /// Like `recordBackward`, for a step that can add an input's gradient into the sum already waiting for
+    /// that input: `backward(g, sums)` gets, per input, that sum (its shape, the engine's own tensor, free to
+    /// write) or nil; returning the very tensor it was given says "added in place", anything else is added by
+    /// the engine as usual. A matrix product adds with beta = 1 and so skips a fresh buffer, its zeroing and
+    /// an add pass for every further use of a value (q, k and v of one normed input; gate and up).
+    func recordAccumulatingBackward(_ op: String, inputs: [Tensor],
+                                    _ backward: @escaping (Tensor, [Tensor?]) throws -> [Tensor?]) {
+        record(op, inputs: inputs, accumulates: true, backward)
+    }
+
+    private func record(_ op: String, inputs: [Tensor], accumulates: Bool,
+                        _ backward: @escaping (Tensor, [Tensor?]) throws -> [Tensor?]) {
         let edges = inputs.map { input -> Edge? in
             guard input.requiresGrad else { return nil }
             if let node = input.gradientNode { return Edge(node: node, leaf: nil, shape: input.shape) }
             return Edge(node: nil, leaf: input, shape: input.shape)
         }
-        gradientNode = GradientNode(op: op, edges: edges, backward: backward)
+        gradientNode = GradientNode(op: op, edges: edges, accumulates: accumulates, backward: backward)
     }
 
     /// Back-propagates from this scalar, accumulating into every reachable leaf's `grad`.
@@ -81,7 +102,18 @@ extension Tensor {
             guard let step = node.backward else {
                 throw TensorError.gradient("the graph through '\(node.op)' was already used by a backward pass")
             }
-            var results = try step(gradient)
+            // The sums this step may add into: the engine's own pending sum of the input's node, or the leaf's
+            // gradient so far.
+            let sums: [Tensor?] = node.accumulates ? node.edges.map { edge in
+                guard let edge else { return nil }
+                if let next = edge.node {
+                    guard let (sum, owned) = pending[ObjectIdentifier(next)], owned, sum.shape == edge.shape else { return nil }
+                    return sum
+                }
+                return edge.leaf?.grad.flatMap { $0.shape == edge.shape ? $0 : nil }
+            } : []
+            let summedInPlace = sums.map { $0.map(ObjectIdentifier.init) }
+            var results = try step(gradient, sums)
             node.backward = nil  // frees what the step captured
             gradient = Tensor(0)
             guard results.count == node.edges.count else {
@@ -90,6 +122,7 @@ extension Tensor {
             for (i, edge) in node.edges.enumerated() {
                 guard let edge, var g = results[i] else { continue }
                 results[i] = nil
+                if i < summedInPlace.count, let id = summedInPlace[i], id == ObjectIdentifier(g) { continue }
                 if g.shape != edge.shape {
                     g = try g.summed(toShape: edge.shape, op: node.op)
                 }

@@ -33,28 +33,31 @@ extension Tensor {
         let savedA = b.requiresGrad ? a.detached() : nil
         let savedB = a.requiresGrad ? b.detached() : nil
         let aShape = a.shape, bShape = b.shape
-        y.recordBackward("matmul", inputs: [a, b]) { g in
+        // Each gradient is added into the sum already waiting for its input when there is one (beta = 1).
+        y.recordAccumulatingBackward("matmul", inputs: [a, b]) { g, sums in
             var ga: Tensor?
             if let bv = savedB {
-                let da = Tensor(uninitializedShape: aShape)
+                let da = sums[0] ?? Tensor(uninitializedShape: aShape)
+                let betaA: Float = sums[0] == nil ? 0 : 1
                 if !tA {  // dA = dC · op(B)ᵀ   [M, K]
                     Tensor.batchedGEMM(
                         count: batch, tA: false, tB: !tB, m: m, n: k, k: n,
                         a: g.storage.pointer, lda: n, strideA: m * n,
                         b: bv.storage.pointer, ldb: ldb, strideB: strideB,
-                        c: da.storage.pointer, ldc: k, strideC: m * k)
+                        c: da.storage.pointer, ldc: k, strideC: m * k, beta: betaA)
                 } else {  // dA = op(B) · dCᵀ   [K, M]
                     Tensor.batchedGEMM(
                         count: batch, tA: tB, tB: true, m: k, n: m, k: n,
                         a: bv.storage.pointer, lda: ldb, strideA: strideB,
                         b: g.storage.pointer, ldb: n, strideB: m * n,
-                        c: da.storage.pointer, ldc: m, strideC: m * k)
+                        c: da.storage.pointer, ldc: m, strideC: m * k, beta: betaA)
                 }
                 ga = da
             }
             var gb: Tensor?
             if let av = savedA {
-                let db = Tensor(uninitializedShape: bShape)
+                let db = sums[1] ?? Tensor(uninitializedShape: bShape)
+                let betaB: Float = sums[1] == nil ? 0 : 1
                 // A shared B sums its gradient over the batch (beta = 1 after the first product).
                 let strideDB = sharedB ? 0 : k * n
                 if !tB {  // dB = op(A)ᵀ · dC   [K, N]
@@ -62,25 +65,25 @@ extension Tensor {
                         // All batches at once: [K, batch·M] · [batch·M, N].
                         GEMM.multiply(transposeA: true, transposeB: false, m: k, n: n, k: batch * m,
                                       a: av.storage.pointer, lda: k, b: g.storage.pointer, ldb: n,
-                                      c: db.storage.pointer, ldc: n)
+                                      beta: betaB, c: db.storage.pointer, ldc: n)
                     } else {
                         Tensor.batchedGEMM(
                             count: batch, tA: !tA, tB: false, m: k, n: n, k: m,
                             a: av.storage.pointer, lda: lda, strideA: m * k,
                             b: g.storage.pointer, ldb: n, strideB: m * n,
-                            c: db.storage.pointer, ldc: n, strideC: strideDB)
+                            c: db.storage.pointer, ldc: n, strideC: strideDB, beta: betaB)
                     }
                 } else {  // dB = dCᵀ · op(A)   [N, K]
                     if sharedB && !tA {
                         GEMM.multiply(transposeA: true, transposeB: false, m: n, n: k, k: batch * m,
                                       a: g.storage.pointer, lda: n, b: av.storage.pointer, ldb: k,
-                                      c: db.storage.pointer, ldc: k)
+                                      beta: betaB, c: db.storage.pointer, ldc: k)
                     } else {
                         Tensor.batchedGEMM(
                             count: batch, tA: true, tB: tA, m: n, n: k, k: m,
                             a: g.storage.pointer, lda: n, strideA: m * n,
                             b: av.storage.pointer, ldb: lda, strideB: m * k,
-                            c: db.storage.pointer, ldc: k, strideC: strideDB)
+                            c: db.storage.pointer, ldc: k, strideC: strideDB, beta: betaB)
                     }
                 }
                 gb = db
@@ -90,25 +93,25 @@ extension Tensor {
         return y
     }
 
-    /// `count` products at fixed strides. A stride of 0 reuses one matrix; for C it accumulates
-    /// (the first product overwrites, the rest add). When A is not transposed and B is shared, the
-    /// batch is one taller product.
+    /// `count` products at fixed strides, C = A·B + beta·C. A stride of 0 reuses one matrix; for C it
+    /// accumulates (the first product scales C by beta, the rest add). When A is not transposed and B is
+    /// shared, the batch is one taller product.
     static func batchedGEMM(
         count: Int, tA: Bool, tB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, strideA: Int,
         b: UnsafePointer<Float>, ldb: Int, strideB: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
+        c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int, beta: Float = 0
     ) {
         if count == 0 { return }
         if strideB == 0 && !tA && strideC == m * n && strideA == m * k && ldc == n {
             GEMM.multiply(transposeA: false, transposeB: tB, m: count * m, n: n, k: k,
-                          a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
+                          a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
         for i in 0..<count {
             GEMM.multiply(transposeA: tA, transposeB: tB, m: m, n: n, k: k,
                           a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb,
-                          beta: strideC == 0 && i > 0 ? 1 : 0, c: c + i * strideC, ldc: ldc)
+                          beta: strideC == 0 && i > 0 ? 1 : beta, c: c + i * strideC, ldc: ldc)
         }
     }
 }
