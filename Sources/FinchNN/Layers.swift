@@ -108,6 +108,12 @@ public final class GatedMLP: Module {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try downProj(try Tensor.swiGLU(gate: gateProj(x), up: upProj(x)))
+        let gate = try gateProj(x), up = try upProj(x)
+        // A plain down projection takes the fused path (which falls back to the two ops when it trains).
+        if let down = downProj as? Linear {
+            let y = try Tensor.swiGLUProjected(gate: gate, up: up, weight: down.weight)
+            return try down.bias.map { try y + $0 } ?? y
+        }
+        return try downProj(try Tensor.swiGLU(gate: gate, up: up))
     }
 }

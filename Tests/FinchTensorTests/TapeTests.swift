@@ -186,6 +186,50 @@ struct KernelTests {
         #expect(lanes[0] == 0 && lanes[1] == 0 && lanes[2] == 1 && lanes[5] == .infinity && lanes[6].isNaN)
         #expect(lanes[3] == Math.exp(1) && lanes[4] == Math.exp(88.7) && lanes[7] == Math.exp(-3.5))
     }
+    /// The fused gated projection against swiGLU then a product, bit for bit: rows that split into a full
+    /// block and a partial one on each core (hidden × outputs large enough for blocks), the gradients of gate
+    /// and up, and a weight that trains (the unfused fallback).
+    @Test(arguments: [false, true])
+    func swiGLUProjectedMatchesTheTwoOps(weightTrains: Bool) throws {
+        let hidden = 512, outputs = 128
+        #expect(SwiGLUKernel.blockRows(width: hidden, outputs: outputs) == SwiGLUKernel.blockRows)
+        let rows = 2 * SwiGLUKernel.blockRows + 75
+        let gate0 = Inputs.normal([3, rows / 3 + 1, hidden], seed: 1), up0 = Inputs.normal([3, rows / 3 + 1, hidden], seed: 2)
+        let w0 = Inputs.normal([outputs, hidden], seed: 3, std: 0.05), seed = Inputs.normal([3, rows / 3 + 1, outputs], seed: 4)
+        func run(fused: Bool) throws -> (y: [Float], dGate: [Float], dUp: [Float], dW: [Float]?) {
+            let gate = gate0.detached().requiringGrad(), up = up0.detached().requiringGrad()
+            let w = weightTrains ? w0.detached().requiringGrad() : w0.detached()
+            let y = fused ? try Tensor.swiGLUProjected(gate: gate, up: up, weight: w)
+                          : try Tensor.swiGLU(gate: gate, up: up).matmul(w, transposeOther: true)
+            try y.backward(seed: seed)
+            return (y.scalars, gate.grad!.scalars, up.grad!.scalars, w.grad?.scalars)
+        }
+        let fused = try run(fused: true), plain = try run(fused: false)
+        func worst(_ a: [Float], _ b: [Float]) -> Float {
+            a.count != b.count ? .infinity : zip(a, b).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+        }
+        #expect(worst(fused.y, plain.y) == 0)
+        #expect(worst(fused.dGate, plain.dGate) == 0)
+        #expect(worst(fused.dUp, plain.dUp) == 0)
+        #expect((fused.dW == nil) == !weightTrains)
+        if let a = fused.dW, let b = plain.dW { #expect(worst(a, b) <= 1e-5) }
+        // The gated values are never on the tape when the weight is frozen.
+        if !weightTrains {
+            let y = try Tensor.swiGLUProjected(gate: gate0.detached().requiringGrad(), up: up0, weight: w0)
+            #expect(y.recordedOps == ["swiGLUProjected"])
+        }
+    }
+
+    @Test func swiGLUProjectedNamesAShapeMismatch() throws {
+        let gate = Tensor.zeros([4, 6]), up = Tensor.zeros([4, 6])
+        #expect(throws: TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])", lhs: [4, 6], rhs: [3, 5])) {
+            try Tensor.swiGLUProjected(gate: gate, up: up, weight: Tensor.zeros([3, 5]))
+        }
+        #expect(throws: TensorError.shapeMismatch(op: "swiGLU (gate vs up)", lhs: [4, 6], rhs: [4, 5])) {
+            try Tensor.swiGLUProjected(gate: gate, up: Tensor.zeros([4, 5]), weight: Tensor.zeros([3, 6]))
+        }
+    }
+
     @Test func swiGLUWritesItsGradientsOverSavedInputsOnlyWhenNobodyElseHoldsThem() throws {
         var g = RandomGenerator(seed: 11)
         let x = Tensor.randomNormal([4, 25], generator: &g).requiringGrad()

@@ -20,10 +20,10 @@ public enum GEMM {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        // Large products are split across the cores, by rows of C when there are enough, else by columns.
         let parts = Parallel.coreCount
-        if m * n * k >= 1 << 18 && (m >= 2 * parts || n >= 64 * parts) {
-            let alongRows = m >= n || n < 64 * parts
+        let split = split(m: m, n: n, k: k)
+        if split != .none {
+            let alongRows = split == .rows
             let total = alongRows ? m : n
             let step = (total + parts - 1) / parts
             let box = UncheckedSendable((a, b, c))
@@ -42,6 +42,18 @@ public enum GEMM {
             return
         }
         sgemm(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
+    /// How `multiply` spreads a product over the cores: not at all when it is small, else by rows of C when
+    /// there are enough, else by columns; each core takes an equal contiguous share (the last one the rest).
+    /// Ops that make their own per-core products use it too, so that each element comes out of the same
+    /// OpenBLAS call shape, and so bit for bit the same, as through `multiply`.
+    enum Split { case none, rows, columns }
+
+    static func split(m: Int, n: Int, k: Int) -> Split {
+        let parts = Parallel.coreCount
+        guard m * n * k >= 1 << 18 && (m >= 2 * parts || n >= 64 * parts) else { return .none }
+        return m >= n || n < 64 * parts ? .rows : .columns
     }
 
     /// One single-threaded product (OpenBLAS runs on one thread; Finch owns the cores).
