@@ -176,6 +176,21 @@ struct GradientCheckTests {
         }
     }
 
+    /// Prefix tuning's first layer: only the prefix trains (query, key and value come from a frozen
+    /// embedding). Its gradients must not depend on whether the others' are taken too.
+    @Test func attentionPrefixGradientsAloneEqualThoseBesideTheOthers() throws {
+        let q = Inputs.normal([2, 70, 4, 4], seed: 1), k = Inputs.normal([2, 70, 2, 4], seed: 2), v = Inputs.normal([2, 70, 2, 4], seed: 3)
+        let seed = Inputs.normal([2, 70, 4, 4], seed: 6)
+        func prefixGradients(othersTrain: Bool) throws -> [[Float]] {
+            let pk = Inputs.normal([2, 3, 2, 4], seed: 4).requiringGrad(), pv = Inputs.normal([2, 3, 2, 4], seed: 5).requiringGrad()
+            let (qq, kk, vv) = othersTrain ? (q.detached().requiringGrad(), k.detached().requiringGrad(), v.detached().requiringGrad())
+                                           : (q.detached(), k.detached(), v.detached())
+            try Tensor.scaledDotProductAttention(query: qq, key: kk, value: vv, prefix: (pk, pv)).backward(seed: seed)
+            return [pk.grad!.scalars, pv.grad!.scalars]
+        }
+        #expect(try prefixGradients(othersTrain: false) == prefixGradients(othersTrain: true))
+    }
+
     // MARK: The checker itself
 
     @Test func checkerCatchesAWrongBackward() throws {

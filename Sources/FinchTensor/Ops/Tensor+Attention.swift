@@ -21,61 +21,71 @@ extension Tensor {
         prefix: (key: Tensor, value: Tensor)? = nil,
         causal: Bool = true, scale: Float? = nil
     ) throws -> Tensor {
-        var k = key, v = value, prefixLength = 0
         if let prefix {
             guard prefix.key.rank == 4, prefix.value.rank == 4, prefix.key.shape[1] == prefix.value.shape[1] else {
                 throw TensorError.shapeMismatch(op: "attention (prefix key vs prefix value)", lhs: prefix.key.shape, rhs: prefix.value.shape)
             }
-            k = try concatenate([prefix.key, key], axis: 1)
-            v = try concatenate([prefix.value, value], axis: 1)
-            prefixLength = prefix.key.shape[1]
+            guard key.rank == 4, value.rank == 4,
+                  prefix.key.shape[0] == key.shape[0], Array(prefix.key.shape[2...]) == Array(key.shape[2...]) else {
+                throw TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: prefix.key.shape, rhs: key.shape)
+            }
+            guard prefix.value.shape[0] == value.shape[0], Array(prefix.value.shape[2...]) == Array(value.shape[2...]) else {
+                throw TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: prefix.value.shape, rhs: value.shape)
+            }
         }
-        return try attention(query: query, key: k, value: v, prefixLength: prefixLength, causal: causal,
+        return try attention(query: query, key: key, value: value, prefix: prefix, causal: causal,
                              scale: scale ?? 1 / Float(query.shape.last ?? 1).squareRoot())
     }
 
     static let attentionBlock = 64
 
-    /// The fused kernel; the first `prefixLength` keys are visible to every query.
-    static func attention(query q: Tensor, key k: Tensor, value v: Tensor,
-                          prefixLength pl: Int, causal: Bool, scale: Float) throws -> Tensor {
+    /// The fused kernel. The prefix's keys and values are read where they are, never copied beside the
+    /// others: every product over the keys is two, one over the prefix and one over the rest.
+    static func attention(query q: Tensor, key k: Tensor, value v: Tensor, prefix: (key: Tensor, value: Tensor)?,
+                          causal: Bool, scale: Float) throws -> Tensor {
         guard q.rank == 4, k.rank == 4, v.rank == 4 else {
             throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, T, H, D])", lhs: q.shape, rhs: k.shape)
         }
         let (b, t, hq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        let (l, hkv, dv) = (k.shape[1], k.shape[2], v.shape[3])
+        let (s, hkv, dv) = (k.shape[1], k.shape[2], v.shape[3])
         guard k.shape[0] == b, k.shape[3] == d, hkv > 0, hq % hkv == 0 else {
             throw TensorError.shapeMismatch(op: "attention (query vs key)", lhs: q.shape, rhs: k.shape)
         }
-        guard v.shape[0] == b, v.shape[1] == l, v.shape[2] == hkv else {
+        guard v.shape[0] == b, v.shape[1] == s, v.shape[2] == hkv else {
             throw TensorError.shapeMismatch(op: "attention (key vs value)", lhs: k.shape, rhs: v.shape)
         }
-        let s = l - pl
         guard !causal || s >= t else {
             throw TensorError.invalidArgument(op: "attention", message: "causal attention needs at least as many keys (\(s)) as queries (\(t))")
         }
-        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: l, prefix: pl, causal: causal, scale: scale)
+        let pl = prefix?.key.shape[1] ?? 0
+        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: pl + s, prefix: pl, causal: causal, scale: scale)
         // Only each row's log-sum-exp is kept for the backward, which recomputes the probabilities block by
         // block: [B, Hq, T] floats instead of [B, Hq, T, L].
         let logSumExp = Tensor(uninitializedShape: [b, hq, t])
         let out = Tensor(uninitializedShape: [b, t, hq, dv])
-        withExtendedLifetime(logSumExp) {
+        withExtendedLifetime((logSumExp, prefix?.key, prefix?.value)) {
             shape.forward(q: q.storage.pointer, k: k.storage.pointer, v: v.storage.pointer,
+                          pk: prefix?.key.storage.pointer, pv: prefix?.value.storage.pointer,
                           lse: logSumExp.storage.pointer, o: out.storage.pointer)
         }
-        guard needsGradient(q, k, v) else { return out }
-        let qNeeds = q.requiresGrad, kNeeds = k.requiresGrad, vNeeds = v.requiresGrad
+        let inputs = [q, k, v] + (prefix.map { [$0.key, $0.value] } ?? [])
+        guard needsGradient(inputs) else { return out }
+        let needs = inputs.map(\.requiresGrad)
         let savedQ = q.detached(), savedK = k.detached()
-        let savedV = (qNeeds || kNeeds) ? v.detached() : nil
-        let qShape = q.shape, kShape = k.shape, vShape = v.shape
-        out.recordBackward("attention", inputs: [q, k, v]) { g in
-            let dq = qNeeds ? Tensor(uninitializedShape: qShape) : nil
-            let dk = kNeeds ? Tensor.zeros(kShape) : nil
-            let dvT = vNeeds ? Tensor.zeros(vShape) : nil
+        let savedV = (needs[0] || needs[1] || needs.count > 3 && needs[3]) ? v.detached() : nil
+        let savedPrefix = prefix.map { ($0.key.detached(), $0.value.detached()) }
+        let shapes = inputs.map(\.shape)
+        out.recordBackward("attention", inputs: inputs) { g in
+            // dQ is written whole; the others are sums over the query heads and blocks.
+            let grads: [Tensor?] = shapes.indices.map { i in
+                needs[i] ? (i == 0 ? Tensor(uninitializedShape: shapes[i]) : Tensor.zeros(shapes[i])) : nil
+            }
+            func pointer(_ i: Int) -> UnsafeMutablePointer<Float>? { i < grads.count ? grads[i]?.storage.pointer : nil }
             shape.backward(g: g.storage.pointer, lse: logSumExp.storage.pointer,
                            q: savedQ.storage.pointer, k: savedK.storage.pointer, v: savedV?.storage.pointer,
-                           dq: dq?.storage.pointer, dk: dk?.storage.pointer, dv: dvT?.storage.pointer)
-            return [dq, dk, dvT]
+                           pk: savedPrefix?.0.storage.pointer, pv: savedPrefix?.1.storage.pointer,
+                           dq: pointer(0), dk: pointer(1), dv: pointer(2), dpk: pointer(3), dpv: pointer(4))
+            return grads
         }
         return out
     }
@@ -100,12 +110,45 @@ struct AttentionShape {
         }
     }
 
+    /// C[rows, 0..<width] = alpha · A · K[0..<width]ᵀ, key rows 0..<P from the prefix `pk`, the rest from `k`
+    /// (rows `hkv · dim` apart in both).
+    @inline(__always)
+    func timesKeys(_ a: UnsafePointer<Float>, lda: Int, rows: Int, width: Int, dim: Int, alpha: Float,
+                   pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>) {
+        let p = min(prefix, width)
+        if p > 0, let pk { GEMM.sgemm(false, true, rows, p, dim, alpha, a, lda, pk, hkv * dim, 0, c, width) }
+        if width > p { GEMM.sgemm(false, true, rows, width - p, dim, alpha, a, lda, k, hkv * dim, 0, c + p, width) }
+    }
+
+    /// C[rows, dim] = alpha · A[rows, 0..<width] · K[0..<width], key rows split as in `timesKeys`.
+    @inline(__always)
+    func weightedKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, dim: Int, alpha: Float,
+                      pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let p = min(prefix, width)
+        var beta: Float = 0
+        if p > 0, let pk {
+            GEMM.sgemm(false, false, rows, dim, p, alpha, a, width, pk, hkv * dim, 0, c, ldc)
+            beta = 1
+        }
+        if width > p { GEMM.sgemm(false, false, rows, dim, width - p, alpha, a + p, width, k, hkv * dim, beta, c, ldc) }
+    }
+
+    /// dK[0..<width] += alpha · A[rows, 0..<width]ᵀ · B[rows, dim], into the prefix's rows `dpk` and the rest's
+    /// `dk` (either may be nil: not wanted).
+    @inline(__always)
+    func addToKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, dim: Int, alpha: Float, _ bm: UnsafePointer<Float>, ldb: Int,
+                   dpk: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?) {
+        let p = min(prefix, width)
+        if p > 0, let dpk { GEMM.sgemm(true, false, p, dim, rows, alpha, a, width, bm, ldb, 1, dpk, hkv * dim) }
+        if width > p, let dk { GEMM.sgemm(true, false, width - p, dim, rows, alpha, a + p, width, bm, ldb, 1, dk, hkv * dim) }
+    }
+
     /// A[block] = softmax(scale · Q[block] · K[0..<width]ᵀ + mask) into `ab` (rows of `width`), with each
     /// row's log-sum-exp of the scaled scores into `lse`.
     @inline(__always)
-    func probabilities(_ qBlock: UnsafePointer<Float>, _ kBase: UnsafePointer<Float>, rows: Int, first i0: Int, width: Int,
-                       into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?) {
-        GEMM.sgemm(false, true, rows, width, d, scale, qBlock, hq * d, kBase, hkv * d, 0, ab, width)
+    func probabilities(_ qBlock: UnsafePointer<Float>, pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, rows: Int, first i0: Int,
+                       width: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?) {
+        timesKeys(qBlock, lda: hq * d, rows: rows, width: width, dim: d, alpha: scale, pk: pk, k: k, into: ab)
         for r in 0..<rows {
             let row = ab + r * width, n = visible(i0 + r)
             let m = Tensor.rowMax(row, n)
@@ -117,21 +160,32 @@ struct AttentionShape {
         }
     }
 
+    /// Where batch `bi`'s key/value head `kvh` starts in the keys (`k`, `v`) and in the prefix (`pk`, `pv`).
+    @inline(__always)
+    func offsets(_ bi: Int, _ kvh: Int) -> (k: Int, v: Int, pk: Int, pv: Int) {
+        let s = l - prefix
+        return ((bi * s * hkv + kvh) * d, (bi * s * hkv + kvh) * dv, (bi * prefix * hkv + kvh) * d, (bi * prefix * hkv + kvh) * dv)
+    }
+
     func forward(q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                 pk: UnsafeMutablePointer<Float>?, pv: UnsafeMutablePointer<Float>?,
                  lse: UnsafeMutablePointer<Float>, o: UnsafeMutablePointer<Float>) {
         let block = Tensor.attentionBlock
         forEachTask { bi, kvh in
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * l)
             defer { scratch.deallocate() }
-            let kBase = k + (bi * l * hkv + kvh) * d, vBase = v + (bi * l * hkv + kvh) * dv
+            let at = offsets(bi, kvh)
+            let kBase = k + at.k, vBase = v + at.v, pkBase = pk.map { $0 + at.pk }, pvBase = pv.map { $0 + at.pv }
             for h in (kvh * group)..<((kvh + 1) * group) {
                 let qBase = q + (bi * t * hq + h) * d, oBase = o + (bi * t * hq + h) * dv
                 let lseBase = lse + (bi * hq + h) * t
                 for i0 in stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - i0), width = visible(i0 + rows - 1)
-                    probabilities(qBase + i0 * hq * d, kBase, rows: rows, first: i0, width: width, into: scratch, lse: lseBase + i0)
+                    probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width,
+                                  into: scratch, lse: lseBase + i0)
                     // O[block] = A[block] · V[0..<width]
-                    GEMM.sgemm(false, false, rows, dv, width, 1, scratch, width, vBase, hkv * dv, 0, oBase + i0 * hq * dv, hq * dv)
+                    weightedKeys(scratch, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: vBase,
+                                 into: oBase + i0 * hq * dv, ldc: hq * dv)
                 }
             }
         }
@@ -139,20 +193,23 @@ struct AttentionShape {
 
     func backward(g: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
                   q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?,
-                  dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?, dv dvOut: UnsafeMutablePointer<Float>?) {
+                  pk: UnsafeMutablePointer<Float>?, pv: UnsafeMutablePointer<Float>?,
+                  dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?, dv dvOut: UnsafeMutablePointer<Float>?,
+                  dpk: UnsafeMutablePointer<Float>?, dpv: UnsafeMutablePointer<Float>?) {
         let block = Tensor.attentionBlock
         forEachTask { bi, kvh in
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * l)
             let ab = UnsafeMutablePointer<Float>.allocate(capacity: block * l)
             defer { scratch.deallocate(); ab.deallocate() }
-            let kOffset = (bi * l * hkv + kvh) * d, vOffset = (bi * l * hkv + kvh) * dv
+            let at = offsets(bi, kvh)
+            let kBase = k + at.k, pkBase = pk.map { $0 + at.pk }, pvBase = pv.map { $0 + at.pv }
             for h in (kvh * group)..<((kvh + 1) * group) {
-                let qOffset = (bi * t * hq + h) * d, gBase = g + (bi * t * hq + h) * dv
+                let qBase = q + (bi * t * hq + h) * d, gBase = g + (bi * t * hq + h) * dv
                 for i0 in stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - i0), width = visible(i0 + rows - 1)
-                    let gb = gBase + i0 * hq * dv
+                    let gb = gBase + i0 * hq * dv, qb = qBase + i0 * hq * d
                     // The block's probabilities again: scores, minus the saved log-sum-exp, exponentiated.
-                    GEMM.sgemm(false, true, rows, width, d, scale, q + qOffset + i0 * hq * d, hq * d, k + kOffset, hkv * d, 0, ab, width)
+                    timesKeys(qb, lda: hq * d, rows: rows, width: width, dim: d, alpha: scale, pk: pkBase, k: kBase, into: ab)
                     let lseRows = lse + (bi * hq + h) * t + i0
                     for r in 0..<rows {
                         let row = ab + r * width, n = visible(i0 + r), shift = lseRows[r]
@@ -165,12 +222,12 @@ struct AttentionShape {
                         while j < n { row[j] = Math.exp(row[j] - shift); j += 1 }
                         (row + n).update(repeating: 0, count: width - n)
                     }
-                    if let dvOut {  // dV[0..<width] += A[block]ᵀ dO[block]
-                        GEMM.sgemm(true, false, width, dv, rows, 1, ab, width, gb, hq * dv, 1, dvOut + vOffset, hkv * dv)
-                    }
-                    guard dq != nil || dk != nil, let v else { continue }
+                    // dV[0..<width] += A[block]ᵀ dO[block]
+                    addToKeys(ab, rows: rows, width: width, dim: dv, alpha: 1, gb, ldb: hq * dv,
+                              dpk: dpv.map { $0 + at.pv }, dk: dvOut.map { $0 + at.v })
+                    guard dq != nil || dk != nil || dpk != nil, let v else { continue }
                     // dA = dO[block] · V[0..<width]ᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A))
-                    GEMM.sgemm(false, true, rows, width, dv, 1, gb, hq * dv, v + vOffset, hkv * dv, 0, scratch, width)
+                    timesKeys(gb, lda: hq * dv, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
                     for r in 0..<rows {
                         let z = scratch + r * width, ar = ab + r * width
                         var dot: Float = 0
@@ -178,13 +235,12 @@ struct AttentionShape {
                         for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
                     }
                     if let dq {  // dQ[block] = scale · dZ · K[0..<width]
-                        GEMM.sgemm(false, false, rows, d, width, scale, scratch, width, k + kOffset, hkv * d, 0,
-                                   dq + qOffset + i0 * hq * d, hq * d)
+                        weightedKeys(scratch, rows: rows, width: width, dim: d, alpha: scale, pk: pkBase, k: kBase,
+                                     into: dq + (bi * t * hq + h) * d + i0 * hq * d, ldc: hq * d)
                     }
-                    if let dk {  // dK[0..<width] += scale · dZᵀ · Q[block]
-                        GEMM.sgemm(true, false, width, d, rows, scale, scratch, width, q + qOffset + i0 * hq * d, hq * d, 1,
-                                   dk + kOffset, hkv * d)
-                    }
+                    // dK[0..<width] += scale · dZᵀ · Q[block]
+                    addToKeys(scratch, rows: rows, width: width, dim: d, alpha: scale, qb, ldb: hq * d,
+                              dpk: dpk.map { $0 + at.pk }, dk: dk.map { $0 + at.k })
                 }
             }
         }
