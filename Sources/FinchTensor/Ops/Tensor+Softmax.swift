@@ -75,6 +75,20 @@ extension Tensor {
         while j < n { y[j] *= f; j += 1 }
     }
 
+    /// Σ a ⊙ b over n values, eight partial sums at a time.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s8 = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= n {
+            s8 += UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
+            j += 8
+        }
+        var s = s8.sum()
+        while j < n { s += a[j] * b[j]; j += 1 }
+        return s
+    }
+
     /// The largest of n values, eight lanes at a time.
     @inline(__always)
     static func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
