@@ -230,8 +230,7 @@ struct AttentionShape {
                     timesKeys(gb, lda: hq * dv, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
                     for r in 0..<rows {
                         let z = scratch + r * width, ar = ab + r * width
-                        var dot: Float = 0
-                        for j in 0..<width { dot += z[j] * ar[j] }
+                        let dot = Tensor.dot(z, ar, width)
                         for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
                     }
                     if let dq {  // dQ[block] = scale · dZ · K[0..<width]
