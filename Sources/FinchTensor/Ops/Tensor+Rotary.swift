@@ -73,10 +73,23 @@ extension Tensor {
                     let p = offset + (r / rowsPerPosition) % t
                     let c = cp.baseAddress! + p * h, s = sp.baseAddress! + p * h
                     let xr = xp + r * d, yr = yp + r * d
-                    for i in 0..<h {
+                    // Eight pairs at a time (the compiler cannot vectorise the loop: x and y might overlap),
+                    // the same operations as the scalar tail.
+                    var i = 0
+                    while i + 8 <= h {
+                        let a = UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD8<Float>.self)
+                        let b = UnsafeRawPointer(xr + i + h).loadUnaligned(as: SIMD8<Float>.self)
+                        let ci = UnsafeRawPointer(c + i).loadUnaligned(as: SIMD8<Float>.self)
+                        let si = sign * UnsafeRawPointer(s + i).loadUnaligned(as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(yr + i).storeBytes(of: a * ci - b * si, as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(yr + i + h).storeBytes(of: b * ci + a * si, as: SIMD8<Float>.self)
+                        i += 8
+                    }
+                    while i < h {
                         let a = xr[i], b = xr[i + h], si = sign * s[i]
                         yr[i] = a * c[i] - b * si
                         yr[i + h] = b * c[i] + a * si
+                        i += 1
                     }
                 }
             }
