@@ -191,6 +191,16 @@ struct GradientCheckTests {
         #expect(try prefixGradients(othersTrain: false) == prefixGradients(othersTrain: true))
     }
 
+    @Test func attentionNamesAPrefixThatDoesNotFitTheKeys() throws {
+        let q = Tensor.zeros([2, 3, 4, 8]), k = Tensor.zeros([2, 3, 2, 8]), v = Tensor.zeros([2, 3, 2, 8])
+        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: [2, 5, 4, 8], rhs: [2, 3, 2, 8])) {
+            try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: (Tensor.zeros([2, 5, 4, 8]), Tensor.zeros([2, 5, 4, 8])))
+        }
+        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: [1, 5, 2, 8], rhs: [2, 3, 2, 8])) {
+            try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: (Tensor.zeros([2, 5, 2, 8]), Tensor.zeros([1, 5, 2, 8])))
+        }
+    }
+
     // MARK: The checker itself
 
     @Test func checkerCatchesAWrongBackward() throws {
