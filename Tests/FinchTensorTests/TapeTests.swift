@@ -189,13 +189,16 @@ struct KernelTests {
     /// The fused gated projection against swiGLU then a product, bit for bit: rows that split into a full
     /// block and a partial one on each core (hidden × outputs large enough for blocks), the gradients of gate
     /// and up, and a weight that trains (the unfused fallback).
-    @Test(arguments: [false, true])
-    func swiGLUProjectedMatchesTheTwoOps(weightTrains: Bool) throws {
-        let hidden = 512, outputs = 128
+    @Test(arguments: [(false, 512), (true, 512), (false, 515)])
+    func swiGLUProjectedMatchesTheTwoOps(weightTrains: Bool, hidden: Int) throws {
+        let outputs = 128
         #expect(SwiGLUKernel.blockRows(width: hidden, outputs: outputs) == SwiGLUKernel.blockRows)
         let rows = 2 * SwiGLUKernel.blockRows + 75
-        let gate0 = Inputs.normal([3, rows / 3 + 1, hidden], seed: 1), up0 = Inputs.normal([3, rows / 3 + 1, hidden], seed: 2)
-        let w0 = Inputs.normal([outputs, hidden], seed: 3, std: 0.05), seed = Inputs.normal([3, rows / 3 + 1, outputs], seed: 4)
+        // An odd row count with hidden 515: the cores' shares of rows and swiGLU's shares of elements then end at
+        // different places, so some values are a vector lane in one op and the scalar tail in the other.
+        let lead = hidden % 8 == 0 ? [3, rows / 3 + 1] : [1, rows]
+        let gate0 = Inputs.normal(lead + [hidden], seed: 1), up0 = Inputs.normal(lead + [hidden], seed: 2)
+        let w0 = Inputs.normal([outputs, hidden], seed: 3, std: 0.05), seed = Inputs.normal(lead + [outputs], seed: 4)
         func run(fused: Bool) throws -> (y: [Float], dGate: [Float], dUp: [Float], dW: [Float]?) {
             let gate = gate0.detached().requiringGrad(), up = up0.detached().requiringGrad()
             let w = weightTrains ? w0.detached().requiringGrad() : w0.detached()

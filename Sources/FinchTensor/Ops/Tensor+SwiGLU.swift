@@ -105,8 +105,8 @@ enum SwiGLUKernel {
             UnsafeMutableRawPointer(yp + i).storeBytes(of: g8 * sigma * u8, as: SIMD8<Float>.self)
             i += 8
         }
-        while i < count {
-            yp[i] = gp[i] / (1 + Math.exp(-gp[i])) * upp[i]
+        while i < count {  // the lanes' expression, so a value does not depend on where a chunk or block ends
+            yp[i] = gp[i] * (1 / (1 + Math.exp(-gp[i]))) * upp[i]
             i += 1
         }
     }
