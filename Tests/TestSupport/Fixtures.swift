@@ -19,14 +19,26 @@ public enum Fixtures {
         return try JSONDecoder().decode(Reference.self, from: data)
     }
 
-    /// A fresh scratch directory under the system's temporary folder.
+    /// A fresh scratch directory, inside this test process's own folder under the system's temporary folder
+    /// (`finch-tests-<pid>`), which is removed when the process exits; folders left by processes that are gone
+    /// (killed, crashed) are removed when the next one starts.
     public static func scratchDirectory(_ name: String = #function) throws -> String {
         let safe = name.filter { $0.isLetter || $0.isNumber }
-        let dir = FileManager.default.temporaryDirectory
-            .appendingPathComponent("finch-tests-\(safe)-\(UUID().uuidString.prefix(8))").path
+        let dir = "\(processRoot)/\(safe)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
+
+    static let processRoot: String = {
+        let files = FileManager.default, temporary = files.temporaryDirectory.path
+        for entry in (try? files.contentsOfDirectory(atPath: temporary)) ?? [] where entry.hasPrefix("finch-tests-") {
+            if let pid = Int32(entry.dropFirst("finch-tests-".count)), kill(pid, 0) != 0, errno == ESRCH {
+                try? files.removeItem(atPath: "\(temporary)/\(entry)")
+            }
+        }
+        atexit { try? FileManager.default.removeItem(atPath: Fixtures.processRoot) }
+        return "\(temporary)/finch-tests-\(getpid())"
+    }()
 }
 
 public struct Reference: Decodable, Sendable {
