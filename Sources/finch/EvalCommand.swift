@@ -69,6 +69,12 @@ struct EvalCommand: ParsableCommand {
             let flag = predictions != nil ? "--predictions" : "--max-examples"
             throw RecipeError(file: data, "\(flag) needs a prompt/completion JSON-lines file; this one is scored as plain text")
         }
+        let positions = folder.config.maxPositions - (applied?.attentionPrefix?.length ?? 0)
+        guard seqLen <= positions else {
+            let prefix = applied?.attentionPrefix.map { ", \(positions) after the adapter's \($0.length) virtual tokens" } ?? ""
+            throw RecipeError(file: "\(source.model)/config.json",
+                              "the model has \(folder.config.maxPositions) positions\(prefix); --seq-len \(seqLen) does not fit")
+        }
         let tokens = tokenizer.encode(try readText(data), addSpecialTokens: false)
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
                                                  maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)

@@ -62,6 +62,16 @@ struct CommandLineTests {
         }
     }
 
+    @Test func evalRefusesWindowsLongerThanTheModelsPositions() throws {
+        let base = Fixtures.path("llama-gqa", "base")
+        let run = try Self.finch(["eval", "--model", base, "--data", Fixtures.path("llama-gqa", "eval.txt"), "--seq-len", "257"])
+        Self.expectOneLineFailure(run, ["\(base)/config.json: the model has 256 positions; --seq-len 257 does not fit"])
+        // Prefix tuning's virtual tokens take positions too.
+        let prefixed = try Self.finch(["eval", "--model", base, "--adapter", Fixtures.path("llama-gqa", "prefix"),
+                                       "--data", Fixtures.path("llama-gqa", "eval.txt"), "--seq-len", "256"])
+        Self.expectOneLineFailure(prefixed, ["the model has 256 positions, 248 after the adapter's 8 virtual tokens; --seq-len 256 does not fit"])
+    }
+
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
         let dir = try Fixtures.scratchDirectory("cli-completions")
         let data = "\(dir)/requests.jsonl", out = "\(dir)/predictions.jsonl"

@@ -75,5 +75,13 @@ struct RecipeTests {
         } catch {
             #expect("\(error)".hasPrefix("\(dir)/t.yaml:3: adapter.targets: target module 'qproj' matches nothing"), "\(error)")
         }
+        // A layer the model does not have is an error, even beside ones it has (it would train nothing there).
+        let badLayer = try TrainingSupport.write("model: \(dir)/base\nadapter:\n  layers: [0, 9]\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/l.yaml")
+        do {
+            _ = try TrainingSession(try RecipeLoader.load(path: badLayer))
+            Issue.record("accepted a layer the model does not have")
+        } catch {
+            #expect("\(error)" == "\(dir)/l.yaml:3: adapter.layers: this model has no layer 9 (its layers are 0–1)")
+        }
     }
 }

@@ -51,6 +51,10 @@ public final class TrainingSession {
             configuration.fanInFanOut = model.config.modelType == "gpt2"
             configuration.ensureWeightTying = r.ensureWeightTying
             configuration.modulesToSave = r.modulesToSave
+            if let layers = r.layers, let missing = layers.first(where: { !(0..<model.layerCount).contains($0) }) {
+                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.layers"],
+                                  "adapter.layers: this model has no layer \(missing) (its layers are 0–\(model.layerCount - 1))")
+            }
             do {
                 adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
             } catch {
