@@ -39,6 +39,14 @@ public enum Generation {
         guard !prompt.isEmpty else {
             throw TensorError.invalidArgument(op: "generate", message: "the prompt is empty; give at least one token")
         }
+        // Every token but the last one generated is fed back at the next position.
+        let positions = model.config.maxPositions - (prefix?.length ?? 0)
+        guard prompt.count + options.maxTokens - 1 <= positions else {
+            let room = positions - prompt.count + 1
+            throw TensorError.invalidArgument(op: "generate", message: "the prompt's \(prompt.count) tokens and \(options.maxTokens) new ones "
+                + "do not fit in the model's \(positions) positions\(prefix == nil ? "" : " (after the prefix's virtual tokens)"); "
+                + (room > 0 ? "at most \(room) new tokens fit" : "the prompt alone is too long"))
+        }
         var generator = RandomGenerator(seed: options.seed)
         var produced: [Int] = []
         try GradientMode.withoutGradients {

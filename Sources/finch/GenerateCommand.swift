@@ -47,8 +47,9 @@ struct GenerateCommand: ParsableCommand {
         var produced: [Int] = []
         var printed = ""
         let start = Date()
-        print(prompt, terminator: "")
+        // The prompt is printed with the first token, so a request that cannot run prints only its error.
         _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options, prefix: applied?.attentionPrefix) { token in
+            if produced.isEmpty { print(prompt, terminator: "") }
             produced.append(token)
             let text = tokenizer.decode(produced, skipSpecialTokens: true)
             guard !text.hasSuffix("\u{FFFD}"), text.hasPrefix(printed) else { return }

@@ -98,6 +98,22 @@ struct CommandLineTests {
                                   [unwritable, "cannot create the predictions file"])
     }
 
+    /// An example longer than the model's positions is named by its line; a prompt near the end of the positions
+    /// is generated for as far as they go (the fixture has 256).
+    @Test func evalOfACompletionFileNamesAnExampleTooLongForTheModel() throws {
+        let dir = try Fixtures.scratchDirectory("cli-long-completions")
+        let data = "\(dir)/requests.jsonl"
+        let nearEnd = String(repeating: "to be or not ", count: 60), tooLong = String(repeating: "to be or not ", count: 120)
+        let records = ["{\"prompt\": \"\(nearEnd)\", \"completion\": \" that\"}",
+                       "{\"prompt\": \"\(tooLong)\", \"completion\": \" that\"}"]
+        try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let model = Fixtures.path("llama-gqa", "base")
+        let first = try Self.finch(["eval", "--model", model, "--data", data, "--max-examples", "1", "--json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let run = try Self.finch(["eval", "--model", model, "--data", data])
+        Self.expectOneLineFailure(run, ["\(data):2: the prompt and completion are", "the model has 256 positions"])
+    }
+
     @Test func aTruncatedSafetensorsFileFailsInOneLine() throws {
         let dir = try Self.baseCopy()
         let path = "\(dir)/model.safetensors"

@@ -50,6 +50,21 @@ struct ReferenceModelTests {
         #expect(uncached == greedy.base, "\(family) without cache")
     }
 
+    /// Generation runs to the last position the model has, and a request for more fails before any work.
+    @Test(arguments: Fixtures.families)
+    func generationFillsThePositionsAndRefusesMore(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let positions = folder.config.maxPositions, prompt = [1, 2, 3]
+        let fits = positions - prompt.count + 1
+        let produced = try Generation.generate(model: folder.model, prompt: prompt, options: GenerationOptions(maxTokens: fits))
+        #expect(produced.count == fits)
+        var calls = 0
+        #expect(throws: TensorError.self) {
+            _ = try Generation.generate(model: folder.model, prompt: prompt, options: GenerationOptions(maxTokens: fits + 1)) { _ in calls += 1 }
+        }
+        #expect(calls == 0)
+    }
+
     @Test(arguments: Fixtures.families)
     func cachedLogitsEqualFullSequenceLogits(_ family: String) throws {
         let model = try HuggingFaceFolder.load(Fixtures.path(family, "base")).model

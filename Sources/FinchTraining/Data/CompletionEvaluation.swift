@@ -29,6 +29,8 @@ public enum CompletionEvaluation {
     public struct Example: Sendable {
         public let prompt: String
         public let completion: String
+        /// Its line in the file (1-based), for errors.
+        public var line: Int = 0
     }
 
     public static func examples(path: String) throws -> [Example] {
@@ -43,7 +45,7 @@ public enum CompletionEvaluation {
                   let p = o["prompt"]?.string, let c = o["completion"]?.string else {
                 throw RecipeError(file: path, line: i + 1, "expected {\"prompt\": …, \"completion\": …}")
             }
-            out.append(Example(prompt: p, completion: c))
+            out.append(Example(prompt: p, completion: c, line: i + 1))
         }
         return out
     }
@@ -63,6 +65,8 @@ public enum CompletionEvaluation {
         let chosen = Array(all.prefix(maxExamples ?? all.count))
         guard !chosen.isEmpty else { throw RecipeError(file: path, "holds no examples") }
         let eos = model.config.eosTokenIds.first ?? 0
+        // Positions a prompt, its completion and what is generated may use (a prefix's virtual tokens take the first).
+        let positions = model.config.maxPositions - (prefix?.length ?? 0)
         let start = Date()
         var total = 0.0, count = 0
         var predictions: [Prediction] = []
@@ -71,13 +75,18 @@ public enum CompletionEvaluation {
                 let p = tokenizer.encode(example.prompt, addSpecialTokens: true)
                 let c = tokenizer.encode(example.completion, addSpecialTokens: false) + [eos]
                 let tokens = (p + c).map(Int32.init)
+                guard tokens.count <= positions else {
+                    throw RecipeError(file: path, line: example.line,
+                                      "the prompt and completion are \(tokens.count) tokens (with EOS); the model has \(positions) positions")
+                }
                 let mask = [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)
                 let logits = try model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: prefix)
                 let loss = try Losses.causalLanguageModel(logits: logits, tokens: tokens, mask: mask)
                 total += Double(try loss.item()) * Double(c.count)
                 count += c.count
                 let generated = try Generation.generate(
-                    model: model, prompt: p, options: GenerationOptions(maxTokens: maxNewTokens, stopTokens: Set(model.config.eosTokenIds)),
+                    model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens, positions - p.count + 1),
+                                                                    stopTokens: Set(model.config.eosTokenIds)),
                     prefix: prefix)
                 let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)
                 predictions.append(Prediction(prompt: example.prompt, expected: example.completion, generated: text))
