@@ -60,3 +60,33 @@ struct PackingTests {
         #expect(data.sequences.count == (9 + 64 / recordLength - 1) / (64 / recordLength))
     }
 }
+
+/// Data files that would train on nothing are refused, naming the file (and line).
+@Suite("data that trains on nothing")
+struct EmptyTrainingDataTests {
+    @Test func anEmptyJSONLinesFileIsRefused() throws {
+        let dir = try Fixtures.scratchDirectory()
+        try "\n\n".write(toFile: "\(dir)/empty.jsonl", atomically: true, encoding: .utf8)
+        let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
+        #expect { try TrainingData.load(path: "\(dir)/empty.jsonl", format: .auto, tokenizer: tokenizer, sequenceLength: 16,
+                                        packing: true, endOfText: 2) } throws: { "\($0)" == "\(dir)/empty.jsonl: holds no records; nothing to train on" }
+    }
+
+    /// Without packing each record is cut to one window; one whose prompt fills it would keep no target.
+    @Test func aPromptThatFillsTheWindowIsRefusedWithoutPacking() throws {
+        let dir = try Fixtures.scratchDirectory()
+        let path = "\(dir)/long.jsonl"
+        let long = String(repeating: "to be or not ", count: 10)
+        try ["{\"prompt\": \"short\", \"completion\": \" yes\"}", "{\"prompt\": \"\(long)\", \"completion\": \" no\"}"]
+            .joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
+        let promptLength = tokenizer.encode(long, addSpecialTokens: true).count
+        #expect(promptLength > 16)
+        #expect { try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: false, endOfText: 2) }
+            throws: { "\($0)" == "\(path):2: the prompt is \(promptLength) tokens, so with data.seq_len 16 and data.packing false no completion token is left to train on" }
+        // With packing the record is cut across windows and its completion still trains; a longer window keeps it whole.
+        _ = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: true, endOfText: 2)
+        let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: false, endOfText: 2)
+        #expect(whole.sequences.allSatisfy { $0.targetMask.contains(true) })
+    }
+}

@@ -31,6 +31,7 @@ public struct TrainingData: Sendable {
         guard let text = String(data: data, encoding: .utf8) else { throw RecipeError(file: path, "is not UTF-8 text") }
         let format = try resolveFormat(requested, path: path, text: text)
         var records: [TokenSequence] = []
+        var lines: [Int] = []  // each JSON-lines record's line in the file
         switch format {
         case .text, .auto:
             let ids = tokenizer.encode(text, addSpecialTokens: false).map(Int32.init)
@@ -42,6 +43,7 @@ public struct TrainingData: Sendable {
                 guard let object = (try? JSONValue.parse(Data(trimmed.utf8), file: path))?.object else {
                     throw RecipeError(file: path, line: index + 1, "expected one JSON object per line")
                 }
+                lines.append(index + 1)
                 if format == .jsonl {
                     guard let t = object["text"]?.string else {
                         throw RecipeError(file: path, line: index + 1, "expected a \"text\" string")
@@ -61,6 +63,16 @@ public struct TrainingData: Sendable {
         guard records.contains(where: { $0.tokens.count >= 2 }) else {
             throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
         }
+        if !packing, format == .completion {
+            // Truncated to a window, a record whose prompt fills it keeps no completion token: it would train on nothing.
+            let lost = records.indices.filter { !records[$0].targetMask.prefix(sequenceLength).contains(true) }
+            if let first = lost.first {
+                throw RecipeError(file: path, line: lines[first],
+                                  "the prompt is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
+                                  + "data.seq_len \(sequenceLength) and data.packing false no completion token is left to train on"
+                                  + (lost.count > 1 ? " (\(lost.count) records are so)" : ""))
+            }
+        }
         let sequences: [TokenSequence]
         switch (format, packing) {
         case (.text, _), (.auto, _): sequences = pack(records, length: sequenceLength, pad: endOfText)
@@ -75,7 +87,8 @@ public struct TrainingData: Sendable {
         let ext = (path as NSString).pathExtension.lowercased()
         guard ext == "jsonl" || ext == "json" else { return .text }
         let first = text.split(separator: "\n").first { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-        guard let first, let object = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else {
+        guard let first else { throw RecipeError(file: path, "holds no records; nothing to train on") }
+        guard let object = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else {
             throw RecipeError(file: path, line: 1, "expected one JSON object per line")
         }
         if object["prompt"] != nil && object["completion"] != nil { return .completion }
