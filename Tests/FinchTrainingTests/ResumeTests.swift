@@ -61,6 +61,26 @@ struct ResumeTests {
         #expect(trainable.names.contains("prefix.transform_in.weight"), "the checkpoint keeps the MLP")
     }
 
+    /// A damaged newest checkpoint is named, with the one before it; moved aside, the run resumes from that one and
+    /// ends as a straight run does.
+    @Test func aDamagedCheckpointNamesTheOneBeforeIt() throws {
+        let dir = try TrainingSupport.workspace("damaged")
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 3)
+        try Trainer.resume(runDirectory: "\(dir)/run").run(stopAfter: 6)
+        let (newest, previous) = ("\(dir)/run/checkpoints/step-00000006", "\(dir)/run/checkpoints/step-00000004")
+        try FileHandle(forWritingAtPath: "\(newest)/optimizer.safetensors")!.truncate(atOffset: 100)
+        #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: { error in
+            "\(error)".hasPrefix("\(newest)/optimizer.safetensors: truncated")
+                && "\(error)".hasSuffix("(checkpoint step 6 cannot be read; the one before it, step 4, is \(previous): move \(newest) out of \(dir)/run/checkpoints to resume from there)")
+        }
+        try FileManager.default.moveItem(atPath: newest, toPath: "\(dir)/step-6-damaged")
+        try Trainer.resume(runDirectory: "\(dir)/run").run()
+        let straight = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/straight\n"), to: "\(dir)/s.yaml")
+        try Trainer.start(try RecipeLoader.load(path: straight)).run()
+        #expect(try TrainingSupport.losses("\(dir)/run") == TrainingSupport.losses("\(dir)/straight"))
+    }
+
     @Test func aChangedRecipeIsRefusedNamingTheKeys() throws {
         let dir = try TrainingSupport.workspace()
         let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")

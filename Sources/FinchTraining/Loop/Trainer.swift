@@ -51,7 +51,8 @@ public final class Trainer {
             throw TrainingError(message: "\(runDirectory) is not a Finch run directory (no recipe.yaml)")
         }
         Checkpoint.removePartial(runDirectory: runDirectory)
-        guard let latest = Checkpoint.complete(runDirectory: runDirectory).last else {
+        let checkpoints = Checkpoint.complete(runDirectory: runDirectory)
+        guard let latest = checkpoints.last else {
             throw TrainingError(message: "\(runDirectory) has no complete checkpoint to resume from; start it again with `finch train \(recipePath)`")
         }
         var loaded = try RecipeLoader.load(path: recipePath, overrides: overrides)
@@ -68,7 +69,16 @@ public final class Trainer {
             throw TrainingError(message: "the recipe changed since checkpoint step \(latest.step) (\(changed.joined(separator: ", "))); resume with the recipe it was written with, or pass --allow-recipe-change")
         }
         let session = try TrainingSession(loaded)
-        let state = try Checkpoint.restore(latest.path, into: session)
+        let state: CheckpointState
+        do {
+            state = try Checkpoint.restore(latest.path, into: session)
+        } catch {
+            // A damaged newest checkpoint: say which one came before it, and leave both where they are.
+            guard checkpoints.count > 1 else { throw error }
+            let previous = checkpoints[checkpoints.count - 2]
+            throw TrainingError(message: "\(error) (checkpoint step \(latest.step) cannot be read; the one before it, step \(previous.step), "
+                + "is \(previous.path): move \(latest.path) out of \(runDirectory)/checkpoints to resume from there)")
+        }
         if !changed.isEmpty {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
         }
