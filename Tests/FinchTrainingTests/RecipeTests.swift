@@ -38,6 +38,8 @@ struct RecipeTests {
                          "r.yaml:5: optimizer.schedule: expected one of constant, linear, cosine, got 'cosin' (did you mean 'cosine'?)")
         Self.expectError(Self.minimal + "optimizer:\n  betas: 0.9\n", "r.yaml:5: optimizer.betas: expected a list of two numbers, got '0.9'")
         Self.expectError(Self.minimal + "adapter:\n  rank: 0\n", "r.yaml:5: adapter.rank: must be positive, got 0")
+        Self.expectError("model: m\ndata: t.txt\n", "r.yaml:2: data: expected a section of keys (data.train, data.validation, data.format, …), got 't.txt'")
+        Self.expectError(Self.minimal, overrides: ["data=t.txt"], "override 'data=t.txt': 'data' is a section; override one of its keys (data.train, data.validation, data.format, …)")
     }
 
     @Test func aMissingRequiredValueNamesTheKey() {

@@ -60,6 +60,10 @@ public enum RecipeLoader {
             let key = String(override[..<eq]).trimmingCharacters(in: .whitespaces)
             let raw = String(override[override.index(after: eq)...])
             guard let field = RecipeSchema.byKey[key] else {
+                let fields = RecipeSchema.fields.map(\.key).filter { $0.hasPrefix(key + ".") }
+                if !fields.isEmpty {
+                    throw RecipeError(file: origin, "'\(key)' is a section; override one of its keys (\(fields.prefix(3).joined(separator: ", ")), …)")
+                }
                 throw RecipeError(file: origin, "unknown key '\(key)'\(suggestion(for: key))")
             }
             let parsed: Node
@@ -105,6 +109,12 @@ public enum RecipeLoader {
                 }
                 out += try flatten(sub, prefix: key, file: file)
             } else {
+                // A section given a value (`data: train.txt`) is named as a section, not as an unknown key.
+                if RecipeSchema.byKey[key] == nil, RecipeSchema.fields.contains(where: { $0.key.hasPrefix(key + ".") }) {
+                    let fields = RecipeSchema.fields.map(\.key).filter { $0.hasPrefix(key + ".") }
+                    throw RecipeError(file: file, line: k.mark?.line,
+                                      "\(key): expected a section of keys (\(fields.prefix(3).joined(separator: ", ")), …), got \(describe(v))")
+                }
                 out.append((key, v, k.mark?.line))
             }
         }
