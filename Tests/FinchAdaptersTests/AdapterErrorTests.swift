@@ -63,5 +63,9 @@ struct AdapterErrorTests {
 
     @Test func aMissingAdapterFolder() throws {
         try Self.expectRefused("/nonexistent/adapter", ["/nonexistent/adapter/adapter_config.json", "missing"])
+        // A run directory given where its adapter/ folder was meant: the error names that folder.
+        let run = try Fixtures.scratchDirectory("run")
+        try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "lora"), toPath: "\(run)/adapter")
+        try Self.expectRefused(run, ["\(run)/adapter_config.json: missing", "(\(run)/adapter holds one: pass that)"])
     }
 }

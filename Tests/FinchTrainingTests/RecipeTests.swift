@@ -77,6 +77,12 @@ struct RecipeTests {
         } catch {
             #expect("\(error)".hasPrefix("\(dir)/t.yaml:3: adapter.targets: target module 'qproj' matches nothing"), "\(error)")
         }
+        // An output.dir that is a file, or under one.
+        let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
+        for (out, message) in [(file, "'\(file)' is a file, not a folder"), ("\(file)/run", "cannot create the run directory '\(file)/run': Not a directory")] {
+            let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
+            #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:5: output.dir: \(message)" }
+        }
         // A layer the model does not have is an error, even beside ones it has (it would train nothing there).
         let badLayer = try TrainingSupport.write("model: \(dir)/base\nadapter:\n  layers: [0, 9]\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/l.yaml")
         do {

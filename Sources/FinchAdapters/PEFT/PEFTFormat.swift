@@ -16,7 +16,11 @@ public enum PEFTFormat {
     public static func load(_ folder: String, into model: any CausalLanguageModel) throws -> Adapter {
         let configPath = (folder as NSString).appendingPathComponent(configFile)
         guard FileManager.default.fileExists(atPath: configPath) else {
-            throw FormatError(file: configPath, "missing: a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors")
+            // A Finch run directory keeps its adapter in adapter/: name it rather than leave the user to guess.
+            let inside = (folder as NSString).appendingPathComponent("adapter")
+            let hint = FileManager.default.fileExists(atPath: (inside as NSString).appendingPathComponent(configFile))
+                ? " (\(inside) holds one: pass that)" : ""
+            throw FormatError(file: configPath, "missing: a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors\(hint)")
         }
         guard let config = try JSONValue.load(path: configPath).object else {
             throw FormatError(file: configPath, "expected a JSON object")
