@@ -19,7 +19,10 @@ public protocol CausalLanguageModel: Module {
     ///
     /// Positions start after what `cache` has seen and after the `prefix`'s virtual tokens (the Hugging Face
     /// convention for prefix tuning), so a cached step continues where the previous call stopped.
-    func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor
+    /// `recordStarts` (B·T values, no cache) marks records packed into one sequence: each position's record
+    /// starts there, and a position attends only within its record (and to the prefix), as if the record were alone.
+    func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
+                      recordStarts: [Int32]?) throws -> Tensor
 
     /// The language-model head's weight [vocabulary, hidden] (the token embedding when tied).
     var outputWeight: Tensor { get }
@@ -52,6 +55,10 @@ extension CausalLanguageModel {
 
     public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }
 
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+        try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix, recordStarts: nil)
+    }
+
     /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
     public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
         let head = try headInputs(try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix))
@@ -60,8 +67,9 @@ extension CausalLanguageModel {
 
     /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
     /// through the fused head, so the [positions, vocabulary] logits are never held at once.
-    public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?) throws -> Tensor {
-        let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix)
+    public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?,
+                     recordStarts: [Int32]? = nil) throws -> Tensor {
+        let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix, recordStarts: recordStarts)
         let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
         return try Tensor.linearCrossEntropy(hidden: head.hidden, weight: head.weight, targets: targets, ignoreIndex: Losses.ignoreIndex)
     }
@@ -77,8 +85,13 @@ extension CausalLanguageModel {
     public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.tensor.count } }
 }
 
-func checkTokens(_ tokens: [Int32], batch: Int, length: Int) throws {
+func checkTokens(_ tokens: [Int32], batch: Int, length: Int, recordStarts: [Int32]? = nil, cache: KVCache? = nil) throws {
     guard tokens.count == batch * length, batch > 0, length > 0 else {
         throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
+    }
+    if let recordStarts {
+        guard recordStarts.count == tokens.count, cache == nil else {
+            throw TensorError.invalidArgument(op: "model", message: "record starts need one value per token (\(tokens.count), got \(recordStarts.count)) and no cache")
+        }
     }
 }

@@ -18,14 +18,15 @@ public final class GPT2Attention: Module {
         scale = c.scaleAttentionWeights ? 1 / Float(c.embeddingSize / c.headCount).squareRoot() : 1
     }
 
-    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
         let c = x.shape[2]
         let qkv = try cAttn(x)  // [B, T, 3C]
         let q = try Heads.split(qkv.slice(axis: 2, 0..<c), heads: headCount)
         let k = try Heads.split(qkv.slice(axis: 2, c..<(2 * c)), heads: headCount)
         let v = try Heads.split(qkv.slice(axis: 2, (2 * c)..<(3 * c)), heads: headCount)
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
-        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true, scale: scale)
+        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true, scale: scale,
+                                                       firstKeys: recordStarts)
         return try cProj(Heads.merge(out))
     }
 }
@@ -60,8 +61,8 @@ public final class GPT2Block: Module {
         mlp = GPT2MLP(c)
     }
 
-    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
-        let h = try x + attn(ln1(x), cache: cache, prefix: prefix)
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
+        let h = try x + attn(ln1(x), cache: cache, prefix: prefix, recordStarts: recordStarts)
         return try h + mlp(ln2(h))
     }
 }
@@ -107,18 +108,26 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         throw FormatError(file: "config.json", "gpt2 with tie_word_embeddings false is not supported, so its embedding cannot be adapted apart from its head")
     }
 
-    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
-        try checkTokens(tokens, batch: batch, length: length)
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
+                             recordStarts: [Int32]?) throws -> Tensor {
+        try checkTokens(tokens, batch: batch, length: length, recordStarts: recordStarts, cache: cache)
         let offset = positionOffset(cache: cache, prefix: prefix)
         guard offset + length <= gpt2Config.maxPositions else {
             throw TensorError.invalidArgument(op: "gpt2", message: "positions up to \(offset + length) exceed n_positions \(gpt2Config.maxPositions)")
         }
-        let positions = (0..<length).map { Int32(offset + $0) }
-        var x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
+        // Learned positions are absolute: a packed record's count from its own start, as it would alone.
+        var x: Tensor
+        if let recordStarts {
+            let positions = recordStarts.indices.map { Int32(offset + $0 % length) - recordStarts[$0] }
+            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [batch, length])
+        } else {
+            let positions = (0..<length).map { Int32(offset + $0) }
+            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
+        }
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]
             x = try runLayer(x, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
-                try block(x, cache: layerCache, prefix: prefix)
+                try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }
         return try transformer.lnF(x)

@@ -17,8 +17,9 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
     }
 
-    func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
-        let h = try x + selfAttn(inputLayernorm(x), positionOffset: positionOffset, cache: cache, prefix: prefix)
+    func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
+                        recordStarts: [Int32]? = nil) throws -> Tensor {
+        let h = try x + selfAttn(inputLayernorm(x), positionOffset: positionOffset, cache: cache, prefix: prefix, recordStarts: recordStarts)
         return try h + mlp(postAttentionLayernorm(h))
     }
 }
@@ -70,14 +71,15 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         llamaConfig.tieWordEmbeddings = false
     }
 
-    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
-        try checkTokens(tokens, batch: batch, length: length)
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
+                             recordStarts: [Int32]?) throws -> Tensor {
+        try checkTokens(tokens, batch: batch, length: length, recordStarts: recordStarts, cache: cache)
         let offset = positionOffset(cache: cache, prefix: prefix)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         for (i, layer) in model.layers.enumerated() {
             let layerCache = cache?.layers[i]
             x = try runLayer(x, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
-                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix)
+                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }
         return try model.norm(x)

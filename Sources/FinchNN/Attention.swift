@@ -75,9 +75,11 @@ public final class Attention: Module {
         self.rotary = rotary
     }
 
-    /// x [B, T, C] → [B, T, C]. Row t has position `positionOffset + t`.
+    /// x [B, T, C] → [B, T, C]. Row t has position `positionOffset + t`. With `recordStarts` (B·T values: where
+    /// each position's record starts in a packed sequence), a position attends only within its record; rotary
+    /// positions need no reset for that, as attention scores depend on positions' differences alone.
     public func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?,
-                               prefix: (key: Tensor, value: Tensor)?) throws -> Tensor {
+                               prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
         var q = try Heads.split(qProj(x), heads: headCount)          // [B, T, Hq, D]
         var k = try Heads.split(kProj(x), heads: keyValueHeadCount)  // [B, T, Hkv, D]
         let v = try Heads.split(vProj(x), heads: keyValueHeadCount)
@@ -86,7 +88,8 @@ public final class Attention: Module {
             k = try k.rotaryEmbedding(rotary, offset: positionOffset, sequenceAxis: 1)
         }
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
-        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true)
+        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true,
+                                                       firstKeys: recordStarts)
         return try oProj(Heads.merge(out))
     }
 }

@@ -73,3 +73,67 @@ struct MaskingTests {
         #expect(abs(dropped - 0.25) < 0.02)
     }
 }
+
+/// Packed records: with `firstKeys`, each query sees only its own record (and the prefix), so every record's
+/// outputs and gradients are those of the record run alone.
+@Suite("attention over packed records")
+struct PackedAttentionTests {
+    static let (t, h, d) = (10, 2, 4)
+    /// Record starts per batch row: row 0 holds three records, row 1 two (the second 4 long, then a third of 0).
+    static let starts: [[Int]] = [[0, 4, 7], [0, 6]]
+    static var firstKeys: [Int32] {
+        starts.flatMap { s in (0..<t).map { i in Int32(s.last { $0 <= i }!) } }
+    }
+
+    /// Rows `range` of batch row `bi` of x [B, T, H, D], as [1, range.count, H, D].
+    static func slice(_ x: Tensor, _ bi: Int, _ range: Range<Int>) throws -> Tensor {
+        let row = h * d, s = x.scalars
+        return try Tensor(shape: [1, range.count, h, d], scalars: Array(s[((bi * t + range.lowerBound) * row)..<((bi * t + range.upperBound) * row)]))
+    }
+
+    @Test(arguments: [0, 3])
+    func eachRecordAttendsAsIfAlone(_ p: Int) throws {
+        let q = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1).requiringGrad(), k = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2).requiringGrad()
+        let v = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3).requiringGrad()
+        let pk = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 4), pv = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 5)
+        let prefix = p > 0 ? (key: pk, value: pv) : nil
+        let seed = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 6)
+        let packed = try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: prefix, firstKeys: Self.firstKeys)
+        try packed.backward(seed: seed)
+        for (bi, s) in Self.starts.enumerated() {
+            for (n, start) in s.enumerated() {
+                let range = start..<(n + 1 < s.count ? s[n + 1] : Self.t)
+                let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(), try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi, range).requiringGrad())
+                let p1 = try prefix.map { (key: try Self.slice2($0.key, bi), value: try Self.slice2($0.value, bi)) }
+                let alone = try Tensor.scaledDotProductAttention(query: q1, key: k1, value: v1, prefix: p1)
+                try alone.backward(seed: try Self.slice(seed, bi, range))
+                expectClose(alone.scalars, try Self.slice(packed, bi, range).scalars, tolerance: 1e-6)
+                expectClose(q1.grad!.scalars, try Self.slice(q.grad!, bi, range).scalars, tolerance: 1e-5)
+                expectClose(k1.grad!.scalars, try Self.slice(k.grad!, bi, range).scalars, tolerance: 1e-5)
+                expectClose(v1.grad!.scalars, try Self.slice(v.grad!, bi, range).scalars, tolerance: 1e-5)
+            }
+        }
+    }
+
+    /// A prefix [B, P, H, D] for batch row `bi` alone.
+    static func slice2(_ x: Tensor, _ bi: Int) throws -> Tensor {
+        let per = x.count / x.shape[0]
+        return try Tensor(shape: [1] + Array(x.shape.dropFirst()), scalars: Array(x.scalars[(bi * per)..<((bi + 1) * per)]))
+    }
+
+    @Test func packedGradientsMatchFiniteDifferences() throws {
+        let inputs = [Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1), Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2),
+                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3), Inputs.normal([2, 2, Self.h, Self.d], seed: 4),
+                      Inputs.normal([2, 2, Self.h, Self.d], seed: 5)]
+        try GradientCheck.check(inputs) { x in
+            try Tensor.scaledDotProductAttention(query: x[0], key: x[1], value: x[2], prefix: (x[3], x[4]), firstKeys: Self.firstKeys)
+        }
+    }
+
+    @Test func firstKeysMustBeVisibleKeys() throws {
+        let x = Tensor.zeros([1, 3, 1, 4])
+        #expect(throws: TensorError.self) { try Tensor.scaledDotProductAttention(query: x, key: x, value: x, firstKeys: [0, 2, 0]) }
+        #expect(throws: TensorError.self) { try Tensor.scaledDotProductAttention(query: x, key: x, value: x, firstKeys: [0, 0]) }
+        #expect(throws: TensorError.self) { try Tensor.scaledDotProductAttention(query: x, key: x, value: x, causal: false, firstKeys: [0, 0, 0]) }
+    }
+}

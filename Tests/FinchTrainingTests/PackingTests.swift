@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import FinchFormats
 import TestSupport
+import FinchModels
+import FinchNN
 @testable import FinchTraining
 
 /// How records become training windows: packing keeps a prompt and its completion in one window.
@@ -18,6 +20,7 @@ struct PackingTests {
         #expect(windows.map(\.tokens) == [[10, 11, 12, -1, -1, -1], [20, 21, 22, 23, 30, 31]])
         #expect(windows[0].targetMask == [false, true, true, false, false, false])
         #expect(windows[1].targetMask == [false, true, true, true, false, true])
+        #expect(windows.map(\.recordStarts) == [[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 4, 4]])
     }
 
     @Test func onlyARecordLongerThanAWindowIsCut() {
@@ -28,6 +31,8 @@ struct PackingTests {
         ])
         #expect(windows[0].targetMask == [false, false, true, true, true, true])
         #expect(windows[2].targetMask == [true, true, false, true, true, false])
+        // The long record's pieces each start their window; the short one after the last piece starts at 2.
+        #expect(windows.map(\.recordStarts) == [[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [0, 0, 2, 2, 2, 2]])
     }
 
     /// The streaming packer (plain text) would cut the second record across the window edge; packWhole does not.
@@ -88,5 +93,37 @@ struct EmptyTrainingDataTests {
         _ = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: true, endOfText: 2)
         let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: false, endOfText: 2)
         #expect(whole.sequences.allSatisfy { $0.targetMask.contains(true) })
+    }
+}
+
+/// Records packed into one window train as if each were alone: the same summed loss as one record per sequence.
+@Suite("packed records attend only to themselves")
+struct PackedRecordLossTests {
+    @Test(arguments: Fixtures.families)
+    func packedLossEqualsTheRecordsAlone(_ family: String) throws {
+        let dir = try Fixtures.scratchDirectory()
+        let path = "\(dir)/records.jsonl"
+        let lines = (0..<7).map { i in
+            "{\"prompt\": \"\(String(repeating: "to be or not ", count: 1 + i % 3))\(i)\", \"completion\": \" that is the question \(i)\"}"
+        }
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let tokenizer = try #require(folder.tokenizer)
+        func summedLoss(packing: Bool) throws -> (loss: Double, targets: Int, windows: Int) {
+            let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: packing, endOfText: 2)
+            var total = 0.0, count = 0
+            for s in data.sequences {
+                let targets = Losses.nextTokenTargets(s.tokens, batch: 1, length: 64, mask: s.targetMask)
+                let n = targets.filter { $0 != Losses.ignoreIndex }.count
+                let loss = try folder.model.loss(s.tokens, batch: 1, length: 64, targets: targets, prefix: nil, recordStarts: s.recordStarts)
+                total += Double(try loss.item()) * Double(n)
+                count += n
+            }
+            return (total, count, data.sequences.count)
+        }
+        let packed = try summedLoss(packing: true), alone = try summedLoss(packing: false)
+        #expect(packed.windows < alone.windows, "the records should share windows")
+        #expect(packed.targets == alone.targets)
+        #expect(abs(packed.loss - alone.loss) <= 1e-5 * abs(alone.loss), "\(family): packed \(packed.loss), alone \(alone.loss)")
     }
 }

@@ -6,7 +6,9 @@
 ///   query [B, T, Hq, D], key [B, S, Hkv, D], value [B, S, Hkv, Dv], prefix key/value [B, P, Hkv, D/Dv]
 ///   → [B, T, Hq, Dv]. Query head h reads key/value head h / (Hq/Hkv).
 /// Masking: every query sees all P prefix positions. With `causal`, the T queries are the last T of the S
-/// positions (T < S while generating with a cache), so query i sees key j when j ≤ i + S − T.
+/// positions (T < S while generating with a cache), so query i sees key j when j ≤ i + S − T. With
+/// `firstKeys` (B·T values, causal, T = S: several records packed into one sequence), query i of batch row b
+/// sees no key before `firstKeys[b·T + i]`, the start of its own record.
 ///
 /// Per head, with L = P + S, A = softmax(scale · Q Kᵀ + mask) [T, L] and O = A V:
 ///   dV += Aᵀ dO,  dA = dO Vᵀ,  dZ = A ⊙ (dA − rowsum(dA ⊙ A)),
@@ -19,8 +21,18 @@ extension Tensor {
     public static func scaledDotProductAttention(
         query: Tensor, key: Tensor, value: Tensor,
         prefix: (key: Tensor, value: Tensor)? = nil,
-        causal: Bool = true, scale: Float? = nil
+        causal: Bool = true, scale: Float? = nil, firstKeys: [Int32]? = nil
     ) throws -> Tensor {
+        if let firstKeys {
+            guard query.rank == 4, key.rank == 4, causal, key.shape[1] == query.shape[1],
+                  firstKeys.count == query.shape[0] * query.shape[1] else {
+                throw TensorError.invalidArgument(op: "attention", message: "firstKeys needs causal attention over as many keys as queries and one value per query (\(query.shape[0]) × \(query.shape[1])), got \(firstKeys.count)")
+            }
+            let t = query.shape[1]
+            for (n, first) in firstKeys.enumerated() where first < 0 || Int(first) > n % t {
+                throw TensorError.invalidArgument(op: "attention", message: "firstKeys[\(n)] = \(first) is not a key query \(n % t) can see")
+            }
+        }
         if let prefix {
             guard prefix.key.rank == 4, prefix.value.rank == 4, prefix.key.shape[1] == prefix.value.shape[1] else {
                 throw TensorError.shapeMismatch(op: "attention (prefix key vs prefix value)", lhs: prefix.key.shape, rhs: prefix.value.shape)
@@ -34,7 +46,7 @@ extension Tensor {
             }
         }
         return try attention(query: query, key: key, value: value, prefix: prefix, causal: causal,
-                             scale: scale ?? 1 / Float(query.shape.last ?? 1).squareRoot())
+                             scale: scale ?? 1 / Float(query.shape.last ?? 1).squareRoot(), firstKeys: firstKeys)
     }
 
     static let attentionBlock = 64
@@ -42,7 +54,7 @@ extension Tensor {
     /// The fused kernel. The prefix's keys and values are read where they are, never copied beside the
     /// others: every product over the keys is two, one over the prefix and one over the rest.
     static func attention(query q: Tensor, key k: Tensor, value v: Tensor, prefix: (key: Tensor, value: Tensor)?,
-                          causal: Bool, scale: Float) throws -> Tensor {
+                          causal: Bool, scale: Float, firstKeys: [Int32]? = nil) throws -> Tensor {
         guard q.rank == 4, k.rank == 4, v.rank == 4 else {
             throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, T, H, D])", lhs: q.shape, rhs: k.shape)
         }
@@ -58,7 +70,8 @@ extension Tensor {
             throw TensorError.invalidArgument(op: "attention", message: "causal attention needs at least as many keys (\(s)) as queries (\(t))")
         }
         let pl = prefix?.key.shape[1] ?? 0
-        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: pl + s, prefix: pl, causal: causal, scale: scale)
+        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: pl + s, prefix: pl, causal: causal, scale: scale,
+                                   firstKeys: firstKeys)
         // Only each row's log-sum-exp is kept for the backward, which recomputes the probabilities block by
         // block: [B, Hq, T] floats instead of [B, Hq, T, L].
         let logSumExp = Tensor(uninitializedShape: [b, hq, t])
@@ -98,10 +111,16 @@ struct AttentionShape {
     let b, t, hq, hkv, d, dv, l, prefix: Int
     let causal: Bool
     let scale: Float
+    /// Per query (batch-major), the first of the real keys it may see: packed records see only their own.
+    var firstKeys: [Int32]? = nil
 
     var group: Int { hq / hkv }
     /// Keys query i may read.
     @inline(__always) func visible(_ i: Int) -> Int { causal ? prefix + min(l - prefix, i + (l - prefix) - t + 1) : l }
+
+    /// Where query i of batch row `bi` starts seeing real keys (past the prefix): `prefix` unless its record
+    /// starts later in a packed sequence.
+    @inline(__always) func firstVisible(_ bi: Int, _ i: Int) -> Int { prefix + (firstKeys.map { Int($0[bi * t + i]) } ?? 0) }
 
     /// Calls `body(batch, kvHead)` for every pair, split across the cores.
     func forEachTask(_ body: (Int, Int) -> Void) {
@@ -147,10 +166,13 @@ struct AttentionShape {
     /// row's log-sum-exp of the scaled scores into `lse`.
     @inline(__always)
     func probabilities(_ qBlock: UnsafePointer<Float>, pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, rows: Int, first i0: Int,
-                       width: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?) {
+                       width: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?, batch bi: Int) {
         timesKeys(qBlock, lda: hq * d, rows: rows, width: width, dim: d, alpha: scale, pk: pk, k: k, into: ab)
         for r in 0..<rows {
             let row = ab + r * width, n = visible(i0 + r)
+            if firstKeys != nil {  // keys of earlier records in the window: e^−∞ = 0
+                (row + prefix).update(repeating: -.infinity, count: firstVisible(bi, i0 + r) - prefix)
+            }
             let m = Tensor.rowMax(row, n)
             let s = Tensor.expShiftedSum(row, row, n, m)
             let inv = 1 / s
@@ -182,7 +204,7 @@ struct AttentionShape {
                 for i0 in stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - i0), width = visible(i0 + rows - 1)
                     probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width,
-                                  into: scratch, lse: lseBase + i0)
+                                  into: scratch, lse: lseBase + i0, batch: bi)
                     // O[block] = A[block] · V[0..<width]
                     weightedKeys(scratch, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: vBase,
                                  into: oBase + i0 * hq * dv, ldc: hq * dv)
@@ -221,6 +243,7 @@ struct AttentionShape {
                         }
                         while j < n { row[j] = Math.exp(row[j] - shift); j += 1 }
                         (row + n).update(repeating: 0, count: width - n)
+                        if firstKeys != nil { (row + prefix).update(repeating: 0, count: firstVisible(bi, i0 + r) - prefix) }
                     }
                     // dV[0..<width] += A[block]ᵀ dO[block]
                     addToKeys(ab, rows: rows, width: width, dim: dv, alpha: 1, gb, ldb: hq * dv,

@@ -2,10 +2,12 @@ import Foundation
 import FinchFormats
 
 /// One training sequence: `tokens` and, per token, whether it is a prediction target (false on prompts
-/// of completion data and on padding).
+/// of completion data and on padding); for JSON-lines records packed into one window, where each token's
+/// record starts (each record attends only to itself, as it would alone).
 public struct TokenSequence: Equatable, Sendable {
     public var tokens: [Int32]
     public var targetMask: [Bool]
+    public var recordStarts: [Int32]? = nil
 }
 
 /// A data file turned into fixed-length token sequences.
@@ -15,8 +17,9 @@ public struct TokenSequence: Equatable, Sendable {
 /// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
 /// With packing, JSON-lines records are placed whole into windows, in file order, as many as fit; the rest
 /// of a window is padding, and only a record longer than a window is cut across windows (a prompt is never
-/// separated from its completion by a window edge). Without packing, each record is one sequence, truncated
-/// or padded. Padding is never a target. Plain text is one stream cut into consecutive windows.
+/// separated from its completion by a window edge); a record attends only to itself, not to the records
+/// before it in its window. Without packing, each record is one sequence, truncated or padded. Padding is
+/// never a target. Plain text is one stream cut into consecutive windows.
 public struct TrainingData: Sendable {
     public let path: String
     public let format: Recipe.DataFormat
@@ -110,25 +113,30 @@ public struct TrainingData: Sendable {
     }
 
     /// Fills windows with whole records in order; a record that does not fit in what is left of a window
-    /// starts the next one, and one longer than a window is cut into window-sized pieces.
+    /// starts the next one, and one longer than a window is cut into window-sized pieces. Every window says
+    /// where each token's record (or piece of one) starts; padding counts as part of the last record.
     static func packWhole(_ records: [TokenSequence], length: Int, pad: Int32) -> [TokenSequence] {
         var out: [TokenSequence] = []
-        var current = TokenSequence(tokens: [], targetMask: [])
+        var current = TokenSequence(tokens: [], targetMask: [], recordStarts: [])
         func flush() {
             if !current.tokens.isEmpty { out.append(fit(current, length: length, pad: pad)) }
-            current = TokenSequence(tokens: [], targetMask: [])
+            current = TokenSequence(tokens: [], targetMask: [], recordStarts: [])
         }
         for r in records {
             if r.tokens.count > length {
                 flush()
-                out += pack([r], length: length, pad: pad)
+                out += pack([r], length: length, pad: pad).map {
+                    TokenSequence(tokens: $0.tokens, targetMask: $0.targetMask, recordStarts: [Int32](repeating: 0, count: length))
+                }
                 let cut = r.tokens.count / length * length
                 if cut < r.tokens.count {
-                    current = TokenSequence(tokens: Array(r.tokens[cut...]), targetMask: Array(r.targetMask[cut...]))
+                    current = TokenSequence(tokens: Array(r.tokens[cut...]), targetMask: Array(r.targetMask[cut...]),
+                                            recordStarts: [Int32](repeating: 0, count: r.tokens.count - cut))
                 }
                 continue
             }
             if current.tokens.count + r.tokens.count > length { flush() }
+            current.recordStarts! += [Int32](repeating: Int32(current.tokens.count), count: r.tokens.count)
             current.tokens += r.tokens
             current.targetMask += r.targetMask
         }
@@ -139,6 +147,7 @@ public struct TrainingData: Sendable {
     static func fit(_ r: TokenSequence, length: Int, pad: Int32) -> TokenSequence {
         let n = min(r.tokens.count, length)
         return TokenSequence(tokens: Array(r.tokens.prefix(n)) + [Int32](repeating: pad, count: length - n),
-                             targetMask: Array(r.targetMask.prefix(n)) + [Bool](repeating: false, count: length - n))
+                             targetMask: Array(r.targetMask.prefix(n)) + [Bool](repeating: false, count: length - n),
+                             recordStarts: r.recordStarts.map { s in Array(s.prefix(n)) + [Int32](repeating: s.prefix(n).last ?? 0, count: length - n) })
     }
 }

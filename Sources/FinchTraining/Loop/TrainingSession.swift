@@ -115,7 +115,11 @@ public final class TrainingSession {
         let tokens = batch.flatMap(\.tokens)
         let mask = batch.flatMap(\.targetMask)
         let targets = Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask)
-        let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets, prefix: adapter?.attentionPrefix)
+        // Packed records attend only within themselves; a sequence without records is one (it starts at 0).
+        let starts = batch.contains { $0.recordStarts != nil }
+            ? batch.flatMap { $0.recordStarts ?? [Int32](repeating: 0, count: t) } : nil
+        let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets, prefix: adapter?.attentionPrefix,
+                                  recordStarts: starts)
         return (loss, targets.filter { $0 != Losses.ignoreIndex }.count)
     }
 

@@ -116,7 +116,7 @@ public enum RecipeSchema {
         c("data.format", "auto (by extension and fields), text, jsonl, or completion (loss on the completion only).",
           { $0.dataFormat }, { $0.dataFormat = $1 }),
         i("data.seq_len", "Tokens per training sequence.", { $0.sequenceLength }, { $0.sequenceLength = $1 }),
-        b("data.packing", "Pack whole JSON-lines records into each sequence, never splitting one that fits (false: one record per sequence, padded).",
+        b("data.packing", "Pack whole JSON-lines records into each sequence, never splitting one that fits; each attends only to itself (false: one record per sequence, padded).",
           { $0.packing }, { $0.packing = $1 }),
         b("data.shuffle", "Shuffle sequences each epoch (seeded by seed and epoch).", { $0.shuffle }, { $0.shuffle = $1 }),
 
