@@ -139,6 +139,10 @@ public struct LlamaConfig: Sendable, Equatable {
             throw f.error("num_attention_heads \(headCount) is not a multiple of num_key_value_heads \(keyValueHeadCount)")
         }
         guard headDimension % 2 == 0 else { throw f.error("head_dim \(headDimension) must be even for rotary embeddings") }
+        try f.requirePositive(["max_position_embeddings": maxPositionEmbeddings])
+        // A negative epsilon makes a norm of small values the root of a negative number: NaN from the first layer.
+        guard rmsNormEpsilon >= 0, rmsNormEpsilon.isFinite else { throw f.error("rms_norm_eps must be 0 or positive, got \(rmsNormEpsilon)") }
+        guard ropeTheta > 0, ropeTheta.isFinite else { throw f.error("rope_theta must be positive, got \(ropeTheta)") }
     }
 }
 
@@ -186,6 +190,9 @@ public struct GPT2Config: Sendable, Equatable {
         try f.requirePositive(["n_embd": embeddingSize, "n_layer": layerCount, "n_head": headCount,
                                "vocab_size": vocabularySize, "n_positions": maxPositions])
         guard embeddingSize % headCount == 0 else { throw f.error("n_embd \(embeddingSize) is not a multiple of n_head \(headCount)") }
+        guard layerNormEpsilon >= 0, layerNormEpsilon.isFinite else {
+            throw f.error("layer_norm_epsilon must be 0 or positive, got \(layerNormEpsilon)")
+        }
     }
 }
 
