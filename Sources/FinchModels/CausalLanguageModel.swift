@@ -85,9 +85,13 @@ extension CausalLanguageModel {
     public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.tensor.count } }
 }
 
-func checkTokens(_ tokens: [Int32], batch: Int, length: Int, recordStarts: [Int32]? = nil, cache: KVCache? = nil) throws {
+func checkTokens(_ tokens: [Int32], batch: Int, length: Int, vocabulary: Int, recordStarts: [Int32]? = nil, cache: KVCache? = nil) throws {
     guard tokens.count == batch * length, batch > 0, length > 0 else {
         throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
+    }
+    // A tokenizer with more tokens than the model (added tokens, a table never resized) shows up here.
+    if let outside = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
+        throw TensorError.invalidArgument(op: "model", message: "token id \(outside) is outside the model's vocabulary of \(vocabulary) (vocab_size in config.json): does the tokenizer have tokens the model does not?")
     }
     if let recordStarts {
         guard recordStarts.count == tokens.count, cache == nil else {

@@ -73,7 +73,7 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        try checkTokens(tokens, batch: batch, length: length, recordStarts: recordStarts, cache: cache)
+        try checkTokens(tokens, batch: batch, length: length, vocabulary: llamaConfig.vocabularySize, recordStarts: recordStarts, cache: cache)
         let offset = positionOffset(cache: cache, prefix: prefix)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         for (i, layer) in model.layers.enumerated() {

@@ -65,6 +65,16 @@ struct ReferenceModelTests {
         #expect(calls == 0)
     }
 
+    /// A token id the model's table does not have (a tokenizer with added tokens) is named with the vocabulary size.
+    @Test(arguments: Fixtures.families)
+    func aTokenOutsideTheVocabularyIsNamed(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let v = folder.config.vocabularySize
+        #expect { try folder.model.logits([1, Int32(v), 2], batch: 1, length: 3, cache: nil, prefix: nil) } throws: {
+            "\($0)".contains("token id \(v) is outside the model's vocabulary of \(v) (vocab_size in config.json)")
+        }
+    }
+
     @Test(arguments: Fixtures.families)
     func cachedLogitsEqualFullSequenceLogits(_ family: String) throws {
         let model = try HuggingFaceFolder.load(Fixtures.path(family, "base")).model
