@@ -38,6 +38,8 @@ struct RecipeTests {
                          "r.yaml:5: optimizer.schedule: expected one of constant, linear, cosine, got 'cosin' (did you mean 'cosine'?)")
         Self.expectError(Self.minimal + "optimizer:\n  betas: 0.9\n", "r.yaml:5: optimizer.betas: expected a list of two numbers, got '0.9'")
         Self.expectError(Self.minimal + "adapter:\n  rank: 0\n", "r.yaml:5: adapter.rank: must be positive, got 0")
+        Self.expectError(Self.minimal + "eval:\n  every: 5\n", "r.yaml:5: eval.every: evaluates on data.validation, which is not set")
+        Self.expectError(Self.minimal, overrides: ["eval.max_batches=2"], "r.yaml: eval.max_batches: limits evaluation on data.validation, which is not set")
         Self.expectError("model: m\ndata: t.txt\n", "r.yaml:2: data: expected a section of keys (data.train, data.validation, data.format, …), got 't.txt'")
         Self.expectError(Self.minimal, overrides: ["data=t.txt"], "override 'data=t.txt': 'data' is a section; override one of its keys (data.train, data.validation, data.format, …)")
     }

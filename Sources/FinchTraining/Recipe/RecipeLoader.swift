@@ -220,6 +220,8 @@ public enum RecipeLoader {
         try check(r.steps == nil || r.epochs == nil, "training.epochs", "give training.steps or training.epochs, not both")
         try check(r.evalEvery >= 0, "eval.every", "must be 0 or positive, got \(r.evalEvery)")
         try check((r.evalBatches ?? 1) > 0, "eval.max_batches", "must be positive, got \(r.evalBatches ?? 0)")
+        try check(r.evalEvery == 0 || r.validationData != nil, "eval.every", "evaluates on data.validation, which is not set")
+        try check(r.evalBatches == nil || r.validationData != nil, "eval.max_batches", "limits evaluation on data.validation, which is not set")
         try check(r.checkpointEvery >= 0, "checkpoint.every", "must be 0 or positive, got \(r.checkpointEvery)")
         try check(r.checkpointKeep >= 1, "checkpoint.keep", "must be at least 1, got \(r.checkpointKeep)")
         try check(r.logEvery >= 1, "logging.every", "must be at least 1, got \(r.logEvery)")
