@@ -45,7 +45,10 @@ extension Tensor {
             m8 = Math.max8(m8, UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self))
             j += 8
         }
-        var m = m8.max()
+        // Halves, not the standard library's lane-by-lane `max()` (a chain of scalar compares that cost as much as a
+        // 64-value row's loop); a maximum is the same whatever the order.
+        let m4 = Math.max4(m8.lowHalf, m8.highHalf), m2 = Math.max2(m4.lowHalf, m4.highHalf)
+        var m = Swift.max(m2[0], m2[1])
         while j < n { m = Swift.max(m, x[j]); j += 1 }
         return m
     }
