@@ -56,42 +56,33 @@ struct RecipeTests {
         Self.expectError(Self.minimal, overrides: ["steps"], "override 'steps': expected key.path=value")
     }
 
+    /// Writes `yaml` to `name` in `dir` and expects building a session from it to fail with an error `check` accepts.
+    static func expectSessionError(_ yaml: String, _ dir: String, _ name: String, sourceLocation: SourceLocation = #_sourceLocation,
+                                   _ check: @escaping (String) -> Bool) throws {
+        let recipe = try TrainingSupport.write(yaml, to: "\(dir)/\(name)")
+        #expect(sourceLocation: sourceLocation) { try TrainingSession(try RecipeLoader.load(path: recipe)) } throws: { check("\($0)") }
+    }
+
     @Test func aMissingFileNamesTheKeyAndLine() throws {
         let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/nope.txt\n", to: "\(dir)/r.yaml")
-        do {
-            _ = try TrainingSession(try RecipeLoader.load(path: recipe))
-            Issue.record("accepted a missing file")
-        } catch {
-            #expect("\(error)" == "\(dir)/r.yaml:3: data.train: file '\(dir)/nope.txt' does not exist")
+        try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/nope.txt\n", dir, "r.yaml") {
+            $0 == "\(dir)/r.yaml:3: data.train: file '\(dir)/nope.txt' does not exist"
         }
-        let badModel = try TrainingSupport.write("model: \(dir)/nomodel\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/m.yaml")
-        do {
-            _ = try TrainingSession(try RecipeLoader.load(path: badModel))
-            Issue.record("accepted a missing model")
-        } catch {
-            #expect("\(error)".hasPrefix("\(dir)/m.yaml:1: model: \(dir)/nomodel: is not a folder"), "\(error)")
+        try Self.expectSessionError("model: \(dir)/nomodel\ndata:\n  train: \(dir)/train.txt\n", dir, "m.yaml") {
+            $0.hasPrefix("\(dir)/m.yaml:1: model: \(dir)/nomodel: is not a folder")
         }
-        let badTarget = try TrainingSupport.write("model: \(dir)/base\nadapter:\n  targets: [qproj]\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/t.yaml")
-        do {
-            _ = try TrainingSession(try RecipeLoader.load(path: badTarget))
-            Issue.record("accepted a target that matches nothing")
-        } catch {
-            #expect("\(error)".hasPrefix("\(dir)/t.yaml:3: adapter.targets: target module 'qproj' matches nothing"), "\(error)")
+        try Self.expectSessionError("model: \(dir)/base\nadapter:\n  targets: [qproj]\ndata:\n  train: \(dir)/train.txt\n", dir, "t.yaml") {
+            $0.hasPrefix("\(dir)/t.yaml:3: adapter.targets: target module 'qproj' matches nothing")
+        }
+        // A layer the model does not have is an error, even beside ones it has (it would train nothing there).
+        try Self.expectSessionError("model: \(dir)/base\nadapter:\n  layers: [0, 9]\ndata:\n  train: \(dir)/train.txt\n", dir, "l.yaml") {
+            $0 == "\(dir)/l.yaml:3: adapter.layers: this model has no layer 9 (its layers are 0–1)"
         }
         // An output.dir that is a file, or under one.
         let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
         for (out, message) in [(file, "'\(file)' is a file, not a folder"), ("\(file)/run", "cannot create the run directory '\(file)/run': Not a directory")] {
             let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
             #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:5: output.dir: \(message)" }
-        }
-        // A layer the model does not have is an error, even beside ones it has (it would train nothing there).
-        let badLayer = try TrainingSupport.write("model: \(dir)/base\nadapter:\n  layers: [0, 9]\ndata:\n  train: \(dir)/train.txt\n", to: "\(dir)/l.yaml")
-        do {
-            _ = try TrainingSession(try RecipeLoader.load(path: badLayer))
-            Issue.record("accepted a layer the model does not have")
-        } catch {
-            #expect("\(error)" == "\(dir)/l.yaml:3: adapter.layers: this model has no layer 9 (its layers are 0–1)")
         }
     }
 }
