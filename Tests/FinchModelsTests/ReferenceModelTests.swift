@@ -75,6 +75,16 @@ struct ReferenceModelTests {
         }
     }
 
+    /// More positions than the config allows are named with the config's key, not met deep in the positions' table.
+    @Test(arguments: Fixtures.families)
+    func moreTokensThanPositionsAreNamed(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let n = folder.config.maxPositions + 1, key = family == "gpt2" ? "n_positions" : "max_position_embeddings"
+        #expect { try folder.model.logits([Int32](repeating: 1, count: n), batch: 1, length: n, cache: nil, prefix: nil) } throws: {
+            "\($0)".contains("positions up to \(n) exceed \(key) \(n - 1)")
+        }
+    }
+
     @Test(arguments: Fixtures.families)
     func cachedLogitsEqualFullSequenceLogits(_ family: String) throws {
         let model = try HuggingFaceFolder.load(Fixtures.path(family, "base")).model
