@@ -60,7 +60,8 @@ public enum Evaluation {
         let seconds = Date().timeIntervalSince(start)
         let mean = total / Double(predicted)
         let forwardTokens = ranges.reduce(0) { $0 + $1.count }
-        return Result(loss: mean, perplexity: Foundation.exp(mean), windows: ranges.count, sequenceLength: sequenceLength,
+        // A text shorter than one window is scored as one window of its own length; report that length.
+        return Result(loss: mean, perplexity: Foundation.exp(mean), windows: ranges.count, sequenceLength: ranges.map(\.count).max() ?? sequenceLength,
                       predictedTokens: predicted, seconds: seconds, tokensPerSecond: Double(forwardTokens) / max(seconds, 1e-9))
     }
 }

@@ -86,7 +86,7 @@ struct EvalCommand: ParsableCommand {
             ])
         } else {
             print("loss \(Output.fixed(result.loss, 6))  perplexity \(Output.fixed(result.perplexity, 3))  "
-                + "(\(result.windows) windows of \(result.sequenceLength) tokens, \(result.predictedTokens) predicted, "
+                + "(\(result.windows) window\(result.windows == 1 ? "" : "s") of \(result.sequenceLength) tokens, \(result.predictedTokens) predicted, "
                 + "\(Output.fixed(result.tokensPerSecond, 0)) tokens/s)")
         }
     }

@@ -75,6 +75,13 @@ struct ReferenceModelTests {
         }
     }
 
+    /// A text shorter than one window is one window of its own length, and says so.
+    @Test func aShortTextIsOneWindowOfItsLength() throws {
+        let model = try HuggingFaceFolder.load(Fixtures.path("llama-gqa", "base")).model
+        let r = try Evaluation.windowedLoss(model: model, tokens: [1, 5, 9, 4, 7], sequenceLength: 64)
+        #expect(r.windows == 1 && r.sequenceLength == 5 && r.predictedTokens == 4)
+    }
+
     /// More positions than the config allows are named with the config's key, not met deep in the positions' table.
     @Test(arguments: Fixtures.families)
     func moreTokensThanPositionsAreNamed(_ family: String) throws {
