@@ -56,7 +56,11 @@ struct ExportCommand: ParsableCommand {
     func sources() throws -> (String, String, String) {
         if let run = runDirectory {
             guard model == nil, adapter == nil else { throw ValidationError("give a run directory or --model and --adapter, not both") }
-            let recipe = try RecipeLoader.load(path: (run as NSString).appendingPathComponent("recipe.yaml")).recipe
+            let recipePath = (run as NSString).appendingPathComponent("recipe.yaml")
+            guard FileManager.default.fileExists(atPath: recipePath) else {
+                throw RecipeError(file: run, "is not a Finch run directory (no recipe.yaml); for a PEFT adapter folder, give --model, --adapter and --out")
+            }
+            let recipe = try RecipeLoader.load(path: recipePath).recipe
             let adapterFolder = (run as NSString).appendingPathComponent("adapter")
             guard FileManager.default.fileExists(atPath: adapterFolder) else {
                 throw ValidationError("\(run) has no adapter/ folder: the run has not finished (or it was a full fine-tune, whose weights are in \(run)/merged)")

@@ -72,6 +72,12 @@ struct CommandLineTests {
         Self.expectOneLineFailure(prefixed, ["the model has 256 positions, 248 after the adapter's 8 virtual tokens; --seq-len 256 does not fit"])
     }
 
+    @Test func exportOfAFolderThatIsNotARunSaysWhatToGive() throws {
+        let dir = try Fixtures.scratchDirectory("cli-export")
+        Self.expectOneLineFailure(try Self.finch(["export", dir]),
+                                  ["\(dir): is not a Finch run directory (no recipe.yaml); for a PEFT adapter folder, give --model, --adapter and --out"])
+    }
+
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
         let dir = try Fixtures.scratchDirectory("cli-completions")
         let data = "\(dir)/requests.jsonl", out = "\(dir)/predictions.jsonl"
