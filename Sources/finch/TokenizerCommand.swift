@@ -27,7 +27,11 @@ struct TokenizerCommand: ParsableCommand {
             guard !corpora.isEmpty else { throw ValidationError("give at least one --corpus file") }
             let trainer = try BPETrainer(vocabularySize: vocabSize, specialTokens: specials.isEmpty ? ["<|endoftext|>"] : specials)
             let start = Date()
-            let words = BPETrainer.countWords(try corpora.map(readText))
+            let texts = try corpora.map(readText)
+            guard texts.contains(where: { !$0.allSatisfy(\.isWhitespace) }) else {
+                throw FormatError(file: corpora.joined(separator: ", "), "no text to learn from (the corpus is empty or only whitespace)")
+            }
+            let words = BPETrainer.countWords(texts)
             let result = trainer.train(words: words)
             try AtomicFile.write(try trainer.tokenizerJSON(result), to: out)
             print("\(out): \(result.tokens.count) tokens (\(result.merges.count) merges) from \(words.count) distinct words in \(Output.fixed(Date().timeIntervalSince(start), 1)) s")

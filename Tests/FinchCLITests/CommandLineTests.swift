@@ -72,6 +72,14 @@ struct CommandLineTests {
         Self.expectOneLineFailure(prefixed, ["the model has 256 positions, 248 after the adapter's 8 virtual tokens; --seq-len 256 does not fit"])
     }
 
+    @Test func aTokenizerIsNotTrainedOnAnEmptyCorpus() throws {
+        let dir = try Fixtures.scratchDirectory("cli-tokenizer")
+        try " \n\n ".write(toFile: "\(dir)/empty.txt", atomically: true, encoding: .utf8)
+        Self.expectOneLineFailure(try Self.finch(["tokenizer", "train", "--corpus", "\(dir)/empty.txt", "--vocab-size", "300", "--out", "\(dir)/t.json"]),
+                                  ["\(dir)/empty.txt: no text to learn from"])
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/t.json"))
+    }
+
     @Test func exportOfAFolderThatIsNotARunSaysWhatToGive() throws {
         let dir = try Fixtures.scratchDirectory("cli-export")
         Self.expectOneLineFailure(try Self.finch(["export", dir]),
