@@ -74,6 +74,8 @@ struct ResumeTests {
             "\(error)".hasPrefix("\(newest)/optimizer.safetensors: truncated")
                 && "\(error)".hasSuffix("(checkpoint step 6 cannot be read; the one before it, step 4, is \(previous): move \(newest) out of \(dir)/run/checkpoints to resume from there)")
         }
+        try FileManager.default.removeItem(atPath: "\(newest)/state.json")
+        #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: { "\($0)".hasPrefix("\(newest)/state.json: missing or unreadable") }
         try FileManager.default.moveItem(atPath: newest, toPath: "\(dir)/step-6-damaged")
         try Trainer.resume(runDirectory: "\(dir)/run").run()
         let straight = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/straight\n"), to: "\(dir)/s.yaml")

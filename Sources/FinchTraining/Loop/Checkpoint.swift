@@ -88,7 +88,9 @@ public enum Checkpoint {
 
     /// Puts a checkpoint's tensors, moments and generator states back into `session`.
     static func restore(_ path: String, into session: TrainingSession) throws -> CheckpointState {
-        let stateData = try Data(contentsOf: URL(fileURLWithPath: "\(path)/state.json"))
+        guard let stateData = FileManager.default.contents(atPath: "\(path)/state.json") else {
+            throw RecipeError(file: "\(path)/state.json", "missing or unreadable (was the run directory changed while this ran?)")
+        }
         let state: CheckpointState
         do {
             state = try JSONDecoder().decode(CheckpointState.self, from: stateData)
