@@ -11,7 +11,7 @@ public enum Exporter {
     public static func writeMergedFolder(model: any CausalLanguageModel, baseFolder: String, to out: String,
                                          dtype: SafetensorsDType, dtypeName: String) throws {
         let fm = FileManager.default
-        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try Folder.create(out)
         let items = try HuggingFaceFolder.checkpointItems(of: model, dtype: dtype)
         for item in items where !item.values.allSatisfy(\.isFinite) {
             throw AdapterError("merged tensor '\(item.name)' is not finite; nothing was written")

@@ -84,6 +84,10 @@ struct CommandLineTests {
         let dir = try Fixtures.scratchDirectory("cli-export")
         Self.expectOneLineFailure(try Self.finch(["export", dir]),
                                   ["\(dir): is not a Finch run directory (no recipe.yaml); for a PEFT adapter folder, give --model, --adapter and --out"])
+        // An --out that is a file.
+        try "x".write(toFile: "\(dir)/taken", atomically: true, encoding: .utf8)
+        Self.expectOneLineFailure(try Self.finch(["export", "--model", Fixtures.path("llama-gqa", "base"), "--adapter", Fixtures.path("llama-gqa", "lora"),
+                                                  "--out", "\(dir)/taken"]), ["\(dir)/taken: is a file, not a folder"])
     }
 
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {

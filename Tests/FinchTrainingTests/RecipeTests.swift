@@ -80,7 +80,7 @@ struct RecipeTests {
         }
         // An output.dir that is a file, or under one.
         let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
-        for (out, message) in [(file, "'\(file)' is a file, not a folder"), ("\(file)/run", "cannot create the run directory '\(file)/run': Not a directory")] {
+        for (out, message) in [(file, "\(file): is a file, not a folder"), ("\(file)/run", "\(file)/run: cannot create the folder: Not a directory")] {
             let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
             #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:5: output.dir: \(message)" }
         }

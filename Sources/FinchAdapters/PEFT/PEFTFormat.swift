@@ -171,7 +171,7 @@ public enum PEFTFormat {
 
     /// Writes `adapter` as a PEFT folder. A prefix with the reparameterisation MLP is collapsed to its table.
     public static func save(_ adapter: Adapter, model: any CausalLanguageModel, to folder: String, baseModel: String? = nil) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Folder.create(folder)
         let items: [SafetensorsWriter.Item]
         var config: [String: Any]
         switch adapter {

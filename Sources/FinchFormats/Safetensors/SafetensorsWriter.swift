@@ -119,3 +119,23 @@ public enum AtomicFile {
         }
     }
 }
+
+/// Creates a folder (and the folders above it) for Finch to write into, with a one-line error naming the path and
+/// the system's reason when it cannot (Foundation's own message on Linux is an NSCocoaErrorDomain dump).
+public enum Folder {
+    public static func create(_ path: String) throws {
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) {
+            guard isFolder.boolValue else { throw FormatError(file: path, "is a file, not a folder") }
+            return
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            // Ask the system for its reason (a file above it, no permission, no such parent).
+            if mkdir(path, 0o755) != 0 {
+                throw FormatError(file: path, "cannot create the folder: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}

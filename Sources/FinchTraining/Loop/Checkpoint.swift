@@ -25,11 +25,11 @@ public enum Checkpoint {
     static func write(session: TrainingSession, state: CheckpointState, runDirectory: String) throws -> String {
         let fm = FileManager.default
         let parent = (runDirectory as NSString).appendingPathComponent("checkpoints")
-        try fm.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        try Folder.create(parent)
         let final = (parent as NSString).appendingPathComponent(directoryName(step: state.step))
         let temporary = (parent as NSString).appendingPathComponent(".partial-" + directoryName(step: state.step))
         if fm.fileExists(atPath: temporary) { try fm.removeItem(atPath: temporary) }
-        try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        try Folder.create(temporary)
 
         try SafetensorsWriter.write(session.trainable.map { .init(name: $0.name, shape: $0.tensor.shape, values: $0.tensor.scalars) },
                                     metadata: ["format": "finch"], to: "\(temporary)/trainable.safetensors")

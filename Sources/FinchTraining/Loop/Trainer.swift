@@ -35,18 +35,10 @@ public final class Trainer {
         if !Checkpoint.complete(runDirectory: run).isEmpty {
             throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
         }
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: run, isDirectory: &isFolder), !isFolder.boolValue {
-            throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"], "output.dir: '\(run)' is a file, not a folder")
-        }
         do {
-            try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
-        } catch {
-            // Foundation's text says little here (on Linux, "error 512"); ask the system for its reason.
-            if mkdir(run, 0o755) != 0 {
-                throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"],
-                                  "output.dir: cannot create the run directory '\(run)': \(String(cString: strerror(errno)))")
-            }
+            try Folder.create(run)
+        } catch let error as FormatError {
+            throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"], "output.dir: \(error)")
         }
         let session = try TrainingSession(loaded)
         try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: (run as NSString).appendingPathComponent("recipe.yaml"))
