@@ -54,6 +54,14 @@ struct RecipeTests {
         Self.expectError(Self.minimal, overrides: ["training.batch_size=big"], "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
         Self.expectError(Self.minimal, overrides: ["optimizer.lerning_rate=1"], "override 'optimizer.lerning_rate=1': unknown key 'optimizer.lerning_rate' (did you mean 'optimizer.lr'?)")
         Self.expectError(Self.minimal, overrides: ["steps"], "override 'steps': expected key.path=value")
+        // The run's length on the command line replaces the file's other way of giving it; both at once is an error.
+        let byEpochs = Self.minimal + "training:\n  epochs: 4\n"
+        let short = try RecipeLoader.parse(byEpochs, file: "r.yaml", overrides: ["training.steps=6"]).recipe
+        #expect(short.steps == 6 && short.epochs == nil)
+        let bySteps = try RecipeLoader.parse(Self.minimal + "training:\n  steps: 9\n", file: "r.yaml", overrides: ["training.epochs=2"]).recipe
+        #expect(bySteps.steps == nil && bySteps.epochs == 2)
+        Self.expectError(byEpochs, overrides: ["training.steps=6", "training.epochs=2"], "r.yaml: training.epochs: give training.steps or training.epochs, not both")
+        Self.expectError(Self.minimal + "training:\n  epochs: 4\n  steps: 6\n", "r.yaml:5: training.epochs: give training.steps or training.epochs, not both")
     }
 
     /// Writes `yaml` to `name` in `dir` and expects building a session from it to fail with an error `check` accepts.

@@ -52,6 +52,7 @@ public enum RecipeLoader {
                 lines[key] = line
             }
         }
+        var overridden: Set<String> = []
         for override in overrides {
             let origin = "override '\(override)'"
             guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
@@ -75,6 +76,10 @@ public enum RecipeLoader {
             let typed = try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }
             field.write(&recipe, typed)
             lines.removeValue(forKey: key)
+            overridden.insert(key)
+            // The run's length given on the command line replaces the file's other way of giving it.
+            if key == "training.steps", !overridden.contains("training.epochs") { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
+            if key == "training.epochs", !overridden.contains("training.steps") { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
         }
         for field in RecipeSchema.fields where field.required {
             guard case .string(let v)? = field.read(recipe), !v.isEmpty else {
