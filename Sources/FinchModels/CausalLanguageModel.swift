@@ -85,10 +85,18 @@ extension CausalLanguageModel {
     public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.tensor.count } }
 }
 
-func checkTokens(_ tokens: [Int32], batch: Int, length: Int, vocabulary: Int, recordStarts: [Int32]? = nil, cache: KVCache? = nil) throws {
+/// What every model checks before a forward pass: the batch's shape, token ids within the vocabulary, positions
+/// within the config's (the first at `positionOffset`), and record starts (one per token, no cache).
+func checkInputs(_ tokens: [Int32], batch: Int, length: Int, config: ModelConfig, positionOffset: Int,
+                 recordStarts: [Int32]?, cache: KVCache?) throws {
     guard tokens.count == batch * length, batch > 0, length > 0 else {
         throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
     }
+    guard positionOffset + length <= config.maxPositions else {
+        let key = config.modelType == "gpt2" ? "n_positions" : "max_position_embeddings"
+        throw TensorError.invalidArgument(op: config.modelType, message: "positions up to \(positionOffset + length) exceed \(key) \(config.maxPositions)")
+    }
+    let vocabulary = config.vocabularySize
     // A tokenizer with more tokens than the model (added tokens, a table never resized) shows up here.
     if let outside = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
         throw TensorError.invalidArgument(op: "model", message: "token id \(outside) is outside the model's vocabulary of \(vocabulary) (vocab_size in config.json): does the tokenizer have tokens the model does not?")

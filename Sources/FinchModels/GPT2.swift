@@ -110,11 +110,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        try checkTokens(tokens, batch: batch, length: length, vocabulary: gpt2Config.vocabularySize, recordStarts: recordStarts, cache: cache)
         let offset = positionOffset(cache: cache, prefix: prefix)
-        guard offset + length <= gpt2Config.maxPositions else {
-            throw TensorError.invalidArgument(op: "gpt2", message: "positions up to \(offset + length) exceed n_positions \(gpt2Config.maxPositions)")
-        }
+        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset, recordStarts: recordStarts, cache: cache)
         // Learned positions are absolute: a packed record's count from its own start, as it would alone.
         var x: Tensor
         if let recordStarts {

@@ -73,11 +73,8 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        try checkTokens(tokens, batch: batch, length: length, vocabulary: llamaConfig.vocabularySize, recordStarts: recordStarts, cache: cache)
         let offset = positionOffset(cache: cache, prefix: prefix)
-        guard offset + length <= llamaConfig.maxPositionEmbeddings else {
-            throw TensorError.invalidArgument(op: "llama", message: "positions up to \(offset + length) exceed max_position_embeddings \(llamaConfig.maxPositionEmbeddings)")
-        }
+        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset, recordStarts: recordStarts, cache: cache)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         for (i, layer) in model.layers.enumerated() {
             let layerCache = cache?.layers[i]
