@@ -109,7 +109,7 @@ public final class GatedMLP: Module {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let gate = try gateProj(x), up = try upProj(x)
-        // A plain down projection takes the fused path (which falls back to the two ops when it trains).
+        // A plain down projection takes the fused path, frozen or training; an adapted one the two ops.
         if let down = downProj as? Linear {
             let y = try Tensor.swiGLUProjected(gate: gate, up: up, weight: down.weight)
             return try down.bias.map { try y + $0 } ?? y

@@ -188,7 +188,8 @@ struct KernelTests {
     }
     /// The fused gated projection against swiGLU then a product, bit for bit: rows that split into a full
     /// block and a partial one on each core (hidden × outputs large enough for blocks), the gradients of gate
-    /// and up, and a weight that trains (the unfused fallback).
+    /// and up; a weight that trains gets its gradient from gated values made again in blocks (float32 rounding
+    /// apart from the unfused product's), added to what its gradient already holds.
     @Test(arguments: [(false, 512), (true, 512), (false, 515)])
     func swiGLUProjectedMatchesTheTwoOps(weightTrains: Bool, hidden: Int) throws {
         let outputs = 128
@@ -215,11 +216,25 @@ struct KernelTests {
         #expect(worst(fused.dGate, plain.dGate) == 0)
         #expect(worst(fused.dUp, plain.dUp) == 0)
         #expect((fused.dW == nil) == !weightTrains)
-        if let a = fused.dW, let b = plain.dW { #expect(worst(a, b) <= 1e-5) }
-        // The gated values are never on the tape when the weight is frozen.
-        if !weightTrains {
-            let y = try Tensor.swiGLUProjected(gate: gate0.detached().requiringGrad(), up: up0, weight: w0)
-            #expect(y.recordedOps == ["swiGLUProjected"])
+        if let a = fused.dW, let b = plain.dW {  // against the sum in float64
+            let g = gate0.scalars, u = up0.scalars, d = seed.scalars
+            var exact = [Double](repeating: 0, count: outputs * hidden)
+            for r in 0..<(g.count / hidden) { for o in 0..<outputs { for h in 0..<hidden {
+                let x = Double(g[r * hidden + h]); let sv = x / (1 + Foundation.exp(-x)) * Double(u[r * hidden + h])
+                exact[o * hidden + h] += Double(d[r * outputs + o]) * sv } } }
+            // Both float32 sums sit ~2e-5 from the float64 one (the unfused product's a little further).
+            let e = exact.map { Float($0) }
+            #expect(worst(a, e) <= 5e-5 && worst(b, e) <= 5e-5)
+        }
+        // The gated values are never on the tape, frozen weight or training.
+        let y = try Tensor.swiGLUProjected(gate: gate0.detached().requiringGrad(), up: up0,
+                                           weight: weightTrains ? w0.detached().requiringGrad() : w0)
+        #expect(y.recordedOps == ["swiGLUProjected"])
+        // Gradient accumulation: a second backward pass adds its weight gradient to the first's.
+        if weightTrains, let once = fused.dW {
+            let w = w0.detached().requiringGrad()
+            for _ in 0..<2 { try Tensor.swiGLUProjected(gate: gate0.detached(), up: up0.detached(), weight: w).backward(seed: seed) }
+            #expect(worst(w.grad!.scalars, once.map { 2 * $0 }) <= 1e-5)
         }
     }
 

@@ -33,12 +33,14 @@ extension Tensor {
         return y
     }
 
-    /// swiGLU(gate, up) · Wᵀ for a frozen W [out, hidden] (a LLaMA MLP's down projection outside full
-    /// fine-tuning), made a block of rows at a time on each core: the gated [rows, hidden] values are never
-    /// held whole, forward or backward (on W3, 11 MB at the forward pass's peak, the top of the MLP of the
-    /// last layer). A W that trains needs all of them for its gradient, so it takes the two ops unfused.
-    /// The values are those of the unfused ops: each element's products and sums are the same, and each core's
-    /// rows are those `GEMM.multiply` would give it.
+    /// swiGLU(gate, up) · Wᵀ for W [out, hidden] (a LLaMA MLP's down projection), made a block of rows at a
+    /// time on each core: the gated [rows, hidden] values are never held whole, forward or backward (on W3,
+    /// 11 MB a layer). A W that trains gets its gradient gᵀ · swiGLU(gate, up) from the gated values made
+    /// again, a block of rows and a share of the columns at a time, before the input gradients are written
+    /// over the saved gate and up; so full fine-tuning keeps no gated values either (88 MB at W3's peak).
+    /// The output and the input gradients are those of the unfused ops bit for bit: each element's products and
+    /// sums are the same, and each core's rows are those `GEMM.multiply` would give it. The weight gradient's
+    /// sums over the rows run in blocks, so it differs from the unfused product's in float32 rounding.
     public static func swiGLUProjected(gate: Tensor, up: Tensor, weight: Tensor) throws -> Tensor {
         guard gate.shape == up.shape else { throw TensorError.shapeMismatch(op: "swiGLU (gate vs up)", lhs: gate.shape, rhs: up.shape) }
         guard weight.rank == 2, gate.rank >= 1, weight.shape[1] == gate.shape[gate.rank - 1] else {
@@ -46,7 +48,7 @@ extension Tensor {
         }
         let hidden = weight.shape[1], outputs = weight.shape[0], rows = gate.count / max(hidden, 1)
         // Few rows (the product would be split by columns, or not at all) save nothing worth a second path.
-        if (weight.requiresGrad && GradientMode.isEnabled) || GEMM.split(m: rows, n: outputs, k: hidden) != .rows {
+        if GEMM.split(m: rows, n: outputs, k: hidden) != .rows {
             return try swiGLU(gate: gate, up: up).matmul(weight, transposeOther: true)
         }
         let blockRows = SwiGLUKernel.blockRows(width: hidden, outputs: outputs)
@@ -56,14 +58,25 @@ extension Tensor {
             SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
             GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
         }
-        guard needsGradient(gate, up) else { return y }
+        guard needsGradient(gate, up, weight) else { return y }
         let savedGate = gate.detached(), savedUp = up.detached(), savedWeight = weight.detached()
-        let gateNeeds = gate.requiresGrad, upNeeds = up.requiresGrad
-        y.recordBackward("swiGLUProjected", inputs: [gate, up]) { g in
+        let gateNeeds = gate.requiresGrad, upNeeds = up.requiresGrad, weightNeeds = weight.requiresGrad
+        y.recordAccumulatingBackward("swiGLUProjected", inputs: [gate, up, weight]) { g, sums in
+            let dp = g.storage.pointer, gp = savedGate.storage.pointer, upp = savedUp.storage.pointer
+            // The weight's gradient first: it reads gate and up, which the input gradients then overwrite.
+            var dWeight: Tensor?
+            if weightNeeds {
+                let sum = sums.count > 2 ? sums[2] : nil
+                let dw = sum ?? Tensor(uninitializedShape: [outputs, hidden])
+                SwiGLUKernel.weightGradient(gradient: dp, gate: gp, up: upp, rows: rows, width: hidden, outputs: outputs,
+                                            blockRows: min(blockRows, SwiGLUKernel.blockRows), adding: sum != nil,
+                                            into: dw.storage.pointer)
+                dWeight = dw
+            }
+            guard gateNeeds || upNeeds else { return [nil, nil, dWeight] }
             // As in swiGLU: the gradients go over the saved inputs when nobody else holds them.
             let dGate = gateNeeds ? savedGate.reusedOrFresh(shape: savedGate.shape) : nil
             let dUp = upNeeds ? savedUp.reusedOrFresh(shape: savedUp.shape) : nil
-            let dp = g.storage.pointer, gp = savedGate.storage.pointer, upp = savedUp.storage.pointer
             let wp = savedWeight.storage.pointer
             let dgp = dGate?.storage.pointer, dup = dUp?.storage.pointer
             SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
@@ -73,7 +86,7 @@ extension Tensor {
                 SwiGLUKernel.backward(gradient: scratch, gate: gp + o, up: upp + o,
                                       dGate: dgp.map { $0 + o }, dUp: dup.map { $0 + o }, count: n * hidden)
             }
-            return [dGate, dUp]
+            return [dGate, dUp, dWeight]
         }
         return y
     }
@@ -133,6 +146,36 @@ enum SwiGLUKernel {
             dup?[i] = d * gv * sigma
             dgp?[i] = d * uv * sigma * (1 + gv * (1 - sigma))
             i += 1
+        }
+    }
+
+    /// dW[outputs, width] (+)= gᵀ · swiGLU(gate, up) over `rows` rows, each core taking a contiguous share of
+    /// the columns (as `GEMM.multiply` splits the unfused product) and making its columns' gated values again
+    /// for a block of rows at a time; `adding` sums into what dW holds (gradient accumulation).
+    static func weightGradient(gradient dp: UnsafePointer<Float>, gate gp: UnsafePointer<Float>, up upp: UnsafePointer<Float>,
+                               rows: Int, width: Int, outputs: Int, blockRows: Int, adding: Bool,
+                               into dw: UnsafeMutablePointer<Float>) {
+        let parts = min(Parallel.coreCount, max(1, width / 8))
+        let share = (width + parts - 1) / parts
+        let box = UncheckedSendable((dp, gp, upp, dw))
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let (dp, gp, upp, dw) = box.value
+            let c0 = part * share, columns = min(width, c0 + share) - c0
+            guard columns > 0 else { return }
+            let scratch = Tensor(uninitializedShape: [min(blockRows, rows), columns])
+            let sp = scratch.storage.pointer
+            var lo = 0
+            while lo < rows {
+                let n = min(blockRows, rows - lo)
+                for r in 0..<n {
+                    let at = (lo + r) * width + c0
+                    forward(gate: gp + at, up: upp + at, out: sp + r * columns, count: columns)
+                }
+                GEMM.sgemm(true, false, outputs, columns, n, 1, dp + lo * outputs, outputs, sp, columns,
+                           adding || lo > 0 ? 1 : 0, dw + c0, width)
+                lo += n
+            }
+            withExtendedLifetime(scratch) {}
         }
     }
 
