@@ -86,6 +86,11 @@ struct RecipeTests {
         try Self.expectSessionError("model: \(dir)/base\nadapter:\n  layers: [0, 9]\ndata:\n  train: \(dir)/train.txt\n", dir, "l.yaml") {
             $0 == "\(dir)/l.yaml:3: adapter.layers: this model has no layer 9 (its layers are 0–1)"
         }
+        // A batch larger than the data: every batch would hold some sequences twice.
+        try "to be or not to be".write(toFile: "\(dir)/tiny.txt", atomically: true, encoding: .utf8)
+        try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 4\n", dir, "b.yaml") {
+            $0 == "\(dir)/b.yaml:6: training.batch_size: 4 is more than the 1 sequence of up to 8 tokens that data.train ('\(dir)/tiny.txt') gives, so each batch would repeat sequences; use training.batch_size=1 or less, or more data"
+        }
         // An output.dir that is a file, or under one.
         let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
         for (out, message) in [(file, "\(file): is a file, not a folder"), ("\(file)/run", "\(file)/run: cannot create the folder: Not a directory")] {

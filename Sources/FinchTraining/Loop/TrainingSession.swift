@@ -90,6 +90,12 @@ public final class TrainingSession {
             throw RecipeError(file: loaded.file, line: loaded.lines["data.seq_len"],
                               "data.seq_len: \(r.sequenceLength) exceeds the model's \(model.config.maxPositions) positions")
         }
+        // A batch larger than the data would hold the same sequences twice: refused, as mlx-lm does.
+        guard trainData.sequences.count >= r.batchSize else {
+            let n = trainData.sequences.count
+            throw RecipeError(file: loaded.file, line: loaded.lines["training.batch_size"],
+                              "training.batch_size: \(r.batchSize) is more than the \(n) sequence\(n == 1 ? "" : "s") of up to \(r.sequenceLength) tokens that data.train ('\(r.trainData)') gives, so each batch would repeat sequences; use training.batch_size=\(n) or less, or more data")
+        }
         let sequencesPerStep = r.batchSize * r.gradientAccumulation
         totalSteps = r.steps ?? max(1, Int((Double(trainData.sequences.count) * (r.epochs ?? 1) / Double(sequencesPerStep)).rounded(.up)))
         optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])), epsilon: Float(r.epsilon),

@@ -132,7 +132,7 @@ public enum RecipeSchema {
         f("optimizer.min_lr", "The floor linear and cosine decay end at.", { $0.minimumLearningRate }, { $0.minimumLearningRate = $1 }),
         f("optimizer.max_grad_norm", "Clip gradients to this global L2 norm (0: no clipping).", { $0.maxGradNorm }, { $0.maxGradNorm = $1 }),
 
-        i("training.batch_size", "Sequences per micro-batch.", { $0.batchSize }, { $0.batchSize = $1 }),
+        i("training.batch_size", "Sequences per micro-batch (no more than data.train gives).", { $0.batchSize }, { $0.batchSize = $1 }),
         i("training.grad_accum", "Micro-batches accumulated per optimizer step.", { $0.gradientAccumulation }, { $0.gradientAccumulation = $1 }),
         b("training.activation_checkpointing",
           "Recompute each decoder layer's activations in the backward pass instead of keeping them: far less memory, about a third more time.",
