@@ -44,3 +44,37 @@ public enum Folder {
         }
     }
 }
+
+/// An exclusive lock on a file (`flock`), held while this object lives: one process at a time may own what the
+/// file guards. The kernel lets go when the process ends, even by `kill -9`, so a stale lock cannot outlive
+/// its holder; the file itself stays (removing it would race with a process about to lock it) and holds the
+/// holder's process id for the message another process gets.
+public final class FileLock {
+    public let path: String
+    private let descriptor: Int32
+
+    /// Takes the lock or throws at once, naming `what` the file guards and the process that holds it.
+    public init(_ path: String, guarding what: String) throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FormatError(file: path, "cannot open the lock file: \(String(cString: strerror(errno)))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno
+            var bytes = [UInt8](repeating: 0, count: 32)
+            let count = read(fd, &bytes, bytes.count)
+            close(fd)
+            guard reason == EWOULDBLOCK else {
+                throw FormatError(file: path, "cannot lock: \(String(cString: strerror(reason)))")
+            }
+            let holder = count > 0 ? String(decoding: bytes[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
+            throw FormatError(file: what, "is in use by another process\(holder.isEmpty ? "" : " (pid \(holder))"); wait for it to end or stop it first")
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        if ftruncate(fd, 0) == 0 { _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
+        self.path = path
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+}

@@ -83,6 +83,26 @@ struct ResumeTests {
         #expect(try TrainingSupport.losses("\(dir)/run") == TrainingSupport.losses("\(dir)/straight"))
     }
 
+    /// While one trainer holds a run directory, a second (fresh or resuming) is refused before it reads or removes
+    /// anything there, naming the holder; once the first is gone the run resumes.
+    @Test func aRunDirectoryInUseIsRefused() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        var first: Trainer? = try Trainer.start(try RecipeLoader.load(path: recipe))
+        try first?.run(stopAfter: 4)
+        try FileManager.default.createDirectory(atPath: "\(dir)/run/checkpoints/.partial-step-00000008", withIntermediateDirectories: true)
+        let inUse = "\(dir)/run: is in use by another process (pid \(getpid())); wait for it to end or stop it first"
+        #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: { "\($0)" == inUse }
+        let other = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run2\n"), to: "\(dir)/o.yaml")
+        let second = try Trainer.start(try RecipeLoader.load(path: other))
+        #expect { try Trainer.start(try RecipeLoader.load(path: other)) } throws: { "\($0)" == inUse.replacingOccurrences(of: "/run:", with: "/run2:") }
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/run/checkpoints/.partial-step-00000008"), "the holder's partial checkpoint stays")
+        withExtendedLifetime(second) {}
+        first = nil
+        try Trainer.resume(runDirectory: "\(dir)/run").run()
+        #expect(Checkpoint.complete(runDirectory: "\(dir)/run").last?.step == 12)
+    }
+
     @Test func aChangedRecipeIsRefusedNamingTheKeys() throws {
         let dir = try TrainingSupport.workspace()
         let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")

@@ -28,6 +28,13 @@ public final class Trainer {
     private var loader: BatchLoader
     private var startStep: Int
     private let metrics: MetricsLog
+    /// One process trains in a run directory at a time: a second one would prune the first's checkpoints.
+    private let lock: FileLock
+
+    /// The run directory's lock, taken before anything in it is read or changed.
+    static func lock(_ runDirectory: String) throws -> FileLock {
+        try FileLock((runDirectory as NSString).appendingPathComponent(".lock"), guarding: runDirectory)
+    }
 
     /// A fresh run. Refuses a run directory that already holds checkpoints (resume it instead).
     public static func start(_ loaded: LoadedRecipe) throws -> Trainer {
@@ -40,9 +47,10 @@ public final class Trainer {
         } catch let error as FormatError {
             throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"], "output.dir: \(error)")
         }
+        let lock = try Self.lock(run)
         let session = try TrainingSession(loaded)
         try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: (run as NSString).appendingPathComponent("recipe.yaml"))
-        let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0)
+        let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0, lock: lock)
         try trainer.metrics.open(keepingThrough: -1)
         return trainer
     }
@@ -54,6 +62,7 @@ public final class Trainer {
         guard FileManager.default.fileExists(atPath: recipePath) else {
             throw TrainingError(message: "\(runDirectory) is not a Finch run directory (no recipe.yaml)")
         }
+        let lock = try Self.lock(runDirectory)
         Checkpoint.removePartial(runDirectory: runDirectory)
         let checkpoints = Checkpoint.complete(runDirectory: runDirectory)
         guard let latest = checkpoints.last else {
@@ -86,13 +95,14 @@ public final class Trainer {
         if !changed.isEmpty {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
         }
-        let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor, startStep: state.step)
+        let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor, startStep: state.step, lock: lock)
         try trainer.metrics.open(keepingThrough: state.step)
         return trainer
     }
 
-    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int) {
+    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock) {
         self.session = session
+        self.lock = lock
         self.runDirectory = runDirectory
         self.startStep = startStep
         let r = session.recipe
