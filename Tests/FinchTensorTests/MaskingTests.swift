@@ -78,31 +78,41 @@ struct MaskingTests {
 /// outputs and gradients are those of the record run alone.
 @Suite("attention over packed records")
 struct PackedAttentionTests {
-    static let (t, h, d) = (10, 2, 4)
-    /// Record starts per batch row: row 0 holds three records, row 1 two (the second 4 long, then a third of 0).
-    static let starts: [[Int]] = [[0, 4, 7], [0, 6]]
-    static var firstKeys: [Int32] {
-        starts.flatMap { s in (0..<t).map { i in Int32(s.last { $0 <= i }!) } }
+    static let (h, d) = (2, 4)
+    /// Record starts per batch row in a window of `t`.
+    struct Packing: CustomTestStringConvertible {
+        let t: Int
+        let starts: [[Int]]
+        var firstKeys: [Int32] { starts.flatMap { s in (0..<t).map { i in Int32(s.last { $0 <= i }!) } } }
+        var testDescription: String { "\(t) positions, records at \(starts)" }
     }
+    /// Row 0 holds three records, row 1 two (the second 4 long, then a third of 0).
+    static let short = Packing(t: 10, starts: [[0, 4, 7], [0, 6]])
+    /// Longer than one 64-query block: later blocks start past their earliest record's first key, so their
+    /// products skip the keys before it (row 0's blocks from keys 50, 70 and 190; row 1's from 0, 100, 100).
+    static let long = Packing(t: 200, starts: [[0, 50, 70, 130, 190], [0, 100]])
+    static var firstKeys: [Int32] { short.firstKeys }
+    static var t: Int { short.t }
 
     /// Rows `range` of batch row `bi` of x [B, T, H, D], as [1, range.count, H, D].
     static func slice(_ x: Tensor, _ bi: Int, _ range: Range<Int>) throws -> Tensor {
-        let row = h * d, s = x.scalars
+        let row = h * d, s = x.scalars, t = x.shape[1]
         return try Tensor(shape: [1, range.count, h, d], scalars: Array(s[((bi * t + range.lowerBound) * row)..<((bi * t + range.upperBound) * row)]))
     }
 
-    @Test(arguments: [0, 3])
-    func eachRecordAttendsAsIfAlone(_ p: Int) throws {
-        let q = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1).requiringGrad(), k = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2).requiringGrad()
-        let v = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3).requiringGrad()
+    @Test(arguments: [(short, 0), (short, 3), (long, 0), (long, 3)])
+    func eachRecordAttendsAsIfAlone(_ packing: Packing, _ p: Int) throws {
+        let t = packing.t
+        let q = Inputs.normal([2, t, Self.h, Self.d], seed: 1).requiringGrad(), k = Inputs.normal([2, t, Self.h, Self.d], seed: 2).requiringGrad()
+        let v = Inputs.normal([2, t, Self.h, Self.d], seed: 3).requiringGrad()
         let pk = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 4), pv = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 5)
         let prefix = p > 0 ? (key: pk, value: pv) : nil
-        let seed = Inputs.normal([2, Self.t, Self.h, Self.d], seed: 6)
-        let packed = try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: prefix, firstKeys: Self.firstKeys)
+        let seed = Inputs.normal([2, t, Self.h, Self.d], seed: 6)
+        let packed = try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: prefix, firstKeys: packing.firstKeys)
         try packed.backward(seed: seed)
-        for (bi, s) in Self.starts.enumerated() {
+        for (bi, s) in packing.starts.enumerated() {
             for (n, start) in s.enumerated() {
-                let range = start..<(n + 1 < s.count ? s[n + 1] : Self.t)
+                let range = start..<(n + 1 < s.count ? s[n + 1] : t)
                 let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(), try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi, range).requiringGrad())
                 let p1 = try prefix.map { (key: try Self.slice2($0.key, bi), value: try Self.slice2($0.value, bi)) }
                 let alone = try Tensor.scaledDotProductAttention(query: q1, key: k1, value: v1, prefix: p1)

@@ -15,8 +15,9 @@
 ///   dQ = scale · dZ K,  dK += scale · dZᵀ Q   (+= over the query heads sharing a key/value head)
 ///
 /// Work is split by (batch, key/value head) across the cores, each task running single-threaded GEMMs
-/// over blocks of 64 queries; a block's products stop at the last key any of its queries can see. Only
-/// each row's log-sum-exp is saved; the backward recomputes a block's probabilities from it.
+/// over blocks of 64 queries; a block's products stop at the last key any of its queries can see and, with
+/// `firstKeys`, start at the first (so packed short records cost attention in proportion to their length, not
+/// the window's). Only each row's log-sum-exp is saved; the backward recomputes a block's probabilities from it.
 extension Tensor {
     public static func scaledDotProductAttention(
         query: Tensor, key: Tensor, value: Tensor,
@@ -129,19 +130,31 @@ struct AttentionShape {
         }
     }
 
-    /// C[rows, 0..<width] = alpha · A · K[0..<width]ᵀ, key rows 0..<P from the prefix `pk`, the rest from `k`
-    /// (rows `hkv · dim` apart in both).
+    /// The first key column a block of queries `i0..<i0 + rows` of batch row `bi` can see past the prefix: the
+    /// prefix's end, or with packed records the earliest start among the block's records. The block's products
+    /// skip the columns between the prefix and it.
     @inline(__always)
-    func timesKeys(_ a: UnsafePointer<Float>, lda: Int, rows: Int, width: Int, dim: Int, alpha: Float,
+    func firstColumn(_ bi: Int, _ i0: Int, rows: Int) -> Int {
+        guard firstKeys != nil else { return prefix }
+        var first = Int.max
+        for r in 0..<rows { first = min(first, firstVisible(bi, i0 + r)) }
+        return first
+    }
+
+    /// C[rows, 0..<P] and C[rows, lo..<width] = alpha · A · K[...]ᵀ, key rows 0..<P from the prefix `pk`, the
+    /// rest from `k` (rows `hkv · dim` apart in both); columns P..<lo are left as they are.
+    @inline(__always)
+    func timesKeys(_ a: UnsafePointer<Float>, lda: Int, rows: Int, width: Int, from lo: Int, dim: Int, alpha: Float,
                    pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>) {
         let p = min(prefix, width)
         if p > 0, let pk { GEMM.sgemm(false, true, rows, p, dim, alpha, a, lda, pk, hkv * dim, 0, c, width) }
-        if width > p { GEMM.sgemm(false, true, rows, width - p, dim, alpha, a, lda, k, hkv * dim, 0, c + p, width) }
+        if width > lo { GEMM.sgemm(false, true, rows, width - lo, dim, alpha, a, lda, k + (lo - prefix) * hkv * dim, hkv * dim, 0, c + lo, width) }
     }
 
-    /// C[rows, dim] = alpha · A[rows, 0..<width] · K[0..<width], key rows split as in `timesKeys`.
+    /// C[rows, dim] = alpha · A[rows, 0..<width] · K[0..<width] over the columns of `timesKeys` (A must be 0
+    /// between P and lo).
     @inline(__always)
-    func weightedKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, dim: Int, alpha: Float,
+    func weightedKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, from lo: Int, dim: Int, alpha: Float,
                       pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>, ldc: Int) {
         let p = min(prefix, width)
         var beta: Float = 0
@@ -149,37 +162,56 @@ struct AttentionShape {
             GEMM.sgemm(false, false, rows, dim, p, alpha, a, width, pk, hkv * dim, 0, c, ldc)
             beta = 1
         }
-        if width > p { GEMM.sgemm(false, false, rows, dim, width - p, alpha, a + p, width, k, hkv * dim, beta, c, ldc) }
+        if width > lo {
+            GEMM.sgemm(false, false, rows, dim, width - lo, alpha, a + lo, width, k + (lo - prefix) * hkv * dim, hkv * dim, beta, c, ldc)
+        }
     }
 
-    /// dK[0..<width] += alpha · A[rows, 0..<width]ᵀ · B[rows, dim], into the prefix's rows `dpk` and the rest's
-    /// `dk` (either may be nil: not wanted).
+    /// dK[...] += alpha · A[rows, ...]ᵀ · B[rows, dim] over the columns of `timesKeys`, into the prefix's rows
+    /// `dpk` and the rest's `dk` (either may be nil: not wanted).
     @inline(__always)
-    func addToKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, dim: Int, alpha: Float, _ bm: UnsafePointer<Float>, ldb: Int,
+    func addToKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, from lo: Int, dim: Int, alpha: Float, _ bm: UnsafePointer<Float>, ldb: Int,
                    dpk: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?) {
         let p = min(prefix, width)
         if p > 0, let dpk { GEMM.sgemm(true, false, p, dim, rows, alpha, a, width, bm, ldb, 1, dpk, hkv * dim) }
-        if width > p, let dk { GEMM.sgemm(true, false, width - p, dim, rows, alpha, a + p, width, bm, ldb, 1, dk, hkv * dim) }
+        if width > lo, let dk {
+            GEMM.sgemm(true, false, width - lo, dim, rows, alpha, a + lo, width, bm, ldb, 1, dk + (lo - prefix) * hkv * dim, hkv * dim)
+        }
     }
 
-    /// A[block] = softmax(scale · Q[block] · K[0..<width]ᵀ + mask) into `ab` (rows of `width`), with each
-    /// row's log-sum-exp of the scaled scores into `lse`.
+    /// A[block] = softmax(scale · Q[block] · K[0..<width]ᵀ + mask) into `ab` (rows of `width`, zero from P
+    /// up to each row's first visible key and past its last; columns P..<lo untouched), with each row's
+    /// log-sum-exp of the scaled scores into `lse`.
     @inline(__always)
     func probabilities(_ qBlock: UnsafePointer<Float>, pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, rows: Int, first i0: Int,
-                       width: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?, batch bi: Int) {
-        timesKeys(qBlock, lda: hq * d, rows: rows, width: width, dim: d, alpha: scale, pk: pk, k: k, into: ab)
+                       width: Int, from lo: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?, batch bi: Int) {
+        timesKeys(qBlock, lda: hq * d, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pk, k: k, into: ab)
         for r in 0..<rows {
-            let row = ab + r * width, n = visible(i0 + r)
-            if firstKeys != nil {  // keys of earlier records in the window: e^−∞ = 0
-                (row + prefix).update(repeating: -.infinity, count: firstVisible(bi, i0 + r) - prefix)
-            }
-            let m = Tensor.rowMax(row, n)
-            let s = Tensor.expShiftedSum(row, row, n, m)
+            let row = ab + r * width, n = visible(i0 + r), f = firstVisible(bi, i0 + r)
+            // The visible keys: 0..<n, or the prefix and f..<n when the row's record starts later (keys of
+            // earlier records in the window are left out, e^−∞ = 0).
+            let m = f == prefix ? Tensor.rowMax(row, n) : max(Tensor.rowMax(row, prefix), Tensor.rowMax(row + f, n - f))
+            let s = f == prefix ? Tensor.expShiftedSum(row, row, n, m)
+                : Tensor.expShiftedSum(row, row, prefix, m) + Tensor.expShiftedSum(row + f, row + f, n - f, m)
             let inv = 1 / s
-            for j in 0..<n { row[j] *= inv }
+            for j in 0..<prefix { row[j] *= inv }
+            for j in f..<n { row[j] *= inv }
+            (row + lo).update(repeating: 0, count: f - lo)
             (row + n).update(repeating: 0, count: width - n)
             lse?[r] = m + Math.log(s)
         }
+    }
+
+    /// x[0..<count] = e^(x − shift), eight lanes at a time.
+    @inline(__always)
+    static func exponentiate(_ x: UnsafeMutablePointer<Float>, count n: Int, shift: Float) {
+        var j = 0
+        while j + 8 <= n {
+            let v = UnsafeRawPointer(x + j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(x + j).storeBytes(of: Math.exp8(v - shift), as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < n { x[j] = Math.exp(x[j] - shift); j += 1 }
     }
 
     /// Where batch `bi`'s key/value head `kvh` starts in the keys (`k`, `v`) and in the prefix (`pk`, `pv`).
@@ -202,11 +234,11 @@ struct AttentionShape {
                 let qBase = q + (bi * t * hq + h) * d, oBase = o + (bi * t * hq + h) * dv
                 let lseBase = lse + (bi * hq + h) * t
                 for i0 in stride(from: 0, to: t, by: block) {
-                    let rows = min(block, t - i0), width = visible(i0 + rows - 1)
-                    probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width,
+                    let rows = min(block, t - i0), width = visible(i0 + rows - 1), lo = firstColumn(bi, i0, rows: rows)
+                    probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width, from: lo,
                                   into: scratch, lse: lseBase + i0, batch: bi)
                     // O[block] = A[block] · V[0..<width]
-                    weightedKeys(scratch, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: vBase,
+                    weightedKeys(scratch, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase, k: vBase,
                                  into: oBase + i0 * hq * dv, ldc: hq * dv)
                 }
             }
@@ -228,40 +260,46 @@ struct AttentionShape {
             for h in (kvh * group)..<((kvh + 1) * group) {
                 let qBase = q + (bi * t * hq + h) * d, gBase = g + (bi * t * hq + h) * dv
                 for i0 in stride(from: 0, to: t, by: block) {
-                    let rows = min(block, t - i0), width = visible(i0 + rows - 1)
+                    let rows = min(block, t - i0), width = visible(i0 + rows - 1), lo = firstColumn(bi, i0, rows: rows)
                     let gb = gBase + i0 * hq * dv, qb = qBase + i0 * hq * d
-                    // The block's probabilities again: scores, minus the saved log-sum-exp, exponentiated.
-                    timesKeys(qb, lda: hq * d, rows: rows, width: width, dim: d, alpha: scale, pk: pkBase, k: kBase, into: ab)
+                    // The block's probabilities again: scores, minus the saved log-sum-exp, exponentiated over each
+                    // row's visible keys (the prefix and f..<n), zero elsewhere from lo on.
+                    timesKeys(qb, lda: hq * d, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase, k: kBase, into: ab)
                     let lseRows = lse + (bi * hq + h) * t + i0
                     for r in 0..<rows {
-                        let row = ab + r * width, n = visible(i0 + r), shift = lseRows[r]
-                        var j = 0
-                        while j + 8 <= n {
-                            let x = UnsafeRawPointer(row + j).loadUnaligned(as: SIMD8<Float>.self)
-                            UnsafeMutableRawPointer(row + j).storeBytes(of: Math.exp8(x - shift), as: SIMD8<Float>.self)
-                            j += 8
+                        let row = ab + r * width, n = visible(i0 + r), f = firstVisible(bi, i0 + r), shift = lseRows[r]
+                        if f == prefix {
+                            Self.exponentiate(row, count: n, shift: shift)
+                        } else {
+                            Self.exponentiate(row, count: prefix, shift: shift)
+                            Self.exponentiate(row + f, count: n - f, shift: shift)
+                            (row + lo).update(repeating: 0, count: f - lo)
                         }
-                        while j < n { row[j] = Math.exp(row[j] - shift); j += 1 }
                         (row + n).update(repeating: 0, count: width - n)
-                        if firstKeys != nil { (row + prefix).update(repeating: 0, count: firstVisible(bi, i0 + r) - prefix) }
                     }
-                    // dV[0..<width] += A[block]ᵀ dO[block]
-                    addToKeys(ab, rows: rows, width: width, dim: dv, alpha: 1, gb, ldb: hq * dv,
+                    // dV[...] += A[block]ᵀ dO[block]
+                    addToKeys(ab, rows: rows, width: width, from: lo, dim: dv, alpha: 1, gb, ldb: hq * dv,
                               dpk: dpv.map { $0 + at.pv }, dk: dvOut.map { $0 + at.v })
                     guard dq != nil || dk != nil || dpk != nil, let v else { continue }
-                    // dA = dO[block] · V[0..<width]ᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A))
-                    timesKeys(gb, lda: hq * dv, rows: rows, width: width, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
+                    // dA = dO[block] · V[...]ᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A)) over the prefix and lo..<width
+                    timesKeys(gb, lda: hq * dv, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
                     for r in 0..<rows {
                         let z = scratch + r * width, ar = ab + r * width
-                        let dot = Tensor.dot(z, ar, width)
-                        for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
+                        if lo == prefix {
+                            let dot = Tensor.dot(z, ar, width)
+                            for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
+                        } else {
+                            let dot = Tensor.dot(z, ar, prefix) + Tensor.dot(z + lo, ar + lo, width - lo)
+                            for j in 0..<prefix { z[j] = ar[j] * (z[j] - dot) }
+                            for j in lo..<width { z[j] = ar[j] * (z[j] - dot) }
+                        }
                     }
-                    if let dq {  // dQ[block] = scale · dZ · K[0..<width]
-                        weightedKeys(scratch, rows: rows, width: width, dim: d, alpha: scale, pk: pkBase, k: kBase,
+                    if let dq {  // dQ[block] = scale · dZ · K[...]
+                        weightedKeys(scratch, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase, k: kBase,
                                      into: dq + (bi * t * hq + h) * d + i0 * hq * d, ldc: hq * d)
                     }
-                    // dK[0..<width] += scale · dZᵀ · Q[block]
-                    addToKeys(scratch, rows: rows, width: width, dim: d, alpha: scale, qb, ldb: hq * d,
+                    // dK[...] += scale · dZᵀ · Q[block]
+                    addToKeys(scratch, rows: rows, width: width, from: lo, dim: d, alpha: scale, qb, ldb: hq * d,
                               dpk: dpk.map { $0 + at.pk }, dk: dk.map { $0 + at.k })
                 }
             }
