@@ -102,9 +102,13 @@ struct GradientCheckTests {
         try GradientCheck.check([batched]) { try $0[0].crossEntropy(targets: [0, 1, 2, 3, 7, 2], ignoreIndex: 7) }
     }
 
-    @Test(arguments: [[4, 6], [2, 3, 8]])
-    func rmsNorm(_ shape: [Int]) throws {
-        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5)
+    /// Both of RMSNorm's backward paths: from its output (x̂ = y / w), and from its input when a weight element
+    /// is zero and y / w cannot give x̂ back.
+    @Test(arguments: [[4, 6], [2, 3, 8]], [false, true])
+    func rmsNorm(_ shape: [Int], zeroInWeight: Bool) throws {
+        let x = Inputs.normal(shape)
+        var w = Inputs.normal([shape.last!], seed: 5)
+        if zeroInWeight { w = try Tensor(shape: w.shape, scalars: [0] + w.scalars.dropFirst()) }
         try GradientCheck.check([x, w]) { try $0[0].rmsNorm(weight: $0[1], epsilon: 1e-5) }
     }
 

@@ -11,6 +11,11 @@ extension Tensor {
     ///
     /// With r = 1/√(mean(x²) + ε), x̂ = r·x and ĝ = g ⊙ w:
     /// dw = Σ_rows g ⊙ x̂,  dx = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)).
+    ///
+    /// The backward keeps the output rather than the input, x̂ = y / w (ĝ ⊙ x̂ = g ⊙ y): what reads the norm's
+    /// output (the projections after it, the fused head) usually keeps it anyway, and then the input (the residual
+    /// stream) is kept by nobody — on W3 4 MB a norm, two a layer. A weight with a zero or subnormal element
+    /// cannot give x̂ back, so then the input is kept as before.
     public func rmsNorm(weight: Tensor, epsilon: Float) throws -> Tensor {
         let d = try checkNormWeight(weight, "rmsNorm")
         let rows = count / max(d, 1)
@@ -33,8 +38,16 @@ extension Tensor {
         }
         }
         guard Tensor.needsGradient(self, weight) else { return y }
-        let x = detached(), w = weight.detached()
+        let w = weight.detached()
         let xNeeds = requiresGrad, wNeeds = weight.requiresGrad
+        if (0..<d).allSatisfy({ wp[$0].isNormal }) {
+            let saved = y.detached()
+            y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
+                try Tensor.rmsNormBackward(g, output: saved, weight: w, rstd: rstd, rows: rows, d: d, input: xNeeds, weight: wNeeds)
+            }
+            return y
+        }
+        let x = detached()
         y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
             let gp = g.storage.pointer, xp = x.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
             // The weight's gradient first: the input's may then be written over the saved input.
@@ -82,6 +95,57 @@ extension Tensor {
             return [gx, gw]
         }
         return y
+    }
+
+    /// RMSNorm's gradients from its output y: x̂ = y / w, ĝ ⊙ x̂ = g ⊙ y.
+    static func rmsNormBackward(_ g: Tensor, output y: Tensor, weight w: Tensor, rstd: Tensor, rows: Int, d: Int,
+                                input xNeeds: Bool, weight wNeeds: Bool) throws -> [Tensor?] {
+        let gp = g.storage.pointer, yp = y.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
+        // The weight's gradient first (the input's may then be written over the saved output):
+        // dw = Σ_rows g ⊙ y / w, the division once per element of w.
+        var gw: Tensor?
+        if wNeeds {
+            let dw = Tensor.zeros([d])
+            let dp = dw.storage.pointer
+            for r in 0..<rows {
+                let gr = gp + r * d, yr = yp + r * d
+                for j in 0..<d { dp[j] += gr[j] * yr[j] }
+            }
+            for j in 0..<d { dp[j] /= wp[j] }
+            gw = dw
+        }
+        guard xNeeds else { return [nil, gw] }
+        let inverse = Tensor(uninitializedShape: [d])
+        let ip = inverse.storage.pointer
+        for j in 0..<d { ip[j] = 1 / wp[j] }
+        let dx = y.reusedOrFresh(shape: y.shape)  // a row's values are all read before any is written
+        let dp = dx.storage.pointer
+        withExtendedLifetime(inverse) {
+        Parallel.forRows(rows, rowLength: d) { r in
+            let gr = gp + r * d, yr = yp + r * d, dr = dp + r * d, inv = rp[r]
+            // c = mean(g ⊙ w ⊙ x̂) = mean(g ⊙ y), eight partial sums at a time
+            var dot8 = SIMD8<Float>()
+            var j = 0
+            while j + 8 <= d {
+                dot8 += UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(yr + j).loadUnaligned(as: SIMD8<Float>.self)
+                j += 8
+            }
+            var dot = dot8.sum()
+            while j < d { dot += gr[j] * yr[j]; j += 1 }
+            let c = dot / Float(d)
+            j = 0
+            while j + 8 <= d {
+                let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
+                let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
+                let y8 = UnsafeRawPointer(yr + j).loadUnaligned(as: SIMD8<Float>.self)
+                let i8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - y8 * i8 * c), as: SIMD8<Float>.self)
+                j += 8
+            }
+            while j < d { dr[j] = inv * (gr[j] * wp[j] - yr[j] * ip[j] * c); j += 1 }
+        }
+        }
+        return [dx, gw]
     }
 
     /// y = w ⊙ (x − μ)/√(σ² + ε) + b, with σ² the biased variance of the row.
