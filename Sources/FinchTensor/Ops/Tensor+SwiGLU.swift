@@ -150,8 +150,8 @@ enum SwiGLUKernel {
     }
 
     /// dW[outputs, width] (+)= gᵀ · swiGLU(gate, up) over `rows` rows, each core taking a contiguous share of
-    /// the columns (as `GEMM.multiply` splits the unfused product) and making its columns' gated values again
-    /// for a block of rows at a time; `adding` sums into what dW holds (gradient accumulation).
+    /// the columns and making its columns' gated values again for a block of rows at a time; `adding` sums into
+    /// what dW holds (gradient accumulation).
     static func weightGradient(gradient dp: UnsafePointer<Float>, gate gp: UnsafePointer<Float>, up upp: UnsafePointer<Float>,
                                rows: Int, width: Int, outputs: Int, blockRows: Int, adding: Bool,
                                into dw: UnsafeMutablePointer<Float>) {
