@@ -38,111 +38,67 @@ extension Tensor {
         }
         }
         guard Tensor.needsGradient(self, weight) else { return y }
-        let w = weight.detached()
-        let xNeeds = requiresGrad, wNeeds = weight.requiresGrad
-        if (0..<d).allSatisfy({ wp[$0].isNormal }) {
-            let saved = y.detached()
-            y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
-                try Tensor.rmsNormBackward(g, output: saved, weight: w, rstd: rstd, rows: rows, d: d, input: xNeeds, weight: wNeeds)
-            }
-            return y
-        }
-        let x = detached()
+        let w = weight.detached(), xNeeds = requiresGrad, wNeeds = weight.requiresGrad
+        let keepsOutput = (0..<d).allSatisfy { wp[$0].isNormal }
+        let kept = keepsOutput ? y.detached() : detached()
         y.recordBackward("rmsNorm", inputs: [self, weight]) { g in
-            let gp = g.storage.pointer, xp = x.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
-            // The weight's gradient first: the input's may then be written over the saved input.
-            var gw: Tensor?
-            if wNeeds {
-                let dw = Tensor.zeros([d])
-                let dp = dw.storage.pointer
-                for r in 0..<rows {
-                    let gr = gp + r * d, xr = xp + r * d, inv = rp[r]
-                    for j in 0..<d { dp[j] += gr[j] * xr[j] * inv }
-                }
-                gw = dw
-            }
-            var gx: Tensor?
-            if xNeeds {
-                let dx = x.reusedOrFresh(shape: x.shape)  // a row's values are all read before any is written
-                let dp = dx.storage.pointer
-                Parallel.forRows(rows, rowLength: d) { r in
-                    let gr = gp + r * d, xr = xp + r * d, dr = dp + r * d, inv = rp[r]
-                    // c = mean(g ⊙ w ⊙ x̂), eight partial sums at a time
-                    var dot8 = SIMD8<Float>()
-                    var j = 0
-                    while j + 8 <= d {
-                        let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
-                        let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
-                        let x8 = UnsafeRawPointer(xr + j).loadUnaligned(as: SIMD8<Float>.self)
-                        dot8 += g8 * w8 * x8 * inv
-                        j += 8
-                    }
-                    var dot = dot8.sum()
-                    while j < d { dot += gr[j] * wp[j] * xr[j] * inv; j += 1 }
-                    let c = dot / Float(d)
-                    j = 0
-                    while j + 8 <= d {
-                        let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
-                        let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
-                        let x8 = UnsafeRawPointer(xr + j).loadUnaligned(as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - x8 * inv * c), as: SIMD8<Float>.self)
-                        j += 8
-                    }
-                    while j < d { dr[j] = inv * (gr[j] * wp[j] - xr[j] * inv * c); j += 1 }
-                }
-                gx = dx
-            }
-            return [gx, gw]
+            Tensor.rmsNormBackward(g, kept: kept, isOutput: keepsOutput, weight: w, rstd: rstd, rows: rows, d: d,
+                                   input: xNeeds, weight: wNeeds)
         }
         return y
     }
 
-    /// RMSNorm's gradients from its output y: x̂ = y / w, ĝ ⊙ x̂ = g ⊙ y.
-    static func rmsNormBackward(_ g: Tensor, output y: Tensor, weight w: Tensor, rstd: Tensor, rows: Int, d: Int,
-                                input xNeeds: Bool, weight wNeeds: Bool) throws -> [Tensor?] {
-        let gp = g.storage.pointer, yp = y.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
-        // The weight's gradient first (the input's may then be written over the saved output):
-        // dw = Σ_rows g ⊙ y / w, the division once per element of w.
+    /// RMSNorm's gradients from what its forward kept, s: the output (x̂ = s / w, w ⊙ x̂ = s) or the input
+    /// (x̂ = s · r, w ⊙ x̂ = w ⊙ s · r).
+    static func rmsNormBackward(_ g: Tensor, kept s: Tensor, isOutput: Bool, weight w: Tensor, rstd: Tensor, rows: Int, d: Int,
+                                input xNeeds: Bool, weight wNeeds: Bool) -> [Tensor?] {
+        let gp = g.storage.pointer, sp = s.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
+        // The weight's gradient first (the input's may then be written over what was kept): Σ_rows g ⊙ x̂, the
+        // division by w once per element of w.
         var gw: Tensor?
         if wNeeds {
             let dw = Tensor.zeros([d])
             let dp = dw.storage.pointer
             for r in 0..<rows {
-                let gr = gp + r * d, yr = yp + r * d
-                for j in 0..<d { dp[j] += gr[j] * yr[j] }
+                let gr = gp + r * d, sr = sp + r * d, scale: Float = isOutput ? 1 : rp[r]
+                for j in 0..<d { dp[j] += gr[j] * sr[j] * scale }
             }
-            for j in 0..<d { dp[j] /= wp[j] }
+            if isOutput { for j in 0..<d { dp[j] /= wp[j] } }
             gw = dw
         }
         guard xNeeds else { return [nil, gw] }
+        // Per element x̂ = s · a · b with a = 1/w, b = 1 (output) or a = 1, b = r (input).
         let inverse = Tensor(uninitializedShape: [d])
         let ip = inverse.storage.pointer
-        for j in 0..<d { ip[j] = 1 / wp[j] }
-        let dx = y.reusedOrFresh(shape: y.shape)  // a row's values are all read before any is written
+        for j in 0..<d { ip[j] = isOutput ? 1 / wp[j] : 1 }
+        let dx = s.reusedOrFresh(shape: s.shape)  // a row's values are all read before any is written
         let dp = dx.storage.pointer
         withExtendedLifetime(inverse) {
         Parallel.forRows(rows, rowLength: d) { r in
-            let gr = gp + r * d, yr = yp + r * d, dr = dp + r * d, inv = rp[r]
-            // c = mean(g ⊙ w ⊙ x̂) = mean(g ⊙ y), eight partial sums at a time
+            let gr = gp + r * d, sr = sp + r * d, dr = dp + r * d, inv = rp[r], b: Float = isOutput ? 1 : inv
+            // c = mean(g ⊙ w ⊙ x̂), eight partial sums at a time
             var dot8 = SIMD8<Float>()
             var j = 0
             while j + 8 <= d {
-                dot8 += UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(yr + j).loadUnaligned(as: SIMD8<Float>.self)
+                let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
+                let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
+                dot8 += isOutput ? g8 * s8 : g8 * UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self) * s8 * inv
                 j += 8
             }
             var dot = dot8.sum()
-            while j < d { dot += gr[j] * yr[j]; j += 1 }
+            while j < d { dot += isOutput ? gr[j] * sr[j] : gr[j] * wp[j] * sr[j] * inv; j += 1 }
             let c = dot / Float(d)
+            // dx = r · (g ⊙ w − x̂ · c)
             j = 0
             while j + 8 <= d {
                 let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
                 let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
-                let y8 = UnsafeRawPointer(yr + j).loadUnaligned(as: SIMD8<Float>.self)
-                let i8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
-                UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - y8 * i8 * c), as: SIMD8<Float>.self)
+                let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
+                let a8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c), as: SIMD8<Float>.self)
                 j += 8
             }
-            while j < d { dr[j] = inv * (gr[j] * wp[j] - yr[j] * ip[j] * c); j += 1 }
+            while j < d { dr[j] = inv * (gr[j] * wp[j] - sr[j] * ip[j] * b * c); j += 1 }
         }
         }
         return [dx, gw]
