@@ -127,3 +127,29 @@ struct PackedRecordLossTests {
         #expect(abs(packed.loss - alone.loss) <= 1e-5 * abs(alone.loss), "\(family): packed \(packed.loss), alone \(alone.loss)")
     }
 }
+
+/// A batch runs only as far as its last target: the loss of short unpacked records is the loss over the whole
+/// padded window, computed over fewer positions.
+@Suite("batches stop at their last target")
+struct TrimmedBatchTests {
+    @Test(arguments: [false, true])
+    func theTrimmedLossIsTheWholeWindowsLoss(_ packing: Bool) throws {
+        let dir = try TrainingSupport.workspace()
+        let lines = (0..<6).map { i in "{\"prompt\": \"to be \(i)\", \"completion\": \" or not \(String(repeating: "to be ", count: i % 3))\"}" }
+        try lines.joined(separator: "\n").write(toFile: "\(dir)/short.jsonl", atomically: true, encoding: .utf8)
+        let recipe = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/short.jsonl\n  seq_len: 64\n  packing: \(packing)\ntraining:\n  batch_size: \(packing ? 1 : 6)\n",
+                                               to: "\(dir)/r.yaml")
+        let session = try TrainingSession(try RecipeLoader.load(path: recipe))
+        let batch = Array(session.trainData.sequences.prefix(packing ? 1 : 6))
+        let (loss, targets, positions) = try session.loss(batch)
+        let last = batch.map { $0.targetMask.lastIndex(of: true)! }.max()!
+        #expect(positions == batch.count * (last + 1) && last + 1 < 64, "the batch should stop at its last target")
+        // The same batch over the whole window, as the model sees it without trimming.
+        let tokens = batch.flatMap(\.tokens), mask = batch.flatMap(\.targetMask)
+        let all = Losses.nextTokenTargets(tokens, batch: batch.count, length: 64, mask: mask)
+        let starts = packing ? batch.flatMap { $0.recordStarts! } : nil
+        let whole = try session.model.loss(tokens, batch: batch.count, length: 64, targets: all, prefix: nil, recordStarts: starts)
+        #expect(targets == all.filter { $0 != Losses.ignoreIndex }.count)
+        #expect(abs(try loss.item() - whole.item()) <= 1e-5 * abs(try whole.item()))
+    }
+}

@@ -126,9 +126,10 @@ public final class Trainer {
         for step in startStep..<end {
             let lr = session.schedule.learningRate(at: step)
             let stepStart = Date()
-            var lossSum = 0.0
+            var lossSum = 0.0, positions = 0
             for _ in 0..<r.gradientAccumulation {
-                let (loss, _) = try session.loss(loader.next())
+                let (loss, _, computed) = try session.loss(loader.next())
+                positions += computed
                 let value = Double(try loss.item())
                 guard value.isFinite else { throw nonFinite("loss", value, step: step + 1) }
                 try (loss * (1 / Float(r.gradientAccumulation))).backward()
@@ -144,7 +145,7 @@ public final class Trainer {
             let elapsed = Date().timeIntervalSince(started)
             let record = StepRecord(
                 step: done, totalSteps: total, loss: lossSum / Double(r.gradientAccumulation), learningRate: lr, gradientNorm: norm,
-                tokensPerSecond: Double(r.batchSize * r.gradientAccumulation * r.sequenceLength) / max(seconds, 1e-9),
+                tokensPerSecond: Double(positions) / max(seconds, 1e-9),
                 secondsRemaining: elapsed / Double(done - startStep) * Double(end - done))
             if done % r.logEvery == 0 || done == total { try metrics.record(record) }
             onEvent(.step(record))

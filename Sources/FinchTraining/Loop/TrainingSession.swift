@@ -115,18 +115,20 @@ public final class TrainingSession {
         return []
     }
 
-    /// Next-token loss of a batch of sequences (targets masked where the data says so).
-    func loss(_ batch: [TokenSequence]) throws -> (loss: Tensor, targets: Int) {
-        let t = recipe.sequenceLength
-        let tokens = batch.flatMap(\.tokens)
-        let mask = batch.flatMap(\.targetMask)
+    /// Next-token loss of a batch of sequences (targets masked where the data says so). The batch runs only as
+    /// far as its last target: the padding after it changes no loss (attention is causal), so a batch of short
+    /// records costs its longest one, not data.seq_len, as transformers' padding collators have it.
+    func loss(_ batch: [TokenSequence]) throws -> (loss: Tensor, targets: Int, positions: Int) {
+        let t = batch.compactMap { $0.targetMask.lastIndex(of: true).map { $0 + 1 } }.max() ?? recipe.sequenceLength
+        let tokens = batch.flatMap { $0.tokens.prefix(t) }
+        let mask = batch.flatMap { $0.targetMask.prefix(t) }
         let targets = Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask)
         // Packed records attend only within themselves; a sequence without records is one (it starts at 0).
         let starts = batch.contains { $0.recordStarts != nil }
-            ? batch.flatMap { $0.recordStarts ?? [Int32](repeating: 0, count: t) } : nil
+            ? batch.flatMap { $0.recordStarts?.prefix(t) ?? [Int32](repeating: 0, count: t)[...] } : nil
         let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets, prefix: adapter?.attentionPrefix,
                                   recordStarts: starts)
-        return (loss, targets.filter { $0 != Losses.ignoreIndex }.count)
+        return (loss, targets.filter { $0 != Losses.ignoreIndex }.count, batch.count * t)
     }
 
     /// Mean validation loss over every predicted target (or the first `eval.max_batches` batches).
@@ -139,7 +141,7 @@ public final class TrainingSession {
             var start = 0, batches = 0
             while start < validationData.sequences.count && batches < (recipe.evalBatches ?? .max) {
                 let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize, validationData.sequences.count)])
-                let (loss, targets) = try self.loss(batch)
+                let (loss, targets, _) = try self.loss(batch)
                 if targets > 0 {
                     total += Double(try loss.item()) * Double(targets)
                     count += targets

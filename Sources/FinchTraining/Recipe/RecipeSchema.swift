@@ -115,7 +115,7 @@ public enum RecipeSchema {
         s("data.validation", "Validation data file, same formats (default: none).", { $0.validationData }, { $0.validationData = $1 }),
         c("data.format", "auto (by extension and fields), text, jsonl, or completion (loss on the completion only).",
           { $0.dataFormat }, { $0.dataFormat = $1 }),
-        i("data.seq_len", "Tokens per training sequence.", { $0.sequenceLength }, { $0.sequenceLength = $1 }),
+        i("data.seq_len", "Tokens per training sequence (a batch runs only as far as its last target, not through the padding after it).", { $0.sequenceLength }, { $0.sequenceLength = $1 }),
         b("data.packing", "Pack whole JSON-lines records into each sequence, never splitting one that fits; each attends only to itself (false: one record per sequence, padded).",
           { $0.packing }, { $0.packing = $1 }),
         b("data.shuffle", "Shuffle sequences each epoch (seeded by seed and epoch).", { $0.shuffle }, { $0.shuffle = $1 }),
