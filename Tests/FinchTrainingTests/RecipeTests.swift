@@ -91,11 +91,15 @@ struct RecipeTests {
         try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 4\n", dir, "b.yaml") {
             $0 == "\(dir)/b.yaml:6: training.batch_size: 4 is more than the 1 sequence of up to 8 tokens that data.train ('\(dir)/tiny.txt') gives, so each batch would repeat sequences; use training.batch_size=1 or less, or more data"
         }
+        // A recipe that cannot run leaves no run directory behind.
+        let bad = try TrainingSupport.write("model: \(dir)/nomodel\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(dir)/never\n", to: "\(dir)/n.yaml")
+        #expect(throws: RecipeError.self) { try Trainer.start(try RecipeLoader.load(path: bad)) }
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/never"))
         // An output.dir that is a file, or under one.
         let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
         for (out, message) in [(file, "\(file): is a file, not a folder"), ("\(file)/run", "\(file)/run: cannot create the folder: Not a directory")] {
-            let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
-            #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:5: output.dir: \(message)" }
+            let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
+            #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:6: output.dir: \(message)" }
         }
     }
 }

@@ -42,13 +42,14 @@ public final class Trainer {
         if !Checkpoint.complete(runDirectory: run).isEmpty {
             throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
         }
+        // The session first: a recipe that cannot run (a missing model, bad data) leaves no run directory behind.
+        let session = try TrainingSession(loaded)
         do {
             try Folder.create(run)
         } catch let error as FormatError {
             throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"], "output.dir: \(error)")
         }
         let lock = try Self.lock(run)
-        let session = try TrainingSession(loaded)
         try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: (run as NSString).appendingPathComponent("recipe.yaml"))
         let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0, lock: lock)
         try trainer.metrics.open(keepingThrough: -1)
