@@ -64,6 +64,24 @@ struct RecipeTests {
         Self.expectError(Self.minimal + "training:\n  epochs: 4\n  steps: 6\n", "r.yaml:5: training.epochs: give training.steps or training.epochs, not both")
     }
 
+    @Test func aKeyOfAnotherAdapterTypeIsRefused() throws {
+        Self.expectError(Self.minimal + "adapter:\n  type: prefix\n  rank: 16\n",
+                         "r.yaml:6: adapter.rank: 16 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
+        Self.expectError(Self.minimal + "adapter:\n  type: none\n", overrides: ["adapter.virtual_tokens=8"],
+                         "override 'adapter.virtual_tokens=8': adapter.virtual_tokens: 8 configures prefix tuning, but adapter.type is none (full fine-tuning), so it would change nothing; remove it, or set adapter.type: prefix")
+        // The type changed on the command line leaves the file's LoRA keys without meaning.
+        Self.expectError(Self.minimal + "adapter:\n  targets: [all-linear]\n", overrides: ["adapter.type=prefix"],
+                         "r.yaml:5: adapter.targets: [all-linear] configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
+        // At its default such a key changes nothing either way (older runs' resolved recipes list every key).
+        let prefix = try RecipeLoader.parse(Self.minimal + "adapter:\n  type: prefix\n  rank: 8\n  virtual_tokens: 4\n", file: "r.yaml")
+        #expect(prefix.recipe.virtualTokens == 4)
+        // The resolved recipe leaves them out and reads back to the same values.
+        #expect(prefix.resolvedYAML.contains("  # rank: (lora only)\n") && !prefix.resolvedYAML.contains("  rank: 8"))
+        #expect(try RecipeLoader.parse(prefix.resolvedYAML, file: "resolved.yaml").recipe == prefix.recipe)
+        let lora = try RecipeLoader.parse(Self.minimal, file: "r.yaml")
+        #expect(lora.resolvedYAML.contains("  # virtual_tokens: (prefix only)\n") && lora.resolvedYAML.contains("  rank: 8\n"))
+    }
+
     /// Writes `yaml` to `name` in `dir` and expects building a session from it to fail with an error `check` accepts.
     static func expectSessionError(_ yaml: String, _ dir: String, _ name: String, sourceLocation: SourceLocation = #_sourceLocation,
                                    _ check: @escaping (String) -> Bool) throws {

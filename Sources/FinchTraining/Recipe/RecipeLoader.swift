@@ -52,7 +52,7 @@ public enum RecipeLoader {
                 lines[key] = line
             }
         }
-        var overridden: Set<String> = []
+        var overridden: [String: String] = [:]  // key → the override that set it
         for override in overrides {
             let origin = "override '\(override)'"
             guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
@@ -76,11 +76,12 @@ public enum RecipeLoader {
             let typed = try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }
             field.write(&recipe, typed)
             lines.removeValue(forKey: key)
-            overridden.insert(key)
+            overridden[key] = origin
             // The run's length given on the command line replaces the file's other way of giving it.
-            if key == "training.steps", !overridden.contains("training.epochs") { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
-            if key == "training.epochs", !overridden.contains("training.steps") { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
+            if key == "training.steps", overridden["training.epochs"] == nil { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
+            if key == "training.epochs", overridden["training.steps"] == nil { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
         }
+        try checkAdapterKeys(recipe, file: file, lines: lines, overridden: overridden)
         for field in RecipeSchema.fields where field.required {
             guard case .string(let v)? = field.read(recipe), !v.isEmpty else {
                 throw RecipeError(file: file, "missing required key '\(field.key)' (\(field.summary))")
@@ -193,6 +194,21 @@ public enum RecipeLoader {
         case .mapping: return "a mapping"
         case .sequence: return "a list"
         case .alias: return "an alias"
+        }
+    }
+
+    /// A key of another adapter type than the recipe's would be ignored, so giving it a value of its own is an
+    /// error (PEFT's configuration classes refuse them the same way). One left at its default changes nothing
+    /// and is let through: resolved recipes of older runs list every key.
+    static func checkAdapterKeys(_ r: Recipe, file: String, lines: [String: Int], overridden: [String: String]) throws {
+        let defaults = Recipe()
+        for field in RecipeSchema.fields {
+            guard let owner = RecipeSchema.adapterTypeOfKey[field.key], owner != r.adapterType,
+                  overridden[field.key] != nil || lines[field.key] != nil, field.read(r) != field.read(defaults) else { continue }
+            let type = r.adapterType == .none ? "none (full fine-tuning)" : r.adapterType.rawValue
+            throw RecipeError(file: overridden[field.key] ?? file, line: lines[field.key],
+                              "\(field.key): \(field.read(r).map(quoted) ?? "") configures \(owner == .lora ? "LoRA" : "prefix tuning"), "
+                              + "but adapter.type is \(type), so it would change nothing; remove it, or set adapter.type: \(owner.rawValue)")
         }
     }
 
@@ -309,6 +325,10 @@ public enum RecipeLoader {
             if parts[0] != section {
                 section = parts[0]
                 out += "\(section):\n"
+            }
+            if let owner = RecipeSchema.adapterTypeOfKey[field.key], owner != recipe.adapterType {
+                out += "  # \(parts[1]): (\(owner.rawValue) only)\n"
+                continue
             }
             out += value.map { "  \(parts[1]): \(quoted($0))\n" } ?? "  # \(parts[1]): (not set)\n"
         }

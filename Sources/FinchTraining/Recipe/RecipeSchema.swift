@@ -158,4 +158,12 @@ public enum RecipeSchema {
     ]
 
     public static let byKey: [String: RecipeField] = Dictionary(uniqueKeysWithValues: fields.map { ($0.key, $0) })
+
+    /// The keys that configure one adapter type only: under another `adapter.type` they would change nothing.
+    public static let adapterTypeOfKey: [String: Recipe.AdapterKind] = [
+        "adapter.rank": .lora, "adapter.alpha": .lora, "adapter.dropout": .lora, "adapter.targets": .lora,
+        "adapter.target_regex": .lora, "adapter.layers": .lora, "adapter.rslora": .lora, "adapter.modules_to_save": .lora,
+        "adapter.ensure_weight_tying": .lora, "adapter.init": .lora,
+        "adapter.virtual_tokens": .prefix, "adapter.projection_hidden": .prefix,
+    ]
 }
