@@ -69,9 +69,12 @@ struct RecipeTests {
                          "r.yaml:6: adapter.rank: 16 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
         Self.expectError(Self.minimal + "adapter:\n  type: none\n", overrides: ["adapter.virtual_tokens=8"],
                          "override 'adapter.virtual_tokens=8': adapter.virtual_tokens: 8 configures prefix tuning, but adapter.type is none (full fine-tuning), so it would change nothing; remove it, or set adapter.type: prefix")
-        // The type changed on the command line leaves the file's LoRA keys without meaning.
-        Self.expectError(Self.minimal + "adapter:\n  targets: [all-linear]\n", overrides: ["adapter.type=prefix"],
-                         "r.yaml:5: adapter.targets: [all-linear] configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
+        // Switching the type on the command line tries another method on the file: its own keys are let through,
+        // a key of the old type given beside the switch is not.
+        let switched = try RecipeLoader.parse(Self.minimal + "adapter:\n  targets: [all-linear]\n", file: "r.yaml", overrides: ["adapter.type=prefix"])
+        #expect(switched.recipe.adapterType == .prefix && !switched.resolvedYAML.contains("all-linear"))
+        Self.expectError(Self.minimal, overrides: ["adapter.type=prefix", "adapter.rank=4"],
+                         "override 'adapter.rank=4': adapter.rank: 4 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
         // At its default such a key changes nothing either way (older runs' resolved recipes list every key).
         let prefix = try RecipeLoader.parse(Self.minimal + "adapter:\n  type: prefix\n  rank: 8\n  virtual_tokens: 4\n", file: "r.yaml")
         #expect(prefix.recipe.virtualTokens == 4)

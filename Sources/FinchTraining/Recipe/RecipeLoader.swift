@@ -198,13 +198,16 @@ public enum RecipeLoader {
     }
 
     /// A key of another adapter type than the recipe's would be ignored, so giving it a value of its own is an
-    /// error (PEFT's configuration classes refuse them the same way). One left at its default changes nothing
-    /// and is let through: resolved recipes of older runs list every key.
+    /// error (PEFT's configuration classes refuse them the same way). Let through: one left at its default
+    /// (it changes nothing; resolved recipes of older runs list every key), and the file's own keys when the
+    /// type is switched on the command line (`adapter.type=prefix` to try another method on a LoRA recipe).
     static func checkAdapterKeys(_ r: Recipe, file: String, lines: [String: Int], overridden: [String: String]) throws {
         let defaults = Recipe()
+        let typeSwitched = overridden["adapter.type"] != nil
         for field in RecipeSchema.fields {
             guard let owner = RecipeSchema.adapterTypeOfKey[field.key], owner != r.adapterType,
-                  overridden[field.key] != nil || lines[field.key] != nil, field.read(r) != field.read(defaults) else { continue }
+                  overridden[field.key] != nil || (lines[field.key] != nil && !typeSwitched),
+                  field.read(r) != field.read(defaults) else { continue }
             let type = r.adapterType == .none ? "none (full fine-tuning)" : r.adapterType.rawValue
             throw RecipeError(file: overridden[field.key] ?? file, line: lines[field.key],
                               "\(field.key): \(field.read(r).map(quoted) ?? "") configures \(owner == .lora ? "LoRA" : "prefix tuning"), "
