@@ -40,6 +40,12 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Train with activation checkpointing (each decoder layer recomputed in the backward pass): less memory, one more forward pass. The peer runs as always.")
     var activationCheckpointing = false
 
+    @Flag(help: "Measure single-stream greedy generation instead of training: 128 new tokens after a 16-token prompt, with the key/value cache (beside ../shared/peers/torch_generate_bench.py with --peer).")
+    var generation = false
+
+    @Option(help: "The peer's generation benchmark script.")
+    var peerGenerationScript: String = "../shared/peers/torch_generate_bench.py"
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -65,6 +71,13 @@ struct BenchCommand: ParsableCommand {
         let chosenModes = try modes.split(separator: ",").map { m in
             guard let mode = WorkloadBenchmark.Mode(rawValue: String(m)) else { throw ValidationError("unknown mode '\(m)' (lora, prefix, full)") }
             return mode
+        }
+        if generation {
+            guard !kernels && !activationCheckpointing else {
+                throw ValidationError("--generation measures decoding; --kernels and --activation-checkpointing are about training")
+            }
+            try runGeneration(chosen)
+            return
         }
         // The peak is measured before and after the workloads and the higher kept: on a shared machine one
         // measurement can land on a busy moment.
@@ -161,6 +174,64 @@ struct BenchCommand: ParsableCommand {
             print("\n| kernel (forward+backward) | rows × cols | GB/s |\n| --- | --- | ---: |")
             for b in bandwidth { print("| \(b.kernel) | \(b.rows) × \(b.columns) | \(Output.fixed(b.gigabytesPerSecond, 1)) |") }
         }
+    }
+
+    /// Greedy decoding on each workload's shape, Finch and the peer alternating; medians of the repetitions.
+    func runGeneration(_ chosen: [WorkloadBenchmark.Workload]) throws {
+        var rows: [[String: Any]] = []
+        for w in chosen {
+            var finch: [Double] = [], peerTimes: [Double] = []
+            for _ in 0..<repetitions {
+                finch.append(try GenerationBenchmark.run(w).millisecondsPerToken)
+                if let peer { peerTimes.append(try Self.peerGeneration(python: peer, script: peerGenerationScript, workload: w)) }
+            }
+            let median = { (values: [Double]) in values.sorted()[values.count / 2] }
+            var row: [String: Any] = ["workload": w.name, "ms_per_token": median(finch), "tokens_per_second": 1000 / median(finch)]
+            if !peerTimes.isEmpty {
+                row["peer_ms_per_token"] = median(peerTimes)
+                row["speedup"] = median(peerTimes) / median(finch)
+            }
+            rows.append(row)
+            if !json { FileHandle.standardError.write(Data("measured \(w.name) generation\n".utf8)) }
+        }
+        if json {
+            try Output.json(["cores": Parallel.coreCount, "generation": rows])
+            return
+        }
+        print("single-stream greedy generation: \(GenerationBenchmark.newTokens) new tokens after a \(GenerationBenchmark.promptLength)-token prompt, key/value cache\n")
+        print(peer == nil ? "| workload | Finch ms/token | Finch tok/s |\n| ---: | ---: | ---: |"
+                          : "| workload | Finch ms/token | peer ms/token | speedup |\n| ---: | ---: | ---: | ---: |")
+        for r in rows {
+            var cells = [r["workload"] as! String, Output.fixed(r["ms_per_token"] as! Double, 2)]
+            if let p = r["peer_ms_per_token"] as? Double {
+                cells += [Output.fixed(p, 2), Output.fixed(r["speedup"] as! Double, 2) + "×"]
+            } else {
+                cells.append(Output.fixed(r["tokens_per_second"] as! Double, 0))
+            }
+            print("| " + cells.joined(separator: " | ") + " |")
+        }
+    }
+
+    /// transformers' milliseconds per token on the workload's shape, from the peer's generation script.
+    static func peerGeneration(python: String, script: String, workload: WorkloadBenchmark.Workload) throws -> Double {
+        let c = workload.config
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, "--dim", "\(c.hiddenSize)", "--layers", "\(c.layerCount)", "--heads", "\(c.headCount)",
+                             "--ffn", "\(c.intermediateSize)", "--vocab", "\(c.vocabularySize)", "--new", "\(GenerationBenchmark.newTokens)",
+                             "--prompt", "\(GenerationBenchmark.promptLength)", "--threads", "\(Parallel.coreCount)"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
+              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let ms = object["ms_per_token"] as? Double else {
+            throw ValidationError("the peer (\(python) \(script)) printed no generation result for \(workload.name)")
+        }
+        return ms
     }
 
     static func childResult(_ workload: String, _ mode: String, steps: Int, checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {

@@ -26,6 +26,28 @@ struct GEMMTests {
         }
     }
 
+    /// One row of C (decoding a token) goes to sgemv: every layout, strides past the minimum, a product split
+    /// across the cores by columns, and C full of NaN where beta = 0 says it is not read.
+    @Test func oneRowProductsMatchReference() {
+        for (n, k) in [(5, 7), (300, 70), (1000, 300)] {
+            for (tA, tB) in Self.transposes {
+                for (alpha, beta) in [(Float(1), Float(0)), (Float(0.5), Float(1.5))] {
+                    let lda = tA ? 3 : k + 2, ldb = tB ? k + 1 : n + 3, ldc = n
+                    let a = Inputs.normal([tA ? k * lda : lda], seed: 21).scalars
+                    let b = Inputs.normal([tB ? n * ldb : k * ldb], seed: 22).scalars
+                    let c0 = beta == 0 ? [Float](repeating: .nan, count: n) : Inputs.normal([n], seed: 23).scalars
+                    var fast = c0, slow = c0.map { $0.isNaN ? 0 : $0 }
+                    GEMM.multiply(transposeA: tA, transposeB: tB, m: 1, n: n, k: k, alpha: alpha,
+                                  a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &fast, ldc: ldc)
+                    GEMM.multiplyReference(transposeA: tA, transposeB: tB, m: 1, n: n, k: k, alpha: alpha,
+                                           a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &slow, ldc: ldc)
+                    let worst = zip(fast, slow).map { abs($0 - $1) }.max() ?? 0
+                    #expect(fast.allSatisfy(\.isFinite) && worst < 1e-4, "n \(n) k \(k) tA \(tA) tB \(tB) alpha \(alpha) beta \(beta): \(worst)")
+                }
+            }
+        }
+    }
+
     @Test func matmulOpMatchesReferenceOnBatches() throws {
         // [2, 3, 4, 5] · [2, 3, 5, 6] against per-batch naive products.
         let a = Inputs.normal([2, 3, 4, 5], seed: 3), b = Inputs.normal([2, 3, 5, 6], seed: 4)
