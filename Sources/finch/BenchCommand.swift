@@ -215,23 +215,30 @@ struct BenchCommand: ParsableCommand {
     /// transformers' milliseconds per token on the workload's shape, from the peer's generation script.
     static func peerGeneration(python: String, script: String, workload: WorkloadBenchmark.Workload) throws -> Double {
         let c = workload.config
+        let object = try peerJSON(python: python, arguments: [
+            script, "--dim", "\(c.hiddenSize)", "--layers", "\(c.layerCount)", "--heads", "\(c.headCount)",
+            "--ffn", "\(c.intermediateSize)", "--vocab", "\(c.vocabularySize)", "--new", "\(GenerationBenchmark.newTokens)",
+            "--prompt", "\(GenerationBenchmark.promptLength)", "--threads", "\(Parallel.coreCount)",
+        ])
+        guard let ms = object?["ms_per_token"] as? Double else {
+            throw ValidationError("the peer (\(python) \(script)) printed no generation result for \(workload.name)")
+        }
+        return ms
+    }
+
+    /// Runs a peer script and reads the JSON object on the last line it prints (nil when there is none).
+    static func peerJSON(python: String, arguments: [String]) throws -> [String: Any]? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, "--dim", "\(c.hiddenSize)", "--layers", "\(c.layerCount)", "--heads", "\(c.headCount)",
-                             "--ffn", "\(c.intermediateSize)", "--vocab", "\(c.vocabularySize)", "--new", "\(GenerationBenchmark.newTokens)",
-                             "--prompt", "\(GenerationBenchmark.promptLength)", "--threads", "\(Parallel.coreCount)"]
+        process.arguments = arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         try process.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let ms = object["ms_per_token"] as? Double else {
-            throw ValidationError("the peer (\(python) \(script)) printed no generation result for \(workload.name)")
-        }
-        return ms
+        guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
     }
 
     static func childResult(_ workload: String, _ mode: String, steps: Int, checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {
@@ -255,18 +262,9 @@ struct BenchCommand: ParsableCommand {
             "W1": [], "W2": ["--vocab", "32000"],
             "W3": ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376", "--vocab", "8192"],
         ]
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps", "\(steps)"] + (shapes[workload] ?? [])
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let tps = object["tokens_per_s"] as? Double, let rss = object["peak_rss_mb"] as? Double else {
+        let object = try peerJSON(python: python, arguments: [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps", "\(steps)"]
+                                      + (shapes[workload] ?? []))
+        guard let tps = object?["tokens_per_s"] as? Double, let rss = object?["peak_rss_mb"] as? Double else {
             throw ValidationError("the peer (\(python) \(script)) printed no result for \(workload) \(mode)")
         }
         return (tps, rss)
