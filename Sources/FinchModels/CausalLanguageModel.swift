@@ -12,7 +12,7 @@ public protocol CausalLanguageModel: Module {
 
     /// When on, training forgets each decoder layer's intermediate values after the forward pass and computes
     /// them again during the backward pass (`Tensor.checkpoint`): activation memory falls to one layer's worth
-    /// plus the layers' inputs, for one extra forward pass. Off by default; evaluation and generation ignore it.
+    /// plus the layers' inputs, for one extra forward pass of every layer but the last. Off by default; evaluation and generation ignore it.
     var checkpointsActivations: Bool { get set }
 
     /// Token ids laid out [batch, length] → the final hidden states [batch, length, hidden] (after the last norm).
@@ -45,10 +45,12 @@ public protocol CausalLanguageModel: Module {
 
 extension CausalLanguageModel {
     /// Runs one decoder layer on `x`, checkpointed when `checkpointsActivations` is on and gradients are being
-    /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape.
-    func runLayer(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
+    /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape. The last
+    /// layer is not checkpointed: its backward pass follows the head's at once, so it would be computed again
+    /// only to hold the same values at about the same moment.
+    func runLayer(_ x: Tensor, isLast: Bool, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
                   _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?) throws -> Tensor) throws -> Tensor {
-        guard checkpointsActivations, cache == nil, GradientMode.isRecording else { return try layer(x, prefix) }
+        guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix) }
         let inputs = [x] + (prefix.map { [$0.key, $0.value] } ?? [])
         return try Tensor.checkpoint(inputs) { t in try layer(t[0], t.count == 3 ? (key: t[1], value: t[2]) : nil) }
     }

@@ -78,7 +78,7 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         for (i, layer) in model.layers.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
+            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
                 try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }

@@ -37,7 +37,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Seconds per kernel measurement.")
     var seconds: Double = 0.5
 
-    @Flag(help: "Train with activation checkpointing (each decoder layer recomputed in the backward pass): less memory, one more forward pass. The peer runs as always.")
+    @Flag(help: "Train with activation checkpointing (each decoder layer but the last recomputed in the backward pass): less memory, one more forward pass. The peer runs as always.")
     var activationCheckpointing = false
 
     @Flag(help: "Measure single-stream greedy generation instead of training: 128 new tokens after a 16-token prompt, with the key/value cache (beside ../shared/peers/torch_generate_bench.py with --peer).")

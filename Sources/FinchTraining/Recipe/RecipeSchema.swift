@@ -135,7 +135,7 @@ public enum RecipeSchema {
         i("training.batch_size", "Sequences per micro-batch (no more than data.train gives).", { $0.batchSize }, { $0.batchSize = $1 }),
         i("training.grad_accum", "Micro-batches accumulated per optimizer step.", { $0.gradientAccumulation }, { $0.gradientAccumulation = $1 }),
         b("training.activation_checkpointing",
-          "Recompute each decoder layer's activations in the backward pass instead of keeping them: far less memory, about a third more time.",
+          "Recompute each decoder layer's activations (all but the last layer's) in the backward pass instead of keeping them: far less memory, about a third more time.",
           { $0.activationCheckpointing }, { $0.activationCheckpointing = $1 }),
         i("training.steps", "Optimizer steps to run (default: from training.epochs).", { $0.steps }, { $0.steps = $1 }),
         f("training.epochs", "Passes over the training data, when training.steps is not given (default 1).", { $0.epochs }, { $0.epochs = $1 }),
