@@ -48,11 +48,15 @@ extension CausalLanguageModel {
     /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape. The last
     /// layer is not checkpointed: its backward pass follows the head's at once, so it would be computed again
     /// only to hold the same values at about the same moment.
+    /// `layer`'s third argument says whether its output's values will be read (not when it is computed again
+    /// for the backward pass only).
     func runLayer(_ x: Tensor, isLast: Bool, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
-                  _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?) throws -> Tensor) throws -> Tensor {
-        guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix) }
+                  _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?, Bool) throws -> Tensor) throws -> Tensor {
+        guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix, true) }
         let inputs = [x] + (prefix.map { [$0.key, $0.value] } ?? [])
-        return try Tensor.checkpoint(inputs) { t in try layer(t[0], t.count == 3 ? (key: t[1], value: t[2]) : nil) }
+        return try Tensor.checkpoint(inputs) { t, recomputing in
+            try layer(t[0], t.count == 3 ? (key: t[1], value: t[2]) : nil, !recomputing)
+        }
     }
 
     public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }

@@ -123,7 +123,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         }
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix in
+            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix, _ in
                 try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }
