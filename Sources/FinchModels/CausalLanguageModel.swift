@@ -12,7 +12,8 @@ public protocol CausalLanguageModel: Module {
 
     /// When on, training forgets each decoder layer's intermediate values after the forward pass and computes
     /// them again during the backward pass (`Tensor.checkpoint`): activation memory falls to one layer's worth
-    /// plus the layers' inputs, for one extra forward pass of every layer but the last. Off by default; evaluation and generation ignore it.
+    /// plus the layers' inputs, for one extra forward pass of every layer but the last. Off by default;
+    /// evaluation and generation ignore it.
     var checkpointsActivations: Bool { get set }
 
     /// Token ids laid out [batch, length] → the final hidden states [batch, length, hidden] (after the last norm).
@@ -47,9 +48,9 @@ extension CausalLanguageModel {
     /// Runs one decoder layer on `x`, checkpointed when `checkpointsActivations` is on and gradients are being
     /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape. The last
     /// layer is not checkpointed: its backward pass follows the head's at once, so it would be computed again
-    /// only to hold the same values at about the same moment.
-    /// `layer`'s third argument says whether its output's values will be read (not when it is computed again
-    /// for the backward pass only).
+    /// only to hold the same values at about the same moment. `layer`'s third argument says whether its
+    /// output's values will be read: not on a checkpointed layer's second run, which only back-propagates (a
+    /// layer may use that to leave out work, or ignore it).
     func runLayer(_ x: Tensor, isLast: Bool, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
                   _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?, Bool) throws -> Tensor) throws -> Tensor {
         guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix, true) }
