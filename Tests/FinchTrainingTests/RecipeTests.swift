@@ -65,6 +65,8 @@ struct RecipeTests {
     }
 
     @Test func aKeyOfAnotherAdapterTypeIsRefused() throws {
+        // Every adapter key but the type belongs to one type (a new one must be placed).
+        #expect(Set(RecipeSchema.fields.map(\.key).filter { $0.hasPrefix("adapter.") && $0 != "adapter.type" }) == Set(RecipeSchema.adapterTypeOfKey.keys))
         Self.expectError(Self.minimal + "adapter:\n  type: prefix\n  rank: 16\n",
                          "r.yaml:6: adapter.rank: 16 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
         Self.expectError(Self.minimal + "adapter:\n  type: none\n", overrides: ["adapter.virtual_tokens=8"],
