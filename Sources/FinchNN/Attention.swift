@@ -9,22 +9,57 @@ public protocol AttentionPrefix: AnyObject {
 }
 
 /// The keys and values one attention layer has seen, for generating one token at a time.
+///
+/// A single sequence (batch 1) grows into spare room, 256 positions at a time, and each step reads views of
+/// the positions filled so far: a new token copies only its own keys and values. (Copying the whole cache
+/// into a fresh buffer for every token cost more than the products on small models: each new size was new
+/// pages from the kernel.) A batch of several sequences is concatenated, as its rows are not contiguous.
 public final class LayerCache {
-    public private(set) var key: Tensor?
-    public private(set) var value: Tensor?
+    /// [B, capacity, Hkv, D] for batch 1 (the first `length` positions filled), else [B, length, Hkv, D].
+    private var keys: Tensor?
+    private var values: Tensor?
+    public private(set) var length = 0
+
+    /// Positions added to a single sequence's buffers when they are full.
+    static let growth = 256
 
     public init() {}
 
-    /// Positions stored so far.
-    public var length: Int { key?.shape[1] ?? 0 }
-
     /// Appends new keys/values [B, T, Hkv, D]; returns everything seen so far.
     public func append(key k: Tensor, value v: Tensor) throws -> (Tensor, Tensor) {
-        let allK = try key.map { try Tensor.concatenate([$0, k], axis: 1) } ?? k
-        let allV = try value.map { try Tensor.concatenate([$0, v], axis: 1) } ?? v
-        key = allK.detached()
-        value = allV.detached()
-        return (allK, allV)
+        guard k.rank == 4, v.rank == 4, k.shape.prefix(2) == v.shape.prefix(2) else {
+            throw TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: k.shape, rhs: v.shape)
+        }
+        if let keys, let values, keys.shape.dropFirst(2) != k.shape.dropFirst(2) || values.shape.dropFirst(2) != v.shape.dropFirst(2) || keys.shape[0] != k.shape[0] {
+            throw TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: keys.shape, rhs: k.shape)
+        }
+        let (b, t) = (k.shape[0], k.shape[1])
+        guard b == 1 else {
+            let allK = try keys.map { try Tensor.concatenate([$0, k], axis: 1) } ?? k
+            let allV = try values.map { try Tensor.concatenate([$0, v], axis: 1) } ?? v
+            keys = allK.detached()
+            values = allV.detached()
+            length += t
+            return (allK, allV)
+        }
+        let filled = length
+        keys = try grown(keys, toHold: filled + t, like: k)
+        values = try grown(values, toHold: filled + t, like: v)
+        let kRow = k.count / t, vRow = v.count / t
+        (keys!.storage.pointer + filled * kRow).update(from: k.storage.pointer, count: k.count)
+        (values!.storage.pointer + filled * vRow).update(from: v.storage.pointer, count: v.count)
+        length = filled + t
+        return (try keys!.leadingView([1, length] + Array(k.shape.dropFirst(2))),
+                try values!.leadingView([1, length] + Array(v.shape.dropFirst(2))))
+    }
+
+    /// `buffer` when it has room for `positions`, else a larger one holding its filled positions.
+    private func grown(_ buffer: Tensor?, toHold positions: Int, like new: Tensor) throws -> Tensor {
+        if let buffer, buffer.shape[1] >= positions { return buffer }
+        let capacity = (positions + Self.growth - 1) / Self.growth * Self.growth
+        let larger = Tensor.zeros([1, capacity] + Array(new.shape.dropFirst(2)))
+        if let buffer { larger.storage.pointer.update(from: buffer.storage.pointer, count: length * (new.count / new.shape[1])) }
+        return larger
     }
 }
 

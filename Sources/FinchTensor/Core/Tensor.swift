@@ -126,10 +126,21 @@ public final class Tensor {
     /// The same values, off the tape: shares storage, records nothing.
     public func detached() -> Tensor { Tensor(shape: shape, storage: storage) }
 
+    /// The first values of this tensor as a tensor of `shape`, off the tape and sharing its memory (not a
+    /// copy): what is written to this tensor past them later leaves the view as it is. A key/value cache
+    /// grows into spare room this way instead of copying itself for every new token.
+    public func leadingView(_ shape: [Int]) throws -> Tensor {
+        let n = shape.reduce(1, *)
+        guard shape.allSatisfy({ $0 >= 0 }), n <= count else {
+            throw TensorError.shapeMismatch(op: "leadingView (view within the values)", lhs: self.shape, rhs: shape)
+        }
+        return Tensor(shape: shape, storage: TensorStorage(leadingValuesOf: storage, count: n))
+    }
+
     /// A tensor of `shape` for an op's result: this tensor's own storage when nothing else holds it (a value
     /// a backward step saved and is about to drop), else fresh storage. The caller overwrites every value.
     func reusedOrFresh(shape: [Int]) -> Tensor {
-        if isKnownUniquelyReferenced(&storage) && storage.count == shape.reduce(1, *) {
+        if TensorStorage.isExclusive(&storage) && storage.count == shape.reduce(1, *) {
             return Tensor(shape: shape, storage: storage)
         }
         return Tensor(uninitializedShape: shape)

@@ -12,11 +12,28 @@ import Darwin
 public final class TensorStorage: @unchecked Sendable {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
+    /// The storage whose first `count` values this one is (`Tensor.leadingView`), kept alive by it.
+    let base: TensorStorage?
 
     /// Uninitialised storage: every caller writes all `count` values before anyone reads them.
     init(uninitializedCount count: Int) {
         self.count = count
         self.pointer = StoragePool.shared.take(count: count)
+        self.base = nil
+    }
+
+    /// The first `count` values of `base`, not a copy.
+    init(leadingValuesOf base: TensorStorage, count: Int) {
+        precondition(count <= base.count, "a view cannot be longer than its storage")
+        self.count = count
+        self.pointer = base.pointer
+        self.base = base
+    }
+
+    /// Whether the only reference to `storage` is the caller's and its memory is its own (not a view's), so
+    /// the caller may write over it.
+    static func isExclusive(_ storage: inout TensorStorage) -> Bool {
+        isKnownUniquelyReferenced(&storage) && storage.base == nil
     }
 
     /// Storage with every value set to `value`.
@@ -30,7 +47,7 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        StoragePool.shared.give(pointer, count: count)
+        if base == nil { StoragePool.shared.give(pointer, count: count) }
     }
 
     public var buffer: UnsafeMutableBufferPointer<Float> {
