@@ -31,7 +31,7 @@ public final class LayerCache {
             throw TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: k.shape, rhs: v.shape)
         }
         if let keys, let values, keys.shape.dropFirst(2) != k.shape.dropFirst(2) || values.shape.dropFirst(2) != v.shape.dropFirst(2) || keys.shape[0] != k.shape[0] {
-            throw TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: keys.shape, rhs: k.shape)
+            throw TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: [keys.shape[0], length] + keys.shape.dropFirst(2), rhs: k.shape)
         }
         let (b, t) = (k.shape[0], k.shape[1])
         guard b == 1 else {
@@ -43,9 +43,9 @@ public final class LayerCache {
             return (allK, allV)
         }
         let filled = length
-        keys = try grown(keys, toHold: filled + t, like: k)
-        values = try grown(values, toHold: filled + t, like: v)
-        let kRow = k.count / t, vRow = v.count / t
+        keys = grown(keys, toHold: filled + t, like: k)
+        values = grown(values, toHold: filled + t, like: v)
+        let kRow = k.shape[2] * k.shape[3], vRow = v.shape[2] * v.shape[3]
         (keys!.storage.pointer + filled * kRow).update(from: k.storage.pointer, count: k.count)
         (values!.storage.pointer + filled * vRow).update(from: v.storage.pointer, count: v.count)
         length = filled + t
@@ -54,11 +54,11 @@ public final class LayerCache {
     }
 
     /// `buffer` when it has room for `positions`, else a larger one holding its filled positions.
-    private func grown(_ buffer: Tensor?, toHold positions: Int, like new: Tensor) throws -> Tensor {
+    private func grown(_ buffer: Tensor?, toHold positions: Int, like new: Tensor) -> Tensor {
         if let buffer, buffer.shape[1] >= positions { return buffer }
-        let capacity = (positions + Self.growth - 1) / Self.growth * Self.growth
+        let capacity = max(1, (positions + Self.growth - 1) / Self.growth) * Self.growth
         let larger = Tensor.zeros([1, capacity] + Array(new.shape.dropFirst(2)))
-        if let buffer { larger.storage.pointer.update(from: buffer.storage.pointer, count: length * (new.count / new.shape[1])) }
+        if let buffer { larger.storage.pointer.update(from: buffer.storage.pointer, count: length * new.shape[2] * new.shape[3]) }
         return larger
     }
 }

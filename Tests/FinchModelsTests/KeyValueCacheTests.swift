@@ -34,9 +34,16 @@ struct KeyValueCacheTests {
 
     @Test func mismatchedShapesAreNamed() throws {
         let cache = LayerCache()
-        #expect(throws: TensorError.self) { try cache.append(key: Tensor.zeros([1, 2, 2, 4]), value: Tensor.zeros([1, 3, 2, 4])) }
+        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: [1, 2, 2, 4], rhs: [1, 3, 2, 4])) {
+            try cache.append(key: Tensor.zeros([1, 2, 2, 4]), value: Tensor.zeros([1, 3, 2, 4]))
+        }
         _ = try cache.append(key: Tensor.zeros([1, 2, 2, 4]), value: Tensor.zeros([1, 2, 2, 4]))
-        #expect(throws: TensorError.self) { try cache.append(key: Tensor.zeros([1, 1, 3, 4]), value: Tensor.zeros([1, 1, 3, 4])) }
+        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: [1, 2, 2, 4], rhs: [1, 1, 3, 4])) {
+            try cache.append(key: Tensor.zeros([1, 1, 3, 4]), value: Tensor.zeros([1, 1, 3, 4]))
+        }
+        // No new positions: what is there, unchanged.
+        let (keys, _) = try cache.append(key: Tensor.zeros([1, 0, 2, 4]), value: Tensor.zeros([1, 0, 2, 4]))
+        #expect(keys.shape == [1, 2, 2, 4] && cache.length == 2)
     }
 
     /// A view's memory belongs to its base: nothing may write over it in place, however unique the view.
