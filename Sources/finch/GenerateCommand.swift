@@ -62,5 +62,12 @@ struct GenerateCommand: ParsableCommand {
         print("")
         let seconds = Date().timeIntervalSince(start)
         Output.standardError("\(produced.count) tokens in \(Output.fixed(seconds, 2)) s, \(Output.fixed(Double(produced.count) / max(seconds, 1e-9), 1)) tokens/s")
+        // A model whose vocabulary is larger than its tokenizer's can choose ids no token stands for; decoding
+        // leaves them out (as the tokenizers library does), so say so rather than print less without a word.
+        let untokenized = produced.filter { tokenizer.token(of: $0) == nil }
+        if let first = untokenized.first {
+            Output.standardError("\(untokenized.count) of the generated ids (the first \(first)) have no token in \(tokenizer.path) "
+                + "(\(tokenizer.vocabularySize) tokens; the model has \(folder.config.vocabularySize)) and are left out of the text")
+        }
     }
 }

@@ -170,6 +170,23 @@ struct CommandLineTests {
         #expect(report?["parameters"] as? Int == 190_784)
     }
 
+    /// A tokenizer with fewer tokens than the model's vocabulary: ids past it are left out of the text, and
+    /// generate says so instead of printing less without a word.
+    @Test func generatedIdsWithoutATokenAreNamed() throws {
+        let dir = try Self.baseCopy()
+        let url = URL(fileURLWithPath: "\(dir)/tokenizer.json")
+        var tokenizer = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        var model = tokenizer["model"] as! [String: Any]
+        model["vocab"] = (model["vocab"] as! [String: Int]).filter { $0.value < 300 }
+        model["merges"] = [String]()
+        tokenizer["model"] = model
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: url)
+        let run = try Self.finch(["generate", "--model", dir, "--prompt", "the", "--max-tokens", "30", "--temperature", "1", "--seed", "3"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("of the generated ids") && run.stderr.contains("have no token in \(dir)/tokenizer.json (300 tokens; the model has 768)"),
+                "\(run.stderr)")
+    }
+
     @Test func greedyGenerationPrintsThePromptAndStopsAtMaxTokens() throws {
         let run = try Self.finch(["generate", "--model", Fixtures.path("gpt2", "base"), "--prompt", "To be", "--max-tokens", "5"])
         #expect(run.status == 0, "\(run.stderr)")
