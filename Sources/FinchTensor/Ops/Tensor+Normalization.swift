@@ -74,32 +74,32 @@ extension Tensor {
         let dx = s.reusedOrFresh(shape: s.shape)  // a row's values are all read before any is written
         let dp = dx.storage.pointer
         withExtendedLifetime(inverse) {
-        Parallel.forRows(rows, rowLength: d) { r in
-            let gr = gp + r * d, sr = sp + r * d, dr = dp + r * d, inv = rp[r], b: Float = isOutput ? 1 : inv
-            // c = mean(g ⊙ w ⊙ x̂), eight partial sums at a time
-            var dot8 = SIMD8<Float>()
-            var j = 0
-            while j + 8 <= d {
-                let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
-                let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
-                dot8 += isOutput ? g8 * s8 : g8 * UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self) * s8 * inv
-                j += 8
+            Parallel.forRows(rows, rowLength: d) { r in
+                let gr = gp + r * d, sr = sp + r * d, dr = dp + r * d, inv = rp[r], b: Float = isOutput ? 1 : inv
+                // c = mean(g ⊙ w ⊙ x̂), eight partial sums at a time
+                var dot8 = SIMD8<Float>()
+                var j = 0
+                while j + 8 <= d {
+                    let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
+                    dot8 += isOutput ? g8 * s8 : g8 * UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self) * s8 * inv
+                    j += 8
+                }
+                var dot = dot8.sum()
+                while j < d { dot += isOutput ? gr[j] * sr[j] : gr[j] * wp[j] * sr[j] * inv; j += 1 }
+                let c = dot / Float(d)
+                // dx = r · (g ⊙ w − x̂ · c)
+                j = 0
+                while j + 8 <= d {
+                    let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
+                    let a8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c), as: SIMD8<Float>.self)
+                    j += 8
+                }
+                while j < d { dr[j] = inv * (gr[j] * wp[j] - sr[j] * ip[j] * b * c); j += 1 }
             }
-            var dot = dot8.sum()
-            while j < d { dot += isOutput ? gr[j] * sr[j] : gr[j] * wp[j] * sr[j] * inv; j += 1 }
-            let c = dot / Float(d)
-            // dx = r · (g ⊙ w − x̂ · c)
-            j = 0
-            while j + 8 <= d {
-                let g8 = UnsafeRawPointer(gr + j).loadUnaligned(as: SIMD8<Float>.self)
-                let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
-                let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
-                let a8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
-                UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c), as: SIMD8<Float>.self)
-                j += 8
-            }
-            while j < d { dr[j] = inv * (gr[j] * wp[j] - sr[j] * ip[j] * b * c); j += 1 }
-        }
         }
         return [dx, gw]
     }
