@@ -1,4 +1,3 @@
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -63,7 +62,8 @@ public final class TensorStorage: @unchecked Sendable {
 /// shapes every time, so after the first step nearly every request is a hit, and the resident size stays
 /// close to the step's true peak instead of the peak plus whatever sizes happened to be idle then.
 final class StoragePool: Sendable {
-    static let shared = StoragePool()
+    /// Under a sanitizer every buffer is malloc's own (see `passThrough`).
+    static let shared = StoragePool(passThrough: SanitizerRuntime.isLoaded)
 
     /// Buffers smaller than this go to malloc; they are cheap to get and too small to matter.
     static let minimumPooledCount = 4096
@@ -83,7 +83,15 @@ final class StoragePool: Sendable {
     /// buffers up to 4× their size: 622 → 674 MB.
     static let maximumWaste = 2.0
 
-    init(slackBytes: Int = 16 << 20) { self.slackBytes = slackBytes }
+    /// Every buffer comes from malloc and goes back to it at once, nothing kept or mapped: so that
+    /// AddressSanitizer sees a kernel writing past a buffer or into one given back, and ThreadSanitizer sees
+    /// each buffer's hand-over from one thread to the next, which reuse of pooled memory hides from both.
+    let passThrough: Bool
+
+    init(slackBytes: Int = 16 << 20, passThrough: Bool = false) {
+        self.slackBytes = slackBytes
+        self.passThrough = passThrough
+    }
 
     private struct State {
         var free: [Int: [UInt]] = [:]  // byte count → addresses, so the state is Sendable
@@ -128,14 +136,14 @@ final class StoragePool: Sendable {
             return victims
         }
     }
-    private let state = Mutex(State())
+    private let state = PThreadLocked(State())
 
     /// (live, kept, high-water) bytes of pooled buffers, for tests.
     var usage: (live: Int, held: Int, highWater: Int) { state.withLock { ($0.liveBytes, $0.heldBytes, $0.highWater) } }
 
     func take(count: Int) -> UnsafeMutablePointer<Float> {
         let byteCount = max(count, 1) * MemoryLayout<Float>.stride
-        guard count >= Self.minimumPooledCount else {
+        guard count >= Self.minimumPooledCount, !passThrough else {
             let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: Self.alignment)
             return raw.bindMemory(to: Float.self, capacity: max(count, 1))
         }
@@ -164,7 +172,7 @@ final class StoragePool: Sendable {
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(pointer)
         let byteCount = max(count, 1) * MemoryLayout<Float>.stride
-        guard count >= Self.minimumPooledCount else {
+        guard count >= Self.minimumPooledCount, !passThrough else {
             raw.deallocate()
             return
         }
@@ -184,5 +192,41 @@ final class StoragePool: Sendable {
         guard let raw = UnsafeMutableRawPointer(bitPattern: address) else { return }
         let wasMalloc = state.withLock { $0.fromMalloc.remove(address) != nil }
         if wasMalloc { raw.deallocate() } else { munmap(raw, byteCount) }
+    }
+}
+
+/// A value behind a pthread mutex. Not `Synchronization.Mutex`: on Linux that one locks with futexes
+/// ThreadSanitizer does not follow, so it reports every access made under the lock as a race.
+final class PThreadLocked<Value>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+}
+
+/// Whether the process runs under AddressSanitizer or ThreadSanitizer (`swift build --sanitize=…`): their
+/// runtimes define these entry points; nothing else does.
+enum SanitizerRuntime {
+    static let isLoaded: Bool = ["__asan_init", "__tsan_init"].contains { name in
+        #if canImport(Darwin)
+        let everyImage = UnsafeMutableRawPointer(bitPattern: -2)  // RTLD_DEFAULT
+        #else
+        let everyImage: UnsafeMutableRawPointer? = nil  // RTLD_DEFAULT
+        #endif
+        return dlsym(everyImage, name) != nil
     }
 }
