@@ -21,12 +21,15 @@ public struct HuggingFaceFolder {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw FormatError(file: path, "is not a folder (a Hugging Face model folder holds config.json and model.safetensors)")
         }
-        let config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("config.json"))
+        let configPath = (path as NSString).appendingPathComponent("config.json")
+        let config = try ModelConfig.load(path: configPath)
+        let checkpoint = randomSeed == nil ? try SafetensorsCheckpoint(folder: path) : nil
+        try ModelSize.check(config, path: configPath, against: checkpoint)
         let model = try CausalLanguageModelFactory.make(config)
-        if let randomSeed {
-            initializeRandomly(model, seed: randomSeed)
+        if let checkpoint {
+            try loadWeights(into: model, from: checkpoint)
         } else {
-            try loadWeights(into: model, from: SafetensorsCheckpoint(folder: path))
+            initializeRandomly(model, seed: randomSeed ?? 0)
         }
         model.freeze()
         let tokenizerPath = (path as NSString).appendingPathComponent("tokenizer.json")

@@ -59,6 +59,64 @@ struct LoadingTests {
         Self.expectLoadError(dir, "config.json: cannot read the file")
     }
 
+    /// Rewrites keys of a folder's config.json.
+    static func editConfig(_ folder: String, _ values: [String: Any]) throws {
+        let path = "\(folder)/config.json"
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        for (key, value) in values { object[key] = value }
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func aConfigTooLargeToBuildIsRefusedBeforeAnythingIsAllocated() throws {
+        let dir = try Self.editedCopy("llama-gqa") { _ in }
+        // A mistyped size: the model would need petabytes. Refused by name instead of stopping in the allocator.
+        try Self.editConfig(dir, ["intermediate_size": 100_000_000_000_000])
+        Self.expectLoadError(dir, "config.json: the sizes (vocab_size 768, hidden_size 64, intermediate_size 100000000000000")
+        Self.expectLoadError(dir, "hold 190784 values: this config.json does not belong to them")
+        // Sizes whose product does not fit in an Int.
+        try Self.editConfig(dir, ["intermediate_size": 176, "vocab_size": Int.max / 2])
+        Self.expectLoadError(dir, "describe more values than can be counted")
+        // The rotary table alone too large for memory (its parameters are the checkpoint's).
+        try Self.editConfig(dir, ["vocab_size": 768, "max_position_embeddings": 100_000_000_000_000])
+        Self.expectLoadError(dir, "rotary-table values, 6400000.0 GB as float32, more than this machine's")
+        // A size that fits in memory is left to the tensor-by-tensor checks, which name the tensor.
+        try Self.editConfig(dir, ["max_position_embeddings": 256, "num_hidden_layers": 3])
+        Self.expectLoadError(dir, "missing tensor 'model.layers.2.")
+        // A head dimension of zero (explicit, or hidden_size / num_attention_heads).
+        try Self.editConfig(dir, ["num_hidden_layers": 2, "head_dim": 0])
+        Self.expectLoadError(dir, "config.json: head_dim 0 must be positive and even")
+        try Self.editConfig(dir, ["head_dim": NSNull(), "hidden_size": 2])
+        Self.expectLoadError(dir, "config.json: head_dim (hidden_size / num_attention_heads) 0 must be positive and even")
+    }
+
+    @Test func theMemoryLimitIsTheMachines() throws {
+        let config = try ModelConfig.load(path: Fixtures.path("llama-gqa", "base/config.json"))
+        try ModelSize.check(config, path: "config.json", against: nil)
+        #expect(throws: FormatError(file: "config.json", "the sizes (vocab_size 768, hidden_size 64, intermediate_size 176, num_hidden_layers 2, num_attention_heads 4, head_dim 16, max_position_embeddings 256) describe 190784 parameters and 4096 rotary-table values, 0.0 GB as float32, more than this machine's 0.0 GB of memory")) {
+            try ModelSize.check(config, path: "config.json", against: nil, memoryBytes: 4 * 190_784)  // the parameters only
+        }
+        try ModelSize.check(config, path: "config.json", against: nil, memoryBytes: 4 * (190_784 + 4096))
+        #expect(ModelSize.physicalMemoryBytes > 1 << 30)
+    }
+
+    /// The count the size check uses is the count the architectures build, with and without biases and ties.
+    @Test func parameterCountsFromConfigsMatchBuiltModels() throws {
+        var configs = try (Fixtures.families + ["llama-tied-embedding-lora"]).map {
+            try ModelConfig.load(path: Fixtures.path($0, "base/config.json"))
+        }
+        let repository = URL(fileURLWithPath: Fixtures.root).deletingLastPathComponent().deletingLastPathComponent()
+        configs.append(try ModelConfig.load(path: repository.appendingPathComponent("models/finch-shakespeare/config.json").path))
+        for (attentionBias, mlpBias, tied) in [(true, false, false), (false, true, true), (true, true, false)] {
+            configs.append(.llama(LlamaConfig(vocabularySize: 50, hiddenSize: 24, intermediateSize: 40, layerCount: 3, headCount: 6,
+                                              keyValueHeadCount: 2, headDimension: 8, tieWordEmbeddings: tied,
+                                              attentionBias: attentionBias, mlpBias: mlpBias, maxPositionEmbeddings: 32)))
+        }
+        for config in configs {
+            let model = try CausalLanguageModelFactory.make(config)
+            #expect(ModelSize.parameterCount(config) == model.parameterCount, "\(config)")
+        }
+    }
+
     @Test func bfloat16AndFloat16WeightsLoadAsFloat32() throws {
         for dtype in [SafetensorsDType.f16, .bf16] {
             let dir = try Self.editedCopy("llama-gqa") { items in

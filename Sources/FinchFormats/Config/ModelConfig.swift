@@ -138,7 +138,10 @@ public struct LlamaConfig: Sendable, Equatable {
         guard headCount % keyValueHeadCount == 0 else {
             throw f.error("num_attention_heads \(headCount) is not a multiple of num_key_value_heads \(keyValueHeadCount)")
         }
-        guard headDimension % 2 == 0 else { throw f.error("head_dim \(headDimension) must be even for rotary embeddings") }
+        guard headDimension > 0, headDimension % 2 == 0 else {
+            let source = f.object["head_dim"].map { $0.isNull } == false ? "head_dim" : "head_dim (hidden_size / num_attention_heads)"
+            throw f.error("\(source) \(headDimension) must be positive and even for rotary embeddings")
+        }
         try f.requirePositive(["max_position_embeddings": maxPositionEmbeddings])
         // A negative epsilon makes a norm of small values the root of a negative number: NaN from the first layer.
         guard rmsNormEpsilon >= 0, rmsNormEpsilon.isFinite else { throw f.error("rms_norm_eps must be 0 or positive, got \(rmsNormEpsilon)") }
