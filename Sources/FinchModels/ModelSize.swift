@@ -66,13 +66,13 @@ public enum ModelSize {
         }
     }
 
-    static func gigabytes(_ bytes: Int?) -> String {
+    public static func gigabytes(_ bytes: Int?) -> String {
         guard let bytes else { return "more bytes than can be counted" }
         return String(format: "%.1f GB", Double(bytes) / 1e9)
     }
 
     /// The sum of each term's product of factors, or nil when any product or sum overflows `Int`.
-    static func sumOfProducts(_ terms: [[Int]]) -> Int? {
+    public static func sumOfProducts(_ terms: [[Int]]) -> Int? {
         var sum = 0
         for factors in terms {
             var product = 1

@@ -45,6 +45,26 @@ struct AdapterErrorTests {
         try Self.expectRefused(prefix, ["prompt_embeddings", "has shape [8, 128], but the model needs [6, 128]"])
     }
 
+    @Test func ranksThatAskForMoreThanTheFileHoldsAreRefusedBeforeAllocating() throws {
+        // A mistyped r would allocate petabytes; the file holds the factors, so the ranks cannot exceed it.
+        let dir = try Self.copy("llama-gqa", "lora") { $0["r"] = 1_000_000_000_000 }
+        try Self.expectRefused(dir, ["adapter_config.json", "r 1000000000000 gives the targeted modules", "LoRA values, but", "the ranks do not match these weights"])
+        let pattern = try Self.copy("llama-gqa", "lora") { $0["rank_pattern"] = ["q_proj": 100_000_000_000] }
+        try Self.expectRefused(pattern, ["adapter_config.json", "r 4 and rank_pattern give"])
+        let zero = try Self.copy("llama-gqa", "lora") { $0["rank_pattern"] = ["q_proj": 0] }
+        try Self.expectRefused(zero, ["adapter_config.json", "the rank for 'model.layers.0.self_attn.q_proj' is 0; ranks must be positive"])
+    }
+
+    /// The count the check uses is what injecting allocates, with rank_pattern and an adapted embedding.
+    @Test func theCountedLoRAValuesAreTheInjectedOnes() throws {
+        var configuration = LoRAConfiguration(rank: 3, alpha: 6, targets: .names(["q_proj", "down_proj", "embed_tokens"]))
+        configuration.rankPattern = ["down_proj": 5]
+        let model = try HuggingFaceFolder.load(Fixtures.path("llama-gqa", "base")).model
+        let counted = try LoRAAdapter.valueCount(in: model, configuration: configuration)
+        let adapter = try LoRAAdapter.inject(into: model, configuration: configuration)
+        #expect(counted == adapter.peftTensors().reduce(0) { $0 + $1.tensor.count })
+    }
+
     @Test func anUnknownPEFTType() throws {
         let dir = try Self.copy("llama-gqa", "lora") { $0["peft_type"] = "IA3" }
         try Self.expectRefused(dir, ["adapter_config.json", "peft_type \"IA3\" is not supported"])

@@ -114,6 +114,17 @@ struct RecipeTests {
         try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 4\n", dir, "b.yaml") {
             $0 == "\(dir)/b.yaml:6: training.batch_size: 4 is more than the 1 sequence of up to 8 tokens that data.train ('\(dir)/tiny.txt') gives, so each batch would repeat sequences; use training.batch_size=1 or less, or more data"
         }
+        // Sizes that could never be allocated are refused by key before anything is (a mistyped rank stopped the
+        // process in the allocator; a huge prefix too).
+        try Self.expectSessionError("model: \(dir)/base\nadapter:\n  rank: 100000000000\ndata:\n  train: \(dir)/train.txt\n", dir, "k.yaml") {
+            $0.hasPrefix("\(dir)/k.yaml:3: adapter.rank: 100000000000 gives the adapter ") && $0.contains("more than this machine's")
+        }
+        try Self.expectSessionError("model: \(dir)/base\nadapter:\n  type: prefix\n  virtual_tokens: 100000000000\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\n", dir, "v.yaml") {
+            $0.hasPrefix("\(dir)/v.yaml:4: adapter.virtual_tokens: 100000000000 virtual tokens and data.seq_len 32 exceed the model's")
+        }
+        try Self.expectSessionError("model: \(dir)/base\nadapter:\n  type: prefix\n  projection_hidden: 100000000000000\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\n", dir, "p.yaml") {
+            $0.hasPrefix("\(dir)/p.yaml:4: adapter.projection_hidden: a prefix of ") && $0.contains("more than this machine's")
+        }
         // A recipe that cannot run leaves no run directory behind.
         let bad = try TrainingSupport.write("model: \(dir)/nomodel\ndata:\n  train: \(dir)/train.txt\noutput:\n  dir: \(dir)/never\n", to: "\(dir)/n.yaml")
         #expect(throws: RecipeError.self) { try Trainer.start(try RecipeLoader.load(path: bad)) }

@@ -28,6 +28,7 @@ public final class LoRAAdapter {
         let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
         let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
         let chosen = try select(candidates.map(\.name), linear: linearPaths, configuration: configuration)
+        try checkFitsInMemory(try valueCount(in: model, configuration: configuration), what: "the LoRA factors (rank \(configuration.rank))")
         model.freeze()
         var generator = RandomGenerator(seed: seed)
         var layers: [(path: String, layer: LoRALinear)] = []
@@ -61,6 +62,37 @@ public final class LoRAAdapter {
         }
         let saved = try saveModules(in: model, candidates: candidates, adapted: Set(chosen), configuration: configuration)
         return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings, savedModules: saved)
+    }
+
+    /// The values the LoRA factors of `configuration` would hold in `model` (A and B of every targeted module,
+    /// with `rank_pattern`'s ranks), counted without allocating them; nil when the count overflows `Int`.
+    /// - Throws: as `inject` does for targets that match nothing, and for a rank that is not positive.
+    public static func valueCount(in model: Module, configuration: LoRAConfiguration) throws -> Int? {
+        let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
+        let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
+        let chosen = Set(try select(candidates.map(\.name), linear: linearPaths, configuration: configuration))
+        var total = 0
+        for (path, module) in candidates where chosen.contains(path) {
+            let (rank, _) = configuration.rankAndAlpha(for: path)
+            guard rank > 0 else { throw AdapterError("the rank for '\(path)' is \(rank); ranks must be positive") }
+            // Linear [out, in] gets A [r, in] and B [out, r]; Embedding [count, dim] gets A [r, count] and B [dim, r].
+            let shape = (module as? Linear)?.weight.shape ?? (module as? Embedding)?.weight.shape ?? []
+            let (sides, o1) = shape.reduce(0, +).multipliedReportingOverflow(by: rank)
+            let (sum, o2) = total.addingReportingOverflow(sides)
+            if o1 || o2 { return nil }
+            total = sum
+        }
+        return total
+    }
+
+    /// Refuses to allocate `count` float32 values that could not fit in this machine's memory (a mistyped
+    /// rank or size would otherwise stop the process in the allocator).
+    static func checkFitsInMemory(_ count: Int?, what: String) throws {
+        let memory = ModelSize.physicalMemoryBytes
+        guard let count, count <= memory / 4 else {
+            let values = count.map { "\($0) values (\(ModelSize.gigabytes($0.multipliedReportingOverflow(by: 4).partialValue)))" } ?? "more values than can be counted"
+            throw AdapterError("\(what) would hold \(values), more than this machine's \(ModelSize.gigabytes(memory)) of memory")
+        }
     }
 
     /// The one rule for a head tied to an embedding that an adapter changes: with `ensure_weight_tying` it

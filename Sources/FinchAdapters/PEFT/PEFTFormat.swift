@@ -80,6 +80,16 @@ public enum PEFTFormat {
 
         let adapter: LoRAAdapter
         do {
+            // Ranks too large to allocate (a mistyped r of 10¹² would stop the process in the allocator) are
+            // refused first, as not these weights' when the file holds fewer values; smaller mismatches are left to
+            // the per-tensor checks below, whose messages name the tensor.
+            let held = weights.entries.reduce(0) { $0 &+ $1.elementCount }
+            let needed = try LoRAAdapter.valueCount(in: model, configuration: configuration) ?? Int.max
+            if needed > ModelSize.physicalMemoryBytes / 4, needed > held {
+                let ranks = configuration.rankPattern.isEmpty ? "r \(rank) gives" : "r \(rank) and rank_pattern give"
+                let count = needed == Int.max ? "more than can be counted" : "\(needed)"
+                throw fail("\(ranks) the targeted modules \(count) LoRA values, but \(weights.path) holds \(held): the ranks do not match these weights")
+            }
             adapter = try LoRAAdapter.inject(into: model, configuration: configuration)
         } catch let e as AdapterError {
             throw fail("\(e.message) (is this adapter for a \(model.config.modelType) model?)")

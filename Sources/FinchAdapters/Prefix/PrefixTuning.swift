@@ -1,3 +1,4 @@
+import FinchModels
 import FinchNN
 import FinchTensor
 
@@ -36,8 +37,11 @@ public final class PrefixTuning: Module, AttentionPrefix {
         self.keyValueHeadCount = keyValueHeadCount
         self.headDimension = headDimension
         let d = keyValueHeadCount * headDimension
+        if let hidden = projectionHidden, hidden <= 0 { throw AdapterError("encoder_hidden_size must be positive, got \(hidden)") }
+        try LoRAAdapter.checkFitsInMemory(Self.valueCount(virtualTokenCount: virtualTokenCount, layerCount: layerCount,
+                                                          tokenDimension: d, projectionHidden: projectionHidden),
+                                          what: "a prefix of \(virtualTokenCount) virtual tokens")
         if let hidden = projectionHidden {
-            guard hidden > 0 else { throw AdapterError("encoder_hidden_size must be positive, got \(hidden)") }
             let e = Embedding(count: virtualTokenCount, dimensions: d)
             try e.weight.assign(Tensor.randomNormal([virtualTokenCount, d], generator: &generator))
             embedding = e
@@ -53,6 +57,15 @@ public final class PrefixTuning: Module, AttentionPrefix {
         }
         super.init()
         unfreeze()
+    }
+
+    /// The values a prefix holds: the [tokens, 2 · layers · d] table, or with the projection its token embedding
+    /// and the two layers of its MLP; nil when the count overflows `Int`.
+    static func valueCount(virtualTokenCount v: Int, layerCount: Int, tokenDimension d: Int, projectionHidden: Int?) -> Int? {
+        let out = ModelSize.sumOfProducts([[2, layerCount, d]])
+        guard let out else { return nil }
+        guard let h = projectionHidden else { return ModelSize.sumOfProducts([[v, out]]) }
+        return ModelSize.sumOfProducts([[v, d], [d, h], [h], [h, out], [out]])
     }
 
     /// PyTorch's default Linear initialisation: U(−1/√in, 1/√in) for weight and bias.

@@ -55,6 +55,16 @@ public final class TrainingSession {
                 throw RecipeError(file: loaded.file, line: loaded.lines["adapter.layers"],
                                   "adapter.layers: this model has no layer \(missing) (its layers are 0–\(model.layerCount - 1))")
             }
+            // Training holds each value four times (itself, its gradient, AdamW's two moments).
+            // (A target that matches nothing is left to inject's error, which names the model's modules.)
+            let memory = ModelSize.physicalMemoryBytes
+            let counted: Int?
+            do { counted = try LoRAAdapter.valueCount(in: model, configuration: configuration) } catch { counted = 0 }
+            if (counted ?? Int.max) > memory / 16 {
+                let values = counted.map { "\($0) values to train (\(ModelSize.gigabytes($0 &* 16)) with their gradients and AdamW's moments)" }
+                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.rank"],
+                                  "adapter.rank: \(r.rank) gives the adapter \(values ?? "more values than can be counted"), more than this machine's \(ModelSize.gigabytes(memory)) of memory")
+            }
             do {
                 adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
             } catch {
@@ -62,10 +72,20 @@ public final class TrainingSession {
             }
             trainable = model.trainableParameters()
         case .prefix:
+            // Before the prefix is made: its tokens take positions, so this also bounds adapter.virtual_tokens.
+            guard r.virtualTokens < model.config.maxPositions, r.sequenceLength <= model.config.maxPositions - r.virtualTokens else {
+                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.virtual_tokens"],
+                                  "adapter.virtual_tokens: \(r.virtualTokens) virtual tokens and data.seq_len \(r.sequenceLength) exceed the model's \(model.config.maxPositions) positions")
+            }
             model.freeze()
-            let prefix = try PrefixTuning(virtualTokenCount: r.virtualTokens, layerCount: model.layerCount,
+            let prefix: PrefixTuning
+            do {
+                prefix = try PrefixTuning(virtualTokenCount: r.virtualTokens, layerCount: model.layerCount,
                                           keyValueHeadCount: model.keyValueHeadCount, headDimension: model.headDimension,
                                           projectionHidden: r.projectionHidden > 0 ? r.projectionHidden : nil, generator: &generator)
+            } catch {
+                throw located(r.projectionHidden > 0 ? "adapter.projection_hidden" : "adapter.virtual_tokens", error)
+            }
             adapter = .prefix(prefix)
             trainable = prefix.namedParameters().map { ("prefix." + $0.name, $0.tensor) }
         case .none:
