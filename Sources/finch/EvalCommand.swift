@@ -21,7 +21,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "The text file to score.")
     var data: String
 
-    @Option(help: "Tokens per window.")
+    @Option(help: "Tokens per window of a text file (a prompt/completion file is scored one whole example at a time; this is not used there).")
     var seqLen: Int = 256
 
     @Option(help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
