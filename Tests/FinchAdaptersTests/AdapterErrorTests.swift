@@ -53,6 +53,9 @@ struct AdapterErrorTests {
         try Self.expectRefused(pattern, ["adapter_config.json", "r 4 and rank_pattern give"])
         let zero = try Self.copy("llama-gqa", "lora") { $0["rank_pattern"] = ["q_proj": 0] }
         try Self.expectRefused(zero, ["adapter_config.json", "the rank for 'model.layers.0.self_attn.q_proj' is 0; ranks must be positive"])
+        // A prefix's table is checked against the file before the prefix is made.
+        let prefix = try Self.copy("llama-gqa", "prefix") { $0["num_virtual_tokens"] = 1_000_000_000_000 }
+        try Self.expectRefused(prefix, ["adapter_model.safetensors", "has shape [8, 128], but the model needs [1000000000000, 128]"])
     }
 
     /// The count the check uses is what injecting allocates, with rank_pattern and an adapted embedding.

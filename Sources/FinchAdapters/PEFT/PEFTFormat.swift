@@ -160,15 +160,21 @@ public enum PEFTFormat {
             throw fail("token_dim is \(tokenDim) but the model's keys are \(d) wide")
         }
         if let subs = c["num_transformer_submodules"]?.int, subs != 1 { throw fail("num_transformer_submodules \(subs) is not supported (decoder-only models have 1)") }
-        var generator = RandomGenerator(seed: 0)
-        let prefix = try PrefixTuning(virtualTokenCount: p, layerCount: layers, keyValueHeadCount: model.keyValueHeadCount,
-                                      headDimension: model.headDimension, generator: &generator)
+        // The file's table is checked before the prefix is made, so a mistyped num_virtual_tokens allocates nothing.
         let expectedShape = [p, 2 * layers * d]
         guard let entry = weights.entry(named: "prompt_embeddings") else {
             throw FormatError(file: weights.path, "missing tensor 'prompt_embeddings' (expected shape \(expectedShape))")
         }
         guard entry.shape == expectedShape else {
             throw FormatError(file: weights.path, "tensor 'prompt_embeddings' has shape \(entry.shape), but the model needs \(expectedShape) (\(p) virtual tokens × 2 × \(layers) layers × \(d))")
+        }
+        var generator = RandomGenerator(seed: 0)
+        let prefix: PrefixTuning
+        do {
+            prefix = try PrefixTuning(virtualTokenCount: p, layerCount: layers, keyValueHeadCount: model.keyValueHeadCount,
+                                      headDimension: model.headDimension, generator: &generator)
+        } catch let e as AdapterError {
+            throw fail(e.message)
         }
         try weights.readFloats("prompt_embeddings", into: prefix.promptEmbeddings!.storage.buffer)
         if let extra = weights.names.first(where: { $0 != "prompt_embeddings" }) {
