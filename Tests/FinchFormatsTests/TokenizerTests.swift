@@ -56,5 +56,13 @@ struct TokenizerTests {
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}", "BertPreTokenizer")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"post_processor\": {\"type\": \"BertProcessing\"}}", "BertProcessing")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"decoder\": {\"type\": \"WordPiece\"}}", "decoder \"WordPiece\"")
+        // Ids past 32 bits (a model reads ids as Int32: such an id stopped the process where it was converted).
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 4294967296}}}", "vocab entry \"a\" must map to an integer id from 0 to 2147483647, got 4294967296")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"added_tokens\": [{\"id\": 1000000000000000, \"content\": \"<big>\"}]}",
+               "needs an integer \"id\" from 0 to 2147483647")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"added_tokens\": [{\"id\": -1, \"content\": \"<neg>\"}]}",
+               "needs an integer \"id\" from 0 to 2147483647")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}, \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [], \"pair\": [], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [3000000000], \"tokens\": [\"<s>\"]}}}}",
+               "special token \"<s>\" has id 3000000000")
     }
 }

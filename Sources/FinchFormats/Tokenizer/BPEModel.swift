@@ -26,7 +26,9 @@ final class BPEModel: @unchecked Sendable {
         guard let vocab = json["vocab"]?.object else { throw FormatError(file: file, "BPE model without a \"vocab\" object") }
         var vocabulary: [String: Int] = [:]
         for (token, value) in vocab {
-            guard let id = value.int, id >= 0 else { throw FormatError(file: file, "vocab entry \"\(token)\" must map to a non-negative integer id") }
+            guard let id = value.int, Tokenizer.validIds.contains(id) else {
+                throw FormatError(file: file, "vocab entry \"\(token)\" must map to an integer id from 0 to \(Tokenizer.validIds.upperBound), got \(value.summary)")
+            }
             vocabulary[token] = id
         }
         self.vocabulary = vocabulary

@@ -35,6 +35,9 @@ indirect enum PostProcessor {
                 guard let list = value["ids"]?.array?.compactMap(\.int) else {
                     throw FormatError(file: file, "TemplateProcessing special token \"\(name)\" without \"ids\"")
                 }
+                if let bad = list.first(where: { !Tokenizer.validIds.contains($0) }) {
+                    throw FormatError(file: file, "TemplateProcessing special token \"\(name)\" has id \(bad); ids run from 0 to \(Tokenizer.validIds.upperBound)")
+                }
                 ids[name] = list
             }
             for case .special(let name) in items where ids[name] == nil {

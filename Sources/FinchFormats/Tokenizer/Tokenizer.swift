@@ -4,6 +4,9 @@ import Foundation
 /// added tokens are cut out of the raw text first; every other segment is normalized, pre-tokenized and
 /// split by BPE; the post-processor adds special tokens; decoding runs the decoder chain over the pieces.
 public final class Tokenizer: @unchecked Sendable {
+    /// Token ids Finch can carry: models read them as 32-bit integers (the tokenizers library's are 32-bit too).
+    public static let validIds = 0...Int(Int32.max)
+
     public struct AddedToken: Sendable, Equatable {
         public let id: Int
         public let content: String
@@ -41,8 +44,8 @@ public final class Tokenizer: @unchecked Sendable {
         decoder = try json["decoder"].flatMap { $0.isNull ? nil : try TokenDecoder($0, file: path) }
         var added: [AddedToken] = []
         for entry in json["added_tokens"]?.array ?? [] {
-            guard let id = entry["id"]?.int, let content = entry["content"]?.string, !content.isEmpty else {
-                throw FormatError(file: path, "added token \(entry.summary) needs an integer \"id\" and a non-empty \"content\"")
+            guard let id = entry["id"]?.int, Tokenizer.validIds.contains(id), let content = entry["content"]?.string, !content.isEmpty else {
+                throw FormatError(file: path, "added token \(entry.summary) needs an integer \"id\" from 0 to \(Tokenizer.validIds.upperBound) and a non-empty \"content\"")
             }
             added.append(AddedToken(id: id, content: content, special: entry["special"]?.bool ?? false,
                                     leftStrip: entry["lstrip"]?.bool ?? false, rightStrip: entry["rstrip"]?.bool ?? false))
