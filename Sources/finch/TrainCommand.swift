@@ -8,7 +8,7 @@ struct TrainCommand: ParsableCommand {
         abstract: "Run a training recipe, or continue a run from its newest complete checkpoint.",
         discussion: """
             finch train RECIPE.yaml [key.path=value ...]
-            finch train --resume RUN_DIR [key.path=value ...] [--allow-recipe-change]
+            finch train --resume RUN_DIR [key.path=value ...] [--allow-recipe-change] [--allow-data-change]
             """)
 
     @Argument(help: "The recipe (YAML), then key.path=value overrides.")
@@ -20,10 +20,14 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Resume even though the recipe differs from the one the checkpoint was written with.")
     var allowRecipeChange = false
 
+    @Flag(help: "Resume even though the training data no longer tokenizes to the sequences the checkpoint was trained on.")
+    var allowDataChange = false
+
     func run() throws {
         let trainer: Trainer
         if let resume {
-            trainer = try Trainer.resume(runDirectory: resume, overrides: arguments, allowRecipeChange: allowRecipeChange)
+            trainer = try Trainer.resume(runDirectory: resume, overrides: arguments, allowRecipeChange: allowRecipeChange,
+                                           allowDataChange: allowDataChange)
         } else {
             guard let recipe = arguments.first else {
                 throw ValidationError("give a recipe file (finch train RECIPE.yaml) or --resume RUN_DIR")

@@ -117,6 +117,25 @@ struct ResumeTests {
         #expect(throws: TrainingError.self) { try Trainer.start(try RecipeLoader.load(path: recipe)) }
     }
 
+    @Test func changedTrainingDataIsRefusedUnlessAllowed() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let original = try String(contentsOfFile: "\(dir)/train.txt", encoding: .utf8)
+        // One word changed: the same file name and size class, other sequences.
+        try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
+        #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: {
+            "\($0)" == "data.train ('\(dir)/train.txt') is not the data checkpoint step 4 was trained on: its sequences differ (the file or the tokenizer changed since); restore it to resume exactly, or pass --allow-data-change to go on with the new data"
+        }
+        _ = try Trainer.resume(runDirectory: "\(dir)/run", allowDataChange: true)
+        // Restored, it resumes without the flag.
+        try original.write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
+        _ = try Trainer.resume(runDirectory: "\(dir)/run")
+        // A checkpoint written before the fingerprint was kept resumes as before.
+        let state = try JSONDecoder().decode(CheckpointState.self, from: Data(#"{"step": 4, "cursor": {"epoch": 0, "position": 0}, "generators": {}, "recipeHash": "0", "learningRate": 0.001}"#.utf8))
+        #expect(state.dataFingerprint == nil)
+    }
+
     @Test func aNonFiniteLossStopsTrainingAndKeepsTheLastCheckpoint() throws {
         let dir = try TrainingSupport.workspace()
         let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")

@@ -12,6 +12,8 @@ public struct CheckpointState: Codable, Equatable, Sendable {
     public var generators: [String: [UInt64]]
     public var recipeHash: String
     public var learningRate: Double
+    /// `TrainingData.fingerprint` of the training data (nil in checkpoints written before it was kept).
+    public var dataFingerprint: String? = nil
 }
 
 /// `checkpoints/step-NNNNNNNN/` in a run directory: trainable tensors, optimizer moments, state, the

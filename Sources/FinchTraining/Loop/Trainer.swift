@@ -57,8 +57,10 @@ public final class Trainer {
     }
 
     /// Continues the newest complete checkpoint of `runDirectory`. The run's recipe.yaml (with any
-    /// `overrides`) must resolve to the recipe the checkpoint was written with, unless `allowRecipeChange`.
-    public static func resume(runDirectory: String, overrides: [String] = [], allowRecipeChange: Bool = false) throws -> Trainer {
+    /// `overrides`) must resolve to the recipe the checkpoint was written with, unless `allowRecipeChange`, and
+    /// the training data must tokenize to the sequences it was trained on, unless `allowDataChange`.
+    public static func resume(runDirectory: String, overrides: [String] = [], allowRecipeChange: Bool = false,
+                              allowDataChange: Bool = false) throws -> Trainer {
         let recipePath = (runDirectory as NSString).appendingPathComponent("recipe.yaml")
         guard FileManager.default.fileExists(atPath: recipePath) else {
             throw TrainingError(message: "\(runDirectory) is not a Finch run directory (no recipe.yaml)")
@@ -92,6 +94,11 @@ public final class Trainer {
             let previous = checkpoints[checkpoints.count - 2]
             throw TrainingError(message: "\(error) (checkpoint step \(latest.step) cannot be read; the one before it, step \(previous.step), "
                 + "is \(previous.path): move \(latest.path) out of \(runDirectory)/checkpoints to resume from there)")
+        }
+        // Batches are positions in the data: other data (an edited file, another tokenizer) would continue a
+        // different run under the same name.
+        if let trained = state.dataFingerprint, trained != session.trainData.fingerprint, !allowDataChange {
+            throw TrainingError(message: "data.train ('\(session.recipe.trainData)') is not the data checkpoint step \(latest.step) was trained on: its sequences differ (the file or the tokenizer changed since); restore it to resume exactly, or pass --allow-data-change to go on with the new data")
         }
         if !changed.isEmpty {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
@@ -172,7 +179,8 @@ public final class Trainer {
         var generators: [String: [UInt64]] = [:]
         for (path, layer) in session.dropoutGenerators { generators[path] = layer.generator.state }
         let state = CheckpointState(step: step, cursor: loader.cursor, generators: generators,
-                                    recipeHash: session.loaded.hash, learningRate: learningRate)
+                                    recipeHash: session.loaded.hash, learningRate: learningRate,
+                                    dataFingerprint: session.trainData.fingerprint)
         return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
     }
 
