@@ -28,6 +28,8 @@ public final class Trainer {
     private var loader: BatchLoader
     private var startStep: Int
     private let metrics: MetricsLog
+    /// The training data's fingerprint, written into every checkpoint (hashed once, not at each one).
+    private let dataFingerprint: String
     /// One process trains in a run directory at a time: a second one would prune the first's checkpoints.
     private let lock: FileLock
 
@@ -116,6 +118,7 @@ public final class Trainer {
         let r = session.recipe
         loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed), cursor: cursor)
         metrics = MetricsLog(runDirectory: runDirectory)
+        dataFingerprint = session.trainData.fingerprint
     }
 
     /// The step the next call to `run` starts from.
@@ -180,7 +183,7 @@ public final class Trainer {
         for (path, layer) in session.dropoutGenerators { generators[path] = layer.generator.state }
         let state = CheckpointState(step: step, cursor: loader.cursor, generators: generators,
                                     recipeHash: session.loaded.hash, learningRate: learningRate,
-                                    dataFingerprint: session.trainData.fingerprint)
+                                    dataFingerprint: dataFingerprint)
         return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
     }
 
