@@ -11,6 +11,10 @@ public enum Exporter {
     public static func writeMergedFolder(model: any CausalLanguageModel, baseFolder: String, to out: String,
                                          dtype: SafetensorsDType, dtypeName: String) throws {
         let fm = FileManager.default
+        // Into the base's own folder, the export would replace the weights and tokenizer it was made from.
+        if isSameFolder(out, baseFolder) {
+            throw FormatError(file: out, "is the base model's folder (\(baseFolder)); the merged model would be written over the weights it is made from. Give another output folder")
+        }
         try Folder.create(out)
         let items = try HuggingFaceFolder.checkpointItems(of: model, dtype: dtype)
         for item in items where !item.values.allSatisfy(\.isFinite) {
@@ -34,8 +38,15 @@ public enum Exporter {
             let source = (baseFolder as NSString).appendingPathComponent(file)
             let destination = (out as NSString).appendingPathComponent(file)
             guard fm.fileExists(atPath: source) else { continue }
-            if fm.fileExists(atPath: destination) { try fm.removeItem(atPath: destination) }
-            try fm.copyItem(atPath: source, toPath: destination)
+            guard let contents = fm.contents(atPath: source) else { throw FormatError(file: source, "cannot be read") }
+            try AtomicFile.write(contents, to: destination)  // a file already there is replaced only once the copy is whole
         }
+    }
+
+    /// Whether two paths name one existing folder (through symbolic links, `..` or another spelling).
+    static func isSameFolder(_ a: String, _ b: String) -> Bool {
+        var first = stat(), second = stat()
+        guard stat(a, &first) == 0, stat(b, &second) == 0 else { return false }
+        return first.st_dev == second.st_dev && first.st_ino == second.st_ino
     }
 }

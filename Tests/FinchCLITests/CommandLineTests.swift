@@ -88,6 +88,16 @@ struct CommandLineTests {
         try "x".write(toFile: "\(dir)/taken", atomically: true, encoding: .utf8)
         Self.expectOneLineFailure(try Self.finch(["export", "--model", Fixtures.path("llama-gqa", "base"), "--adapter", Fixtures.path("llama-gqa", "lora"),
                                                   "--out", "\(dir)/taken"]), ["\(dir)/taken: is a file, not a folder"])
+        // An --out that is the base model's own folder (here through a symbolic link) would overwrite the weights and
+        // tokenizer the export reads: refused, and the base is left as it was.
+        let base = "\(dir)/base"
+        try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base"), toPath: base)
+        try FileManager.default.createSymbolicLink(atPath: "\(dir)/alias", withDestinationPath: base)
+        let before = try Data(contentsOf: URL(fileURLWithPath: "\(base)/model.safetensors"))
+        Self.expectOneLineFailure(try Self.finch(["export", "--model", base, "--adapter", Fixtures.path("llama-gqa", "lora"), "--out", "\(dir)/alias"]),
+                                  ["\(dir)/alias: is the base model's folder (\(base)); the merged model would be written over the weights it is made from"])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(base)/model.safetensors")) == before)
+        #expect(FileManager.default.fileExists(atPath: "\(base)/tokenizer.json"))
     }
 
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
