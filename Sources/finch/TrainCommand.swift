@@ -61,7 +61,7 @@ final class ProgressDisplay {
             print(summary)
             if startStep > 0 { print("resuming at step \(startStep) of \(totalSteps)") }
         case .step(let r):
-            let line = String(format: "step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  eta %@",
+            let line = String(format: "step %ld/%ld  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  eta %@",
                               r.step, r.totalSteps, r.loss, r.learningRate, r.gradientNorm, r.tokensPerSecond, Self.clock(r.secondsRemaining))
             if bar {
                 let width = 24
@@ -75,7 +75,7 @@ final class ProgressDisplay {
             }
         case let .evaluation(step, loss):
             if bar { FileHandle.standardError.write(Data("\n".utf8)) }
-            print(String(format: "step %d  validation loss %.4f  perplexity %.2f", step, loss, Foundation.exp(loss)))
+            print(String(format: "step %ld  validation loss %.4f  perplexity %.2f", step, loss, Foundation.exp(loss)))
             fflush(nil)
         case let .checkpoint(step, path):
             if !bar { print("step \(step)  checkpoint \(path)") }
@@ -85,8 +85,8 @@ final class ProgressDisplay {
     }
 
     static func clock(_ seconds: Double) -> String {
-        guard seconds.isFinite else { return "?" }
+        guard seconds.isFinite, abs(seconds) < 1e12 else { return "?" }
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+        return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
     }
 }

@@ -114,6 +114,14 @@ struct RecipeTests {
         try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 4\n", dir, "b.yaml") {
             $0 == "\(dir)/b.yaml:6: training.batch_size: 4 is more than the 1 sequence of up to 8 tokens that data.train ('\(dir)/tiny.txt') gives, so each batch would repeat sequences; use training.batch_size=1 or less, or more data"
         }
+        // The same with gradient accumulation: a step of two batches of the one sequence.
+        try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 1\n  grad_accum: 2\n", dir, "g.yaml") {
+            $0 == "\(dir)/g.yaml:7: training.grad_accum: 2 batches of 1 make 2 sequences a step, more than the 1 that data.train ('\(dir)/tiny.txt') gives, so each step would repeat sequences; use training.grad_accum=1 or less, or more data"
+        }
+        // Epochs no run could finish (the step count stopped the process where it became an Int).
+        try Self.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/tiny.txt\n  seq_len: 8\ntraining:\n  batch_size: 1\n  epochs: 1.0e+300\n", dir, "e.yaml") {
+            $0 == "\(dir)/e.yaml:7: training.epochs: 1e+300 passes over 1 sequences make 1e+300 steps; give a number of epochs a run can finish"
+        }
         // Sizes that could never be allocated are refused by key before anything is (a mistyped rank stopped the
         // process in the allocator; a huge prefix too).
         try Self.expectSessionError("model: \(dir)/base\nadapter:\n  rank: 100000000000\ndata:\n  train: \(dir)/train.txt\n", dir, "k.yaml") {

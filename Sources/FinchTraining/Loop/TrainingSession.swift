@@ -116,8 +116,19 @@ public final class TrainingSession {
             throw RecipeError(file: loaded.file, line: loaded.lines["training.batch_size"],
                               "training.batch_size: \(r.batchSize) is more than the \(n) sequence\(n == 1 ? "" : "s") of up to \(r.sequenceLength) tokens that data.train ('\(r.trainData)') gives, so each batch would repeat sequences; use training.batch_size=\(n) or less, or more data")
         }
-        let sequencesPerStep = r.batchSize * r.gradientAccumulation
-        totalSteps = r.steps ?? max(1, Int((Double(trainData.sequences.count) * (r.epochs ?? 1) / Double(sequencesPerStep)).rounded(.up)))
+        // The same with gradient accumulation: a step of more sequences than the data holds repeats some.
+        let (sequencesPerStep, tooMany) = r.batchSize.multipliedReportingOverflow(by: r.gradientAccumulation)
+        guard !tooMany, sequencesPerStep <= trainData.sequences.count else {
+            let n = trainData.sequences.count, step = tooMany ? "more than can be counted" : "\(sequencesPerStep)"
+            throw RecipeError(file: loaded.file, line: loaded.lines["training.grad_accum"],
+                              "training.grad_accum: \(r.gradientAccumulation) batches of \(r.batchSize) make \(step) sequences a step, more than the \(n) that data.train ('\(r.trainData)') gives, so each step would repeat sequences; use training.grad_accum=\(max(1, n / r.batchSize)) or less, or more data")
+        }
+        let epochSteps = (Double(trainData.sequences.count) * (r.epochs ?? 1) / Double(sequencesPerStep)).rounded(.up)
+        guard r.steps != nil || epochSteps < 1e15 else {
+            throw RecipeError(file: loaded.file, line: loaded.lines["training.epochs"],
+                              "training.epochs: \(r.epochs ?? 1) passes over \(trainData.sequences.count) sequences make \(epochSteps) steps; give a number of epochs a run can finish")
+        }
+        totalSteps = r.steps ?? max(1, Int(epochSteps))
         optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])), epsilon: Float(r.epsilon),
                           weightDecay: Float(r.weightDecay))
         schedule = LearningRateSchedule(kind: r.schedule, peak: r.learningRate, floor: r.minimumLearningRate,
