@@ -2,13 +2,14 @@ import ArgumentParser
 import Foundation
 import FinchFormats
 import FinchModels
+import FinchTraining
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Show what a model folder or a safetensors file holds: architecture, parameter count, tensors.")
+        abstract: "Show what a model folder, adapter folder, checkpoint, run directory or safetensors file holds.")
 
-    @Argument(help: "A Hugging Face model folder or a .safetensors file.")
+    @Argument(help: "A Hugging Face model folder, a PEFT adapter folder, a checkpoint (RUN/checkpoints/step-N), a run directory or a .safetensors file.")
     var path: String
 
     @Flag(help: "Print one JSON object on stdout.")
@@ -22,7 +23,52 @@ struct InspectCommand: ParsableCommand {
         var report: [String: Any] = [:]
         var lines: [String] = []
         let entries: [SafetensorsEntry]
-        if isDirectory.boolValue {
+        let inFolder = { (name: String) in (path as NSString).appendingPathComponent(name) }
+        let has = { (name: String) in FileManager.default.fileExists(atPath: inFolder(name)) }
+        if isDirectory.boolValue, has("adapter_config.json") {
+            let file = try SafetensorsFile(path: inFolder("adapter_model.safetensors"))
+            entries = file.entries
+            let config = try JSONValue.load(path: inFolder("adapter_config.json"))
+            let type = config["peft_type"]?.string ?? "?"
+            report["peft_type"] = type
+            lines.append("adapter: PEFT \(type), base \(config["base_model_name_or_path"]?.string ?? "not named")")
+            if type == "LORA" {
+                let targets = config["target_modules"]?.string ?? (config["target_modules"]?.array ?? []).compactMap(\.string).joined(separator: ", ")
+                let rank = config["r"]?.int ?? 0, alpha = config["lora_alpha"]?.number ?? 0
+                report["r"] = rank
+                report["lora_alpha"] = alpha
+                report["target_modules"] = targets
+                lines.append("rank \(rank), alpha \(Output.fixed(alpha, 2))\(config["use_rslora"]?.bool == true ? " (rsLoRA)" : ""), targets: \(targets)")
+            } else if let tokens = config["num_virtual_tokens"]?.int {
+                report["num_virtual_tokens"] = tokens
+                lines.append("\(tokens) virtual tokens")
+            }
+        } else if isDirectory.boolValue, has("state.json") {
+            guard let data = FileManager.default.contents(atPath: inFolder("state.json")),
+                  let state = try? JSONDecoder().decode(CheckpointState.self, from: data) else {
+                throw FormatError(file: inFolder("state.json"), "cannot be read as a Finch checkpoint state")
+            }
+            let complete = has(Checkpoint.completeMarker)
+            entries = try SafetensorsFile(path: inFolder("trainable.safetensors")).entries
+            let moments = try SafetensorsFile(path: inFolder("optimizer.safetensors")).entries.count
+            report["step"] = state.step
+            report["complete"] = complete
+            report["epoch"] = state.cursor.epoch
+            report["position"] = state.cursor.position
+            report["learning_rate"] = state.learningRate
+            lines.append("checkpoint: step \(state.step)\(complete ? "" : " (incomplete: no \(Checkpoint.completeMarker) marker; --resume skips it)")")
+            lines.append("data: epoch \(state.cursor.epoch), next sequence \(state.cursor.position); learning rate \(String(format: "%.3e", state.learningRate))")
+            lines.append("AdamW: \(moments) moment tensors; recipe hash \(state.recipeHash)\(state.dataFingerprint.map { ", data fingerprint \($0)" } ?? "")")
+        } else if isDirectory.boolValue, has("recipe.yaml") {
+            let checkpoints = Checkpoint.complete(runDirectory: path)
+            report["checkpoints"] = checkpoints.map(\.step)
+            let newest = checkpoints.last
+            entries = try newest.map { try SafetensorsFile(path: "\($0.path)/trainable.safetensors").entries } ?? []
+            lines.append("run directory: \(checkpoints.count) complete checkpoint\(checkpoints.count == 1 ? "" : "s")"
+                + (checkpoints.isEmpty ? "" : " (steps \(checkpoints.map { String($0.step) }.joined(separator: ", ")))"))
+            lines.append(newest.map { "newest: \($0.path) (finch train --resume \(path) continues there); its trainable tensors:" }
+                         ?? "nothing to resume from yet")
+        } else if isDirectory.boolValue {
             let config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("config.json"))
             let checkpoint = try SafetensorsCheckpoint(folder: path)
             entries = checkpoint.names.compactMap { checkpoint.entry(named: $0) }

@@ -180,6 +180,23 @@ struct CommandLineTests {
         #expect(report?["parameters"] as? Int == 190_784)
     }
 
+    /// inspect reads each kind of folder Finch reads or writes: a PEFT adapter, a checkpoint, a run directory.
+    @Test func inspectDescribesAdaptersCheckpointsAndRuns() throws {
+        let adapter = try Self.finch(["inspect", Fixtures.path("llama-gqa", "lora")])
+        #expect(adapter.status == 0, "\(adapter.stderr)")
+        #expect(adapter.stdout.hasPrefix("adapter: PEFT LORA"), "\(adapter.stdout)")
+        #expect(adapter.stdout.contains("rank 4, alpha"), "\(adapter.stdout)")
+        let dir = try KillResumeTests.workspace()
+        let train = try Self.finch(["train", "\(dir)/straight.yaml", "training.steps=3"])
+        #expect(train.status == 0, "\(train.stderr)")
+        let run = try Self.finch(["inspect", "\(dir)/straight"])
+        #expect(run.stdout.hasPrefix("run directory: 2 complete checkpoints (steps 2, 3)"), "\(run.stdout)\(run.stderr)")
+        let checkpoint = try Self.finch(["inspect", "\(dir)/straight/checkpoints/step-00000003", "--json"])
+        let state = try JSONSerialization.jsonObject(with: Data(checkpoint.stdout.utf8)) as? [String: Any]
+        #expect(state?["step"] as? Int == 3 && state?["complete"] as? Bool == true, "\(checkpoint.stdout)\(checkpoint.stderr)")
+        #expect(state?["position"] as? Int == 12)  // three batches of four sequences
+    }
+
     /// A tokenizer with fewer tokens than the model's vocabulary: ids past it are left out of the text, and
     /// generate says so instead of printing less without a word.
     @Test func generatedIdsWithoutATokenAreNamed() throws {
