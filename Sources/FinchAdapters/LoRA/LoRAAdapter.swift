@@ -25,10 +25,9 @@ public final class LoRAAdapter {
     /// everything else. A head tied to an adapted embedding is untied first, so it keeps the base table.
     /// - Throws: when a target matches no module (the error lists the model's Linear and Embedding names).
     public static func inject(into model: Module, configuration: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
-        let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
-        let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
-        let chosen = try select(candidates.map(\.name), linear: linearPaths, configuration: configuration)
-        try checkFitsInMemory(try valueCount(in: model, configuration: configuration), what: "the LoRA factors (rank \(configuration.rank))")
+        let (candidates, chosen) = try targets(in: model, configuration: configuration)
+        try AdapterError.checkFitsInMemory(try valueCount(of: candidates, chosen: chosen, configuration: configuration),
+                                           what: "the LoRA factors (rank \(configuration.rank))")
         model.freeze()
         var generator = RandomGenerator(seed: seed)
         var layers: [(path: String, layer: LoRALinear)] = []
@@ -68,9 +67,21 @@ public final class LoRAAdapter {
     /// with `rank_pattern`'s ranks), counted without allocating them; nil when the count overflows `Int`.
     /// - Throws: as `inject` does for targets that match nothing, and for a rank that is not positive.
     public static func valueCount(in model: Module, configuration: LoRAConfiguration) throws -> Int? {
+        let (candidates, chosen) = try targets(in: model, configuration: configuration)
+        return try valueCount(of: candidates, chosen: chosen, configuration: configuration)
+    }
+
+    /// The Linear and Embedding modules of `model`, and the paths of those the configuration targets.
+    static func targets(in model: Module, configuration: LoRAConfiguration) throws
+        -> (candidates: [(name: String, module: Module)], chosen: [String]) {
         let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
         let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
-        let chosen = Set(try select(candidates.map(\.name), linear: linearPaths, configuration: configuration))
+        return (candidates, try select(candidates.map(\.name), linear: linearPaths, configuration: configuration))
+    }
+
+    static func valueCount(of candidates: [(name: String, module: Module)], chosen: [String],
+                           configuration: LoRAConfiguration) throws -> Int? {
+        let chosen = Set(chosen)
         var total = 0
         for (path, module) in candidates where chosen.contains(path) {
             let (rank, _) = configuration.rankAndAlpha(for: path)
@@ -83,16 +94,6 @@ public final class LoRAAdapter {
             total = sum
         }
         return total
-    }
-
-    /// Refuses to allocate `count` float32 values that could not fit in this machine's memory (a mistyped
-    /// rank or size would otherwise stop the process in the allocator).
-    static func checkFitsInMemory(_ count: Int?, what: String) throws {
-        let memory = ModelSize.physicalMemoryBytes
-        guard let count, count <= memory / 4 else {
-            let values = count.map { "\($0) values (\(ModelSize.gigabytes($0.multipliedReportingOverflow(by: 4).partialValue)))" } ?? "more values than can be counted"
-            throw AdapterError("\(what) would hold \(values), more than this machine's \(ModelSize.gigabytes(memory)) of memory")
-        }
     }
 
     /// The one rule for a head tied to an embedding that an adapter changes: with `ensure_weight_tying` it

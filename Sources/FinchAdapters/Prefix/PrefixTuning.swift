@@ -38,9 +38,9 @@ public final class PrefixTuning: Module, AttentionPrefix {
         self.headDimension = headDimension
         let d = keyValueHeadCount * headDimension
         if let hidden = projectionHidden, hidden <= 0 { throw AdapterError("encoder_hidden_size must be positive, got \(hidden)") }
-        try LoRAAdapter.checkFitsInMemory(Self.valueCount(virtualTokenCount: virtualTokenCount, layerCount: layerCount,
-                                                          tokenDimension: d, projectionHidden: projectionHidden),
-                                          what: "a prefix of \(virtualTokenCount) virtual tokens")
+        try AdapterError.checkFitsInMemory(Self.valueCount(virtualTokenCount: virtualTokenCount, layerCount: layerCount,
+                                                           tokenDimension: d, projectionHidden: projectionHidden),
+                                           what: "a prefix of \(virtualTokenCount) virtual tokens")
         if let hidden = projectionHidden {
             let e = Embedding(count: virtualTokenCount, dimensions: d)
             try e.weight.assign(Tensor.randomNormal([virtualTokenCount, d], generator: &generator))

@@ -29,22 +29,15 @@ public struct TrainingData: Sendable {
     /// A 64-bit FNV-1a hash of every sequence's tokens, loss mask and record starts: what the batches are
     /// made of, so a checkpoint can tell whether it is resumed on the same data.
     public var fingerprint: String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ value: Int64) {
-            var v = UInt64(bitPattern: value)
-            for _ in 0..<8 {
-                h = (h ^ (v & 0xff)) &* 0x100_0000_01b3
-                v >>= 8
-            }
-        }
+        var f = Fingerprint()
         for s in sequences {
-            mix(Int64(s.tokens.count))
-            for t in s.tokens { mix(Int64(t)) }
-            for m in s.targetMask { mix(m ? 1 : 0) }
-            mix(Int64(s.recordStarts?.count ?? -1))
-            for r in s.recordStarts ?? [] { mix(Int64(r)) }
+            f.add(Int64(s.tokens.count))
+            for t in s.tokens { f.add(Int64(t)) }
+            for m in s.targetMask { f.add(Int64(m ? 1 : 0)) }
+            f.add(Int64(s.recordStarts?.count ?? -1))
+            for r in s.recordStarts ?? [] { f.add(Int64(r)) }
         }
-        return String(format: "%016llx", h)
+        return f.hex
     }
 
     public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer, sequenceLength: Int,

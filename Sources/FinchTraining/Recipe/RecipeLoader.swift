@@ -349,12 +349,9 @@ public enum RecipeLoader {
     }
 
     static func hash(_ text: String) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in text.utf8 {
-            h ^= UInt64(b)
-            h = h &* 0x100_0000_01b3
-        }
-        return String(format: "%016llx", h)
+        var f = Fingerprint()
+        for b in text.utf8 { f.add(b) }
+        return f.hex
     }
 
     /// Keys whose values differ between two recipes.
