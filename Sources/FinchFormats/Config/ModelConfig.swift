@@ -139,7 +139,7 @@ public struct LlamaConfig: Sendable, Equatable {
             throw f.error("num_attention_heads \(headCount) is not a multiple of num_key_value_heads \(keyValueHeadCount)")
         }
         guard headDimension > 0, headDimension % 2 == 0 else {
-            let source = f.object["head_dim"].map { $0.isNull } == false ? "head_dim" : "head_dim (hidden_size / num_attention_heads)"
+            let source = f.object["head_dim"]?.isNull == false ? "head_dim" : "head_dim (hidden_size / num_attention_heads)"
             throw f.error("\(source) \(headDimension) must be positive and even for rotary embeddings")
         }
         try f.requirePositive(["max_position_embeddings": maxPositionEmbeddings])
