@@ -56,10 +56,10 @@ public struct HuggingFaceFolder {
             }
             if transposed {
                 let stored = Tensor.zeros(expected)
-                try checkpoint.readFloats(key, into: stored.storage.buffer)
+                try checkpoint.readFiniteFloats(key, into: stored.storage.buffer)
                 try tensor.assign(stored.permuted([1, 0]))
             } else {
-                try checkpoint.readFloats(key, into: tensor.storage.buffer)
+                try checkpoint.readFiniteFloats(key, into: tensor.storage.buffer)
             }
         }
         if let extra = checkpoint.names.first(where: { !used.contains($0) && !model.isIgnorableCheckpointKey($0) }) {

@@ -94,6 +94,34 @@ struct SafetensorsTests {
         Self.expectRefused(Self.file(header: #"{"__metadata__":{"a":1}}"#, data: [], in: dir), "__metadata__")
     }
 
+    /// Sizes past what an Int holds are refused by name, not trapped on: a header length of 2^63 or more (byte 7
+    /// set), a shape whose byte size overflows, and offsets whose end overflows past the data section's start.
+    @Test func refusesSizesPastSixtyFourBits() throws {
+        let dir = try Fixtures.scratchDirectory()
+        for (name, length) in [("top", UInt64(1) << 63), ("max", UInt64.max)] {
+            let path = "\(dir)/\(name).safetensors"
+            FileManager.default.createFile(atPath: path, contents: Data(withUnsafeBytes(of: length.littleEndian) { Array($0) } + [0x7B, 0x7D]))
+            Self.expectRefused(path, "header length \(length) exceeds the 100 MB limit")
+        }
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#, data: [], in: dir),
+                           "tensor 'a': shape [4611686018427387904] overflows")
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"U8","shape":[9223372036854775807],"data_offsets":[0,9223372036854775807]}}"#, data: [], in: dir),
+                           "truncated: tensors end past 2^63")
+    }
+
+    /// Weights holding NaN or infinity are refused by tensor name when read as weights.
+    @Test func nonFiniteWeightsAreRefusedByName() throws {
+        let dir = try Fixtures.scratchDirectory()
+        try SafetensorsWriter.write([.init(name: "w", shape: [3], values: [1, .infinity, 2]), .init(name: "n", shape: [1], values: [.nan])],
+                                    to: "\(dir)/w.safetensors")
+        let file = try SafetensorsFile(path: "\(dir)/w.safetensors")
+        #expect(try file.floats("w")[1] == .infinity)  // read as data, the value is what the file holds
+        var out = [Float](repeating: 0, count: 3)
+        #expect { try out.withUnsafeMutableBufferPointer { try file.readFiniteFloats("w", into: $0) } } throws: {
+            "\($0)" == "\(dir)/w.safetensors: tensor 'w' holds NaN or infinite values"
+        }
+    }
+
     @Test func refusesDtypesFinchDoesNotComputeInByName() throws {
         let dir = try Fixtures.scratchDirectory()
         let path = Self.file(header: #"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8), in: dir)

@@ -117,7 +117,7 @@ public enum PEFTFormat {
                 guard entry.shape == table.shape else {
                     throw FormatError(file: weights.path, "tensor '\(entry.name)' has shape \(entry.shape), but the model's embedding is \(table.shape)")
                 }
-                try weights.readFloats(entry.name, into: table.storage.buffer)
+                try weights.readFiniteFloats(entry.name, into: table.storage.buffer)
                 continue
             }
             if tiedHeadKeys.contains(key) {
@@ -130,7 +130,7 @@ public enum PEFTFormat {
             guard entry.shape == tensor.shape else {
                 throw FormatError(file: weights.path, "tensor '\(entry.name)' has shape \(entry.shape), but the model needs \(tensor.shape)")
             }
-            try weights.readFloats(entry.name, into: tensor.storage.buffer)
+            try weights.readFiniteFloats(entry.name, into: tensor.storage.buffer)
             seen.insert(key)
         }
         if let missing = expected.keys.sorted().first(where: { !seen.contains($0) }) {
@@ -176,7 +176,7 @@ public enum PEFTFormat {
         } catch let e as AdapterError {
             throw fail(e.message)
         }
-        try weights.readFloats("prompt_embeddings", into: prefix.promptEmbeddings!.storage.buffer)
+        try weights.readFiniteFloats("prompt_embeddings", into: prefix.promptEmbeddings!.storage.buffer)
         if let extra = weights.names.first(where: { $0 != "prompt_embeddings" }) {
             throw FormatError(file: weights.path, "unexpected tensor '\(extra)' in a prefix-tuning adapter")
         }

@@ -55,6 +55,14 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
         try file.readFloats(name, into: destination)
     }
 
+    /// As `readFloats`, refusing a tensor that holds NaN or infinite values.
+    public func readFiniteFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let file = location[name] else {
+            throw FormatError(file: folder, "missing tensor '\(name)'")
+        }
+        try file.readFiniteFloats(name, into: destination)
+    }
+
     /// The file a tensor lives in (for messages).
     public func path(of name: String) -> String { location[name]?.path ?? folder }
 }

@@ -34,10 +34,12 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard bytes.count >= 8 else {
             throw FormatError(file: path, "truncated: \(bytes.count) bytes, too short for the 8-byte header length")
         }
-        let headerLength = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
-        guard headerLength <= Self.maximumHeaderBytes else {
-            throw FormatError(file: path, "header length \(headerLength) exceeds the 100 MB limit")
+        // Compared as UInt64 first: a length of 2^63 or more has no Int.
+        let storedLength = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        guard storedLength <= UInt64(Self.maximumHeaderBytes) else {
+            throw FormatError(file: path, "header length \(storedLength) exceeds the 100 MB limit")
         }
+        let headerLength = Int(storedLength)
         guard 8 + headerLength <= bytes.count else {
             throw FormatError(file: path, "truncated: header length \(headerLength) runs past the end of the \(bytes.count)-byte file")
         }
@@ -79,9 +81,11 @@ public final class SafetensorsFile: @unchecked Sendable {
             end = e.dataRange.upperBound
         }
         let dataStart = 8 + headerLength
-        guard dataStart + end == bytes.count else {
-            if dataStart + end > bytes.count {
-                throw FormatError(file: path, "truncated: tensors end at byte \(dataStart + end) but the file has \(bytes.count) bytes")
+        guard end == bytes.count - dataStart else {
+            if end > bytes.count - dataStart {
+                let last = end.addingReportingOverflow(dataStart)
+                let byte = last.overflow ? "past 2^63" : "at byte \(last.partialValue)"
+                throw FormatError(file: path, "truncated: tensors end \(byte) but the file has \(bytes.count) bytes")
             }
             throw FormatError(file: path, "\(bytes.count - dataStart - end) unexpected bytes after the last tensor")
         }
@@ -113,7 +117,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard !overflow else { throw FormatError(file: path, "tensor '\(name)': shape \(shape) overflows") }
             elements = product
         }
-        let expected = elements * dtype.byteSize
+        let (expected, tooLarge) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !tooLarge else { throw FormatError(file: path, "tensor '\(name)': shape \(shape) overflows") }
         guard offsets[1] - offsets[0] == expected else {
             throw FormatError(
                 file: path,
@@ -150,6 +155,15 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw FormatError(file: path, "tensor '\(name)' has \(e.elementCount) elements, expected \(destination.count)")
         }
         DTypeConversion.toFloat32(rawBytes(e), dtype: e.dtype, into: destination)
+    }
+
+    /// As `readFloats`, for weights: a NaN or an infinity in one makes every loss and every generated token
+    /// meaningless, so the tensor is refused by name.
+    public func readFiniteFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        try readFloats(name, into: destination)
+        guard destination.allSatisfy(\.isFinite) else {
+            throw FormatError(file: path, "tensor '\(name)' holds NaN or infinite values")
+        }
     }
 
     /// Tensor `name` as float32 values.

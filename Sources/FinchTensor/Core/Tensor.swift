@@ -103,6 +103,21 @@ public final class Tensor {
         return storage.pointer[0]
     }
 
+    /// Whether every value is finite (no NaN, no infinity). Multiplying by zero keeps a finite value at zero and
+    /// turns a NaN or an infinity into NaN, so one pass of eight-lane products answers it.
+    public var isFinite: Bool {
+        let p = storage.pointer, n = count
+        var lanes = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            lanes += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self) * 0
+            i += 8
+        }
+        var tail: Float = 0
+        while i < n { tail += p[i] * 0; i += 1 }
+        return (lanes.sum() + tail) == 0
+    }
+
     /// Whether a gradient flows to or through this tensor.
     public var requiresGrad: Bool {
         get { isTrainableLeaf || gradientNode != nil }
