@@ -31,8 +31,17 @@ final class BPEModel: @unchecked Sendable {
             }
             vocabulary[token] = id
         }
+        guard !vocabulary.isEmpty else { throw FormatError(file: file, "the BPE \"vocab\" is empty: no text could be encoded") }
+        // One id per token: two tokens on one id would decode that id as either of them.
+        var tokens: [Int: String] = [:]
+        for (token, id) in vocabulary.sorted(by: { $0.key < $1.key }) {
+            if let other = tokens[id] {
+                throw FormatError(file: file, "vocab entries \"\(other)\" and \"\(token)\" share id \(id); each token needs its own id")
+            }
+            tokens[id] = token
+        }
         self.vocabulary = vocabulary
-        tokens = Dictionary(vocabulary.map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        self.tokens = tokens
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
             if let v = json[key], !v.isNull, v.string != "" {
                 throw FormatError(file: file, "BPE \"\(key)\" is not supported")
