@@ -1,28 +1,70 @@
 import Foundation
 
-/// Writes a file through a temporary sibling, flushed, then renamed over the destination.
+/// Writes a file through a temporary sibling, flushed, then renamed over the destination. A failure (a full disk,
+/// a file-size limit) names the file and the system's reason, and leaves neither the temporary nor a torn file.
 public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws {
         let temporary = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-        guard FileManager.default.createFile(atPath: temporary, contents: nil) else {
-            throw FormatError(file: path, "cannot create \(temporary)")
+        let file: AppendingFile
+        do {
+            file = try AppendingFile(temporary, truncating: true)
+        } catch {
+            throw FormatError(file: path, "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
         do {
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
-            try handle.write(contentsOf: data)
-            try handle.synchronize()
-            try handle.close()
+            try file.append(data)
+            try file.synchronize()
+            file.close()
             if rename(temporary, path) != 0 {
                 throw FormatError(file: path, "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
             }
         } catch let error as FormatError {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw error
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw FormatError(file: path, "cannot write: \(error.localizedDescription)")
+            file.close()
+            unlink(temporary)
+            // The reason is the temporary's, but the file the user knows is the destination.
+            throw error.file == temporary ? FormatError(file: path, error.message) : error
         }
     }
+}
+
+/// A file written at its end through POSIX calls, so a failure says which file and why ("No space left on
+/// device"), where Foundation's FileHandle on Linux reports an NSCocoaErrorDomain code without the file.
+public final class AppendingFile {
+    public let path: String
+    private var descriptor: Int32
+
+    /// Opens `path` for appending, creating it; `truncating` empties it first.
+    public init(_ path: String, truncating: Bool = false) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncating ? O_TRUNC : 0), 0o644)
+        guard fd >= 0 else { throw FormatError(file: path, "cannot open for writing: \(String(cString: strerror(errno)))") }
+        self.path = path
+        descriptor = fd
+    }
+
+    public func append(_ data: Data) throws {
+        try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+            var done = 0
+            while done < bytes.count {
+                let n = Foundation.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else {
+                    throw FormatError(file: path, "cannot write: \(n < 0 ? String(cString: strerror(errno)) : "no bytes written")")
+                }
+                done += n
+            }
+        }
+    }
+
+    public func synchronize() throws {
+        guard fsync(descriptor) == 0 else { throw FormatError(file: path, "cannot flush to disk: \(String(cString: strerror(errno)))") }
+    }
+
+    public func close() {
+        if descriptor >= 0 { _ = Foundation.close(descriptor) }
+        descriptor = -1
+    }
+
+    deinit { close() }
 }
 
 /// Creates a folder (and the folders above it) for Finch to write into, with a one-line error naming the path and

@@ -32,7 +32,24 @@ public enum Checkpoint {
         let temporary = (parent as NSString).appendingPathComponent(".partial-" + directoryName(step: state.step))
         if fm.fileExists(atPath: temporary) { try fm.removeItem(atPath: temporary) }
         try Folder.create(temporary)
+        do {
+            try writeContents(session: session, state: state, into: temporary)
+        } catch {
+            // A half-written checkpoint (a full disk) is removed; the complete ones before it stay as they were.
+            try? fm.removeItem(atPath: temporary)
+            throw error
+        }
+        if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
+        guard rename(temporary, final) == 0 else {
+            throw RecipeError(file: final, "cannot move the checkpoint into place: \(String(cString: strerror(errno)))")
+        }
+        syncDirectory(parent)
+        try prune(parent: parent, keep: session.recipe.checkpointKeep)
+        return final
+    }
 
+    /// Everything but the move into place, `COMPLETE` last.
+    private static func writeContents(session: TrainingSession, state: CheckpointState, into temporary: String) throws {
         try SafetensorsWriter.write(session.trainable.map { .init(name: $0.name, shape: $0.tensor.shape, values: $0.tensor.scalars) },
                                     metadata: ["format": "finch"], to: "\(temporary)/trainable.safetensors")
         var moments: [SafetensorsWriter.Item] = []
@@ -52,13 +69,6 @@ public enum Checkpoint {
         }
         try AtomicFile.write(Data("step \(state.step)\n".utf8), to: "\(temporary)/\(completeMarker)")
         syncDirectory(temporary)
-        if fm.fileExists(atPath: final) { try fm.removeItem(atPath: final) }
-        guard rename(temporary, final) == 0 else {
-            throw RecipeError(file: final, "cannot move the checkpoint into place: \(String(cString: strerror(errno)))")
-        }
-        syncDirectory(parent)
-        try prune(parent: parent, keep: session.recipe.checkpointKeep)
-        return final
     }
 
     /// Complete checkpoints, oldest first, as (step, path).
@@ -106,7 +116,13 @@ public enum Checkpoint {
             guard let entry = weights.entry(named: name), entry.shape == tensor.shape else {
                 throw RecipeError(file: weights.path, "tensor '\(name)' is missing or has another shape than \(tensor.shape)")
             }
-            try weights.readFloats(name, into: tensor.storage.buffer)
+            try weights.readFiniteFloats(name, into: tensor.storage.buffer)
+            // Shapes, not only counts: a transposed moment has the right number of values in the wrong places.
+            for key in ["exp_avg." + name, "exp_avg_sq." + name] {
+                guard let entry = optimizer.entry(named: key), entry.shape == tensor.shape else {
+                    throw RecipeError(file: optimizer.path, "tensor '\(key)' is missing or has another shape than \(tensor.shape)")
+                }
+            }
             saved[name] = (try optimizer.floats("exp_avg." + name), try optimizer.floats("exp_avg_sq." + name))
         }
         try session.optimizer.restore(step: state.step, moments: saved)

@@ -18,7 +18,7 @@ final class MetricsLog {
     let svgPath: String
     private(set) var training: [(step: Int, loss: Double)] = []
     private(set) var validation: [(step: Int, loss: Double)] = []
-    private var handle: FileHandle?
+    private var file: AppendingFile?
 
     init(runDirectory: String) {
         path = (runDirectory as NSString).appendingPathComponent("metrics.jsonl")
@@ -38,13 +38,12 @@ final class MetricsLog {
             }
         }
         try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: path)
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle?.seekToEnd()
+        file = try AppendingFile(path)
     }
 
     func write(_ object: [String: Any]) throws {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        try handle?.write(contentsOf: data + Data("\n".utf8))
+        try file?.append(data + Data("\n".utf8))
     }
 
     func record(_ r: StepRecord) throws {
@@ -59,7 +58,7 @@ final class MetricsLog {
         try drawSVG()
     }
 
-    func close() { try? handle?.close() }
+    func close() { file?.close() }
 
     /// Both curves on shared axes: step across, loss up.
     func drawSVG() throws {
