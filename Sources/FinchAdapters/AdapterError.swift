@@ -2,8 +2,17 @@ import FinchModels
 
 /// An adapter that does not fit the model or cannot be read, naming the file, key or module.
 public struct AdapterError: Error, CustomStringConvertible, Equatable {
+    /// The adapter setting an error is about, so a recipe can name its key.
+    public enum Setting: Sendable, Equatable {
+        case targets, modulesToSave
+    }
+
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public let setting: Setting?
+    public init(_ message: String, setting: Setting? = nil) {
+        self.message = message
+        self.setting = setting
+    }
     public var description: String { message }
 }
 

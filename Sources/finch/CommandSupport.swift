@@ -29,15 +29,11 @@ extension HuggingFaceFolder {
     }
 }
 
-/// Reads a UTF-8 text file, naming it when it cannot.
-func readText(_ path: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw FormatError(file: path, "cannot read the file")
-    }
-    guard let text = String(data: data, encoding: .utf8) else {
-        throw FormatError(file: path, "is not UTF-8 text")
-    }
-    return text
+/// An option's value out of its range: one line naming the option, the range and the value (ArgumentParser's
+/// ValidationError adds the whole usage text after it).
+struct OptionError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// `--model` and `--adapter`, shared by the commands that run a model.

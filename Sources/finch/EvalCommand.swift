@@ -9,7 +9,8 @@ struct EvalCommand: ParsableCommand {
         commandName: "eval",
         abstract: "Score a text file: mean next-token cross-entropy over consecutive windows, and perplexity.",
         discussion: """
-            The file is tokenized whole, without special tokens, and cut into consecutive non-overlapping \
+            A text file is tokenized whole, without special tokens (a JSON-lines file of {"text"} records: each \
+            record with the tokenizer's special tokens and EOS, one after another), and cut into consecutive non-overlapping \
             windows of --seq-len tokens; every position after the first in a window is predicted from the \
             ones before it (transformers' labels=input_ids convention). A JSON-lines file of \
             {"prompt", "completion"} records is scored on the completions instead, with the exact-match \
@@ -21,16 +22,16 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "The text file to score.")
     var data: String
 
-    @Option(help: "Tokens per window of a text file (a prompt/completion file is scored one whole example at a time; this is not used there).")
+    @Option(parsing: .unconditional, help: "Tokens per window of a text file (a prompt/completion file is scored one whole example at a time; this is not used there).")
     var seqLen: Int = 256
 
-    @Option(help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
+    @Option(parsing: .unconditional, help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
     var maxWindows: Int?
 
-    @Option(help: "Score only the first K examples of a prompt/completion file.")
+    @Option(parsing: .unconditional, help: "Score only the first K examples of a prompt/completion file.")
     var maxExamples: Int?
 
-    @Option(help: "Windows per forward pass.")
+    @Option(parsing: .unconditional, help: "Windows per forward pass.")
     var batchSize: Int = 8
 
     @Option(help: "For a prompt/completion file: write each example's greedy completion to this JSON-lines file.")
@@ -40,15 +41,17 @@ struct EvalCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2, got \(seqLen)") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
-        if let maxWindows, maxWindows < 1 { throw ValidationError("--max-windows must be at least 1, got \(maxWindows)") }
-        if let maxExamples, maxExamples < 1 { throw ValidationError("--max-examples must be at least 1, got \(maxExamples)") }
+        guard seqLen >= 2 else { throw OptionError("--seq-len must be at least 2, got \(seqLen)") }
+        guard batchSize >= 1 else { throw OptionError("--batch-size must be at least 1, got \(batchSize)") }
+        if let maxWindows, maxWindows < 1 { throw OptionError("--max-windows must be at least 1, got \(maxWindows)") }
+        if let maxExamples, maxExamples < 1 { throw OptionError("--max-examples must be at least 1, got \(maxExamples)") }
     }
 
     func run() throws {
         let (folder, tokenizer, applied) = try source.load()
-        if CompletionEvaluation.isCompletionFile(data) {
+        // By extension and first record, as training reads it: a JSON-lines file is never scored as raw text.
+        let format = try TrainingData.format(of: data)
+        if format == .completion {
             // A path that cannot be written fails now, not after minutes of generation.
             if let predictions, !FileManager.default.createFile(atPath: predictions, contents: nil) {
                 throw RecipeError(file: predictions, "cannot create the predictions file (does its folder exist?)")
@@ -67,7 +70,8 @@ struct EvalCommand: ParsableCommand {
         }
         if predictions != nil || maxExamples != nil {
             let flag = predictions != nil ? "--predictions" : "--max-examples"
-            throw RecipeError(file: data, "\(flag) needs a prompt/completion JSON-lines file; this one is scored as plain text")
+            throw RecipeError(file: data, "\(flag) needs a prompt/completion JSON-lines file; this one is scored as "
+                + (format == .jsonl ? "\"text\" records" : "plain text"))
         }
         let positions = folder.config.maxPositions - (applied?.attentionPrefix?.length ?? 0)
         guard seqLen <= positions else {
@@ -75,7 +79,12 @@ struct EvalCommand: ParsableCommand {
             throw RecipeError(file: "\(source.model)/config.json",
                               "the model has \(folder.config.maxPositions) positions\(prefix); --seq-len \(seqLen) does not fit")
         }
-        let tokens = tokenizer.encode(try readText(data), addSpecialTokens: false)
+        // Plain text is one stream; "text" records are each tokenized as training reads them (special tokens, EOS)
+        // and scored as one stream of records.
+        let eos = Int32(folder.config.eosTokenIds.first ?? 0)
+        let records = try TrainingData.tokenize(try TrainingData.readText(data), format: format, path: data,
+                                                tokenizer: tokenizer, endOfText: eos).records
+        let tokens = records.flatMap { $0.tokens.map(Int.init) }
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
                                                  maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)
         if json {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FinchFormats
+import FinchTraining
 
 struct TokenizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,7 +15,7 @@ struct TokenizerCommand: ParsableCommand {
         @Option(name: .customLong("corpus"), help: "A UTF-8 text file to learn from (repeat for several).")
         var corpora: [String]
 
-        @Option(help: "Vocabulary size: special tokens + 256 byte symbols + merges.")
+        @Option(parsing: .unconditional, help: "Vocabulary size: special tokens + 256 byte symbols + merges.")
         var vocabSize: Int = 2048
 
         @Option(name: .customLong("special"), help: "A special token (repeat for several; default <|endoftext|>).")
@@ -27,7 +28,7 @@ struct TokenizerCommand: ParsableCommand {
             guard !corpora.isEmpty else { throw ValidationError("give at least one --corpus file") }
             let trainer = try BPETrainer(vocabularySize: vocabSize, specialTokens: specials.isEmpty ? ["<|endoftext|>"] : specials)
             let start = Date()
-            let texts = try corpora.map(readText)
+            let texts = try corpora.map { try TrainingData.readText($0) }
             guard texts.contains(where: { !$0.allSatisfy(\.isWhitespace) }) else {
                 throw FormatError(file: corpora.joined(separator: ", "), "no text to learn from (the corpus is empty or only whitespace)")
             }

@@ -79,6 +79,9 @@ final class ProgressDisplay {
             fflush(nil)
         case let .checkpoint(step, path):
             if !bar { print("step \(step)  checkpoint \(path)") }
+        case .warning(let text):
+            if bar { FileHandle.standardError.write(Data("\n".utf8)) }
+            Output.standardError("warning: " + text)
         case .finished(let run):
             print("run directory: \(run)")
         }

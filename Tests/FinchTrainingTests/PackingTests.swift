@@ -74,11 +74,14 @@ struct EmptyTrainingDataTests {
         try "\n\n".write(toFile: "\(dir)/empty.jsonl", atomically: true, encoding: .utf8)
         let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
         #expect { try TrainingData.load(path: "\(dir)/empty.jsonl", format: .auto, tokenizer: tokenizer, sequenceLength: 16,
-                                        packing: true, endOfText: 2) } throws: { "\($0)" == "\(dir)/empty.jsonl: holds no records; nothing to train on" }
+                                        packing: true, endOfText: 2) } throws: { "\($0)" == "\(dir)/empty.jsonl: holds no records (a JSON-lines file with only blank lines)" }
     }
 
-    /// Without packing each record is cut to one window; one whose prompt fills it would keep no target.
-    @Test func aPromptThatFillsTheWindowIsRefusedWithoutPacking() throws {
+    /// A record whose prompt fills a window would keep no target: cut to one window (no packing) it trains on
+    /// nothing, and cut across windows (packing) its prompt windows train on nothing (loss 0, gradient 0) while its
+    /// completion is learned without its prompt. Refused either way, naming the line.
+    @Test(arguments: [false, true])
+    func aPromptThatFillsTheWindowIsRefused(packing: Bool) throws {
         let dir = try Fixtures.scratchDirectory()
         let path = "\(dir)/long.jsonl"
         let long = String(repeating: "to be or not ", count: 10)
@@ -87,11 +90,10 @@ struct EmptyTrainingDataTests {
         let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
         let promptLength = tokenizer.encode(long, addSpecialTokens: true).count
         #expect(promptLength > 16)
-        #expect { try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: false, endOfText: 2) }
-            throws: { "\($0)" == "\(path):2: the prompt is \(promptLength) tokens, so with data.seq_len 16 and data.packing false no completion token is left to train on" }
-        // With packing the record is cut across windows and its completion still trains; a longer window keeps it whole.
-        _ = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: true, endOfText: 2)
-        let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: false, endOfText: 2)
+        #expect { try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: packing, endOfText: 2) }
+            throws: { "\($0)" == "\(path):2: the prompt is \(promptLength) tokens, so with data.seq_len 16 no completion token fits in a window with its prompt; raise data.seq_len or shorten the prompt" }
+        // A longer window keeps it whole.
+        let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: packing, endOfText: 2)
         #expect(whole.sequences.allSatisfy { $0.targetMask.contains(true) })
     }
 }

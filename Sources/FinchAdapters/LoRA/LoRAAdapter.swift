@@ -118,11 +118,12 @@ public final class LoRAAdapter {
             let matches = candidates.filter { $0.name == name || $0.name.hasSuffix("." + name) }
             guard !matches.isEmpty else {
                 let names = Set(candidates.map { $0.name.split(separator: ".").last.map(String.init) ?? $0.name }).sorted()
-                throw AdapterError("modules_to_save '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(names.joined(separator: ", "))")
+                throw AdapterError("modules_to_save '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(names.joined(separator: ", "))",
+                                   setting: .modulesToSave)
             }
             for (path, module) in matches {
                 guard !adapted.contains(path) else {
-                    throw AdapterError("module '\(path)' is both a LoRA target and in modules_to_save; choose one")
+                    throw AdapterError("module '\(path)' is both a LoRA target and in modules_to_save; choose one", setting: .modulesToSave)
                 }
                 let copy: Module
                 if let table = module as? Embedding {
@@ -135,7 +136,7 @@ public final class LoRAAdapter {
                 do {
                     try model.replaceModule(at: path, with: copy)
                 } catch {
-                    throw AdapterError("module '\(path)' cannot be in modules_to_save (\(error))")
+                    throw AdapterError("module '\(path)' cannot be in modules_to_save (\(error))", setting: .modulesToSave)
                 }
                 saved.append((path, copy))
             }

@@ -50,15 +50,6 @@ public enum CompletionEvaluation {
         return out
     }
 
-    /// True when the file's first record has "prompt" and "completion".
-    public static func isCompletionFile(_ path: String) -> Bool {
-        guard path.hasSuffix(".jsonl") || path.hasSuffix(".json"),
-              let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }),
-              let first = text.split(separator: "\n").first,
-              let o = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else { return false }
-        return o["prompt"] != nil && o["completion"] != nil
-    }
-
     public static func run(model: any CausalLanguageModel, tokenizer: Tokenizer, path: String, prefix: AttentionPrefix?,
                            maxExamples: Int? = nil, maxNewTokens: Int = 64) throws -> Result {
         let all = try examples(path: path)

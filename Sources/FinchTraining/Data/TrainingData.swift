@@ -16,8 +16,8 @@ public struct TokenSequence: Equatable, Sendable {
 /// - jsonl (`{"text": …}` per line): each record with the tokenizer's special tokens and an EOS.
 /// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
 /// With packing, JSON-lines records are placed whole into windows, in file order, as many as fit; the rest
-/// of a window is padding, and only a record longer than a window is cut across windows (a prompt is never
-/// separated from its completion by a window edge); a record attends only to itself, not to the records
+/// of a window is padding, and only a record longer than a window is cut across windows (a completion record
+/// whose prompt fills a window is refused: no completion token would be trained with its prompt); a record attends only to itself, not to the records
 /// before it in its window. Without packing, each record is one sequence, truncated or padded. Padding is
 /// never a target. Plain text is one stream cut into consecutive windows.
 public struct TrainingData: Sendable {
@@ -42,13 +42,40 @@ public struct TrainingData: Sendable {
 
     public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer, sequenceLength: Int,
                             packing: Bool, endOfText: Int32) throws -> TrainingData {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RecipeError(file: path, "cannot read the data file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else { throw RecipeError(file: path, "is not UTF-8 text") }
+        let text = try readText(path)
         let format = try resolveFormat(requested, path: path, text: text)
+        let (records, lines) = try tokenize(text, format: format, path: path, tokenizer: tokenizer, endOfText: endOfText)
+        guard records.contains(where: { $0.tokens.count >= 2 }) else {
+            throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
+        }
+        if format == .completion {
+            // A prompt that fills a window leaves no completion token beside it: truncated (no packing) the record
+            // trains on nothing, and cut across windows (packing) its windows of prompt train on nothing while its
+            // completion is learned without the prompt it answers.
+            let lost = records.indices.filter { !records[$0].targetMask.prefix(sequenceLength).contains(true) }
+            if let first = lost.first {
+                throw RecipeError(file: path, line: lines[first],
+                                  "the prompt is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
+                                  + "data.seq_len \(sequenceLength) no completion token fits in a window with its prompt"
+                                  + (lost.count > 1 ? " (\(lost.count) records are so)" : "") + "; raise data.seq_len or shorten the prompt")
+            }
+        }
+        let sequences: [TokenSequence]
+        switch (format, packing) {
+        case (.text, _), (.auto, _): sequences = pack(records, length: sequenceLength, pad: endOfText)
+        case (_, true): sequences = packWhole(records, length: sequenceLength, pad: endOfText)
+        case (_, false): sequences = records.map { fit($0, length: sequenceLength, pad: endOfText) }
+        }
+        return TrainingData(path: path, format: format, sequences: sequences, sequenceLength: sequenceLength)
+    }
+
+    /// The file's records as token sequences, with each JSON-lines record's line in the file: plain text is one
+    /// record without special tokens; a "text" record gets the tokenizer's special tokens and `endOfText`; a
+    /// prompt/completion record is a target only on the completion and its `endOfText`.
+    public static func tokenize(_ text: String, format: Recipe.DataFormat, path: String, tokenizer: Tokenizer,
+                                endOfText: Int32) throws -> (records: [TokenSequence], lines: [Int]) {
         var records: [TokenSequence] = []
-        var lines: [Int] = []  // each JSON-lines record's line in the file
+        var lines: [Int] = []
         switch format {
         case .text, .auto:
             let ids = tokenizer.encode(text, addSpecialTokens: false).map(Int32.init)
@@ -77,40 +104,46 @@ public struct TrainingData: Sendable {
                 }
             }
         }
-        guard records.contains(where: { $0.tokens.count >= 2 }) else {
-            throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
+        return (records, lines)
+    }
+
+    /// A data file's text, or an error naming the file (and the line of the first byte that is not UTF-8).
+    public static func readText(_ path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RecipeError(file: path, "cannot read the data file")
         }
-        if !packing, format == .completion {
-            // Truncated to a window, a record whose prompt fills it keeps no completion token: it would train on nothing.
-            let lost = records.indices.filter { !records[$0].targetMask.prefix(sequenceLength).contains(true) }
-            if let first = lost.first {
-                throw RecipeError(file: path, line: lines[first],
-                                  "the prompt is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
-                                  + "data.seq_len \(sequenceLength) and data.packing false no completion token is left to train on"
-                                  + (lost.count > 1 ? " (\(lost.count) records are so)" : ""))
+        guard let text = String(data: data, encoding: .utf8) else {
+            // The first line that does not decode, for the message.
+            var line = 1
+            for piece in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+                if String(data: Data(piece), encoding: .utf8) == nil { break }
+                line += 1
             }
+            throw RecipeError(file: path, line: line, "is not UTF-8 text")
         }
-        let sequences: [TokenSequence]
-        switch (format, packing) {
-        case (.text, _), (.auto, _): sequences = pack(records, length: sequenceLength, pad: endOfText)
-        case (_, true): sequences = packWhole(records, length: sequenceLength, pad: endOfText)
-        case (_, false): sequences = records.map { fit($0, length: sequenceLength, pad: endOfText) }
-        }
-        return TrainingData(path: path, format: format, sequences: sequences, sequenceLength: sequenceLength)
+        return text
+    }
+
+    /// The format of the data file at `path` as `auto` resolves it: by extension, and for JSON lines by the
+    /// fields of the first record. Refuses a file that is not UTF-8 or a JSON-lines file without records.
+    public static func format(of path: String) throws -> Recipe.DataFormat {
+        try resolveFormat(.auto, path: path, text: try readText(path))
     }
 
     static func resolveFormat(_ requested: Recipe.DataFormat, path: String, text: String) throws -> Recipe.DataFormat {
         guard requested == .auto else { return requested }
         let ext = (path as NSString).pathExtension.lowercased()
         guard ext == "jsonl" || ext == "json" else { return .text }
-        let first = text.split(separator: "\n").first { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-        guard let first else { throw RecipeError(file: path, "holds no records; nothing to train on") }
-        guard let object = (try? JSONValue.parse(Data(first.utf8), file: path))?.object else {
-            throw RecipeError(file: path, line: 1, "expected one JSON object per line")
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let index = lines.firstIndex(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) else {
+            throw RecipeError(file: path, "holds no records (a JSON-lines file with only blank lines)")
+        }
+        guard let object = (try? JSONValue.parse(Data(lines[index].utf8), file: path))?.object else {
+            throw RecipeError(file: path, line: index + 1, "expected one JSON object per line")
         }
         if object["prompt"] != nil && object["completion"] != nil { return .completion }
         if object["text"] != nil { return .jsonl }
-        throw RecipeError(file: path, line: 1, "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
+        throw RecipeError(file: path, line: index + 1, "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
     }
 
     /// Concatenates records and cuts full windows; a stream shorter than one window becomes one padded sequence.

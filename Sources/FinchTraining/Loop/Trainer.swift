@@ -11,6 +11,8 @@ public enum TrainingEvent {
     case step(StepRecord)
     case evaluation(step: Int, loss: Double)
     case checkpoint(step: Int, path: String)
+    /// Something the run goes on through but the user should know (a gradient that stays zero).
+    case warning(String)
     case finished(runDirectory: String)
 }
 
@@ -133,6 +135,7 @@ public final class Trainer {
         session.model.train()
         let started = Date()
         var lastCheckpoint = -1
+        var vanishedSteps = 0, largestNorm = 0.0
         defer { metrics.close() }
         for step in startStep..<end {
             let lr = session.schedule.learningRate(at: step)
@@ -142,14 +145,30 @@ public final class Trainer {
                 let (loss, _, computed) = try session.loss(loader.next())
                 positions += computed
                 let value = Double(try loss.item())
-                guard value.isFinite else { throw nonFinite("loss", value, step: step + 1) }
+                guard value.isFinite else { throw nonFinite("the loss is \(value.isNaN ? "nan" : "\(value)")", step: step + 1) }
                 try (loss * (1 / Float(r.gradientAccumulation))).backward()
                 lossSum += value
             }
             let norm = clipGradientNorm(session.trainable, maxNorm: r.maxGradNorm)
-            guard norm.isFinite else { throw nonFinite("gradient norm", norm, step: step + 1) }
+            guard norm.isFinite else { throw nonFinite("the gradient norm is \(norm.isNaN ? "nan" : "\(norm)")", step: step + 1) }
             session.optimizer.update(learningRate: lr)
+            // A finite gradient can still step a weight to infinity (a learning rate far too high): caught here,
+            // before a checkpoint would keep it.
+            if let broken = session.trainable.first(where: { !$0.tensor.isFinite }) {
+                throw nonFinite("the update at learning rate \(lr) made '\(broken.name)' hold NaN or infinite values", step: step + 1)
+            }
             for (_, t) in session.trainable { t.zeroGrad() }
+            // A gradient that vanished (a millionth of the largest this run has seen, or zero from the start), step
+            // after step, means nothing trains: a learning rate far too high saturates the model. The run goes on,
+            // but says so once.
+            largestNorm = max(largestNorm, norm)
+            vanishedSteps = norm <= 1e-6 * largestNorm ? vanishedSteps + 1 : 0
+            let shortRunAllVanished = vanishedSteps < Self.vanishedGradientWarningSteps && vanishedSteps == step + 1 - startStep && step + 1 == end
+            if vanishedSteps == Self.vanishedGradientWarningSteps || shortRunAllVanished {
+                onEvent(.warning("step \(step + 1): the gradient has vanished for \(vanishedSteps) step\(vanishedSteps == 1 ? "" : "s") "
+                    + "(norm \(norm), the run's largest \(largestNorm); loss \(lossSum / Double(r.gradientAccumulation))): nothing is "
+                    + "training; a learning rate far too high (optimizer.lr is \(r.learningRate)) can saturate the model"))
+            }
 
             let done = step + 1
             let seconds = Date().timeIntervalSince(stepStart)
@@ -209,9 +228,14 @@ public final class Trainer {
         try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype, dtypeName: r.exportType.rawValue)
     }
 
-    func nonFinite(_ what: String, _ value: Double, step: Int) -> TrainingError {
+    /// Consecutive steps of vanished gradient before the run warns that nothing trains.
+    static let vanishedGradientWarningSteps = 5
+
+    func nonFinite(_ problem: String, step: Int) -> TrainingError {
         let last = Checkpoint.complete(runDirectory: runDirectory).last
-        let kept = last.map { "the last complete checkpoint (step \($0.step)) is kept in \($0.path)" } ?? "no checkpoint was written yet"
-        return TrainingError(message: "step \(step): the \(what) is \(value); training stopped and \(kept). Lower optimizer.lr or check the data, then resume with --resume \(runDirectory) --allow-recipe-change")
+        guard let last else {
+            return TrainingError(message: "step \(step): \(problem); training stopped before any checkpoint was written. Lower optimizer.lr or check the data, then start the run again")
+        }
+        return TrainingError(message: "step \(step): \(problem); training stopped and the last complete checkpoint (step \(last.step)) is kept in \(last.path). Lower optimizer.lr or check the data, then resume with --resume \(runDirectory) --allow-recipe-change")
     }
 }

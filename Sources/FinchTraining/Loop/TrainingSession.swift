@@ -68,7 +68,8 @@ public final class TrainingSession {
             do {
                 adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
             } catch {
-                throw located(r.targetRegex != nil ? "adapter.target_regex" : "adapter.targets", error)
+                let targetsKey = r.targetRegex != nil ? "adapter.target_regex" : "adapter.targets"
+                throw located((error as? AdapterError)?.setting == .modulesToSave ? "adapter.modules_to_save" : targetsKey, error)
             }
             trainable = model.trainableParameters()
         case .prefix:
@@ -104,12 +105,13 @@ public final class TrainingSession {
             return try TrainingData.load(path: path, format: r.dataFormat, tokenizer: tokenizer, sequenceLength: r.sequenceLength,
                                          packing: r.packing, endOfText: eos)
         }
-        trainData = try data("data.train", r.trainData)
-        validationData = try r.validationData.map { try data("data.validation", $0) }
+        // Before the data is laid out in windows of data.seq_len tokens.
         guard r.sequenceLength <= model.config.maxPositions - (r.adapterType == .prefix ? r.virtualTokens : 0) else {
             throw RecipeError(file: loaded.file, line: loaded.lines["data.seq_len"],
                               "data.seq_len: \(r.sequenceLength) exceeds the model's \(model.config.maxPositions) positions")
         }
+        trainData = try data("data.train", r.trainData)
+        validationData = try r.validationData.map { try data("data.validation", $0) }
         // A batch larger than the data would hold the same sequences twice: refused, as mlx-lm does.
         guard trainData.sequences.count >= r.batchSize else {
             let n = trainData.sequences.count

@@ -222,6 +222,7 @@ public enum RecipeLoader {
         }
         try check(r.modelInit == .pretrained || r.adapterType == .none, "model_init",
                   "random initialisation trains the whole model; set adapter.type: none (an adapter over random weights learns nothing useful)")
+        try check(r.seed >= 0, "seed", "must be 0 or positive, got \(r.seed)")
         try check(r.rank > 0, "adapter.rank", "must be positive, got \(r.rank)")
         try check(r.alpha > 0, "adapter.alpha", "must be positive, got \(r.alpha)")
         try check(r.dropout >= 0 && r.dropout < 1, "adapter.dropout", "must be in [0, 1), got \(r.dropout)")

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchFormats
+@testable import FinchTraining
+
+/// Recipes and runs that went wrong in a hostile probe: each is refused by key, or stopped before it loses work.
+@Suite("bad recipes and runs")
+struct BadRunTests {
+    @Test func aNegativeSeedIsRefusedByKey() {
+        RecipeTests.expectError(RecipeTests.minimal + "seed: -5\n", "r.yaml:4: seed: must be 0 or positive, got -5")
+        RecipeTests.expectError(RecipeTests.minimal, overrides: ["seed=-1"], "r.yaml: seed: must be 0 or positive, got -1")
+    }
+
+    /// data.seq_len is checked against the model's positions before the data is laid out in windows of that size
+    /// (2^62 stopped the process in the allocator; 2^31 grew to 23 GB).
+    @Test(arguments: ["4611686018427387904", "2147483648"])
+    func aSequenceLengthPastTheModelsPositionsIsRefusedBeforeTheData(length: String) throws {
+        let dir = try TrainingSupport.workspace("seq-len-\(length)")
+        try RecipeTests.expectSessionError("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\n  seq_len: \(length)\n", dir, "s.yaml") {
+            $0 == "\(dir)/s.yaml:4: data.seq_len: \(length) exceeds the model's 256 positions"
+        }
+    }
+
+    @Test func aModuleToSaveThatMatchesNothingIsNamedAsSuch() throws {
+        let dir = try TrainingSupport.workspace()
+        try RecipeTests.expectSessionError("model: \(dir)/base\nadapter:\n  modules_to_save: [embed_tokenz]\ndata:\n  train: \(dir)/train.txt\n", dir, "m.yaml") {
+            $0.hasPrefix("\(dir)/m.yaml:3: adapter.modules_to_save: modules_to_save 'embed_tokenz' matches nothing in this model")
+        }
+    }
+
+    /// A learning rate so high that one update makes the weights infinite stops the run at that step, before a
+    /// checkpoint keeps them: the last checkpoint stays finite and resumes with a sane learning rate.
+    @Test func anUpdateThatBreaksTheWeightsStopsBeforeItsCheckpoint() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let good = Checkpoint.complete(runDirectory: "\(dir)/run").last!
+        let before = try TrainingSupport.bytes("\(good.path)/trainable.safetensors")
+        do {
+            try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=1e39"], allowRecipeChange: true).run()
+            Issue.record("training went on with infinite weights")
+        } catch let error as TrainingError {
+            #expect(error.message.hasPrefix("step 5: the update at learning rate "), "\(error)")
+            #expect(error.message.contains("hold NaN or infinite values; training stopped and the last complete checkpoint (step 4)"), "\(error)")
+        }
+        #expect(Checkpoint.complete(runDirectory: "\(dir)/run").map(\.step) == [4])
+        #expect(try TrainingSupport.bytes("\(good.path)/trainable.safetensors") == before)
+        // The advice works: resumed with the recipe's own learning rate, the run finishes with finite losses.
+        try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.005"], allowRecipeChange: true).run()
+        let losses = try TrainingSupport.losses("\(dir)/run").map { Double($0.split(separator: " ")[1])! }
+        #expect(losses.count == 12 && losses.allSatisfy(\.isFinite))
+    }
+
+    /// A learning rate high enough to saturate the model leaves a gradient of (almost) zero: the run goes on,
+    /// but warns once that nothing trains.
+    @Test func aVanishedGradientIsReportedOnce() throws {
+        let dir = try TrainingSupport.workspace()
+        let plain = "model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\n  seq_len: 24\ntraining:\n  batch_size: 2\n  steps: 12\n"
+        let recipe = try TrainingSupport.write(plain + "output:\n  dir: \(dir)/run\n", to: "\(dir)/r.yaml")
+        var warnings: [String] = []
+        try Trainer.start(try RecipeLoader.load(path: recipe, overrides: ["optimizer.lr=1e8"])).run {
+            if case .warning(let text) = $0 { warnings.append(text) }
+        }
+        #expect(warnings.count == 1, "\(warnings)")
+        #expect(warnings.first?.contains("the gradient has vanished for 5 steps") == true, "\(warnings)")
+        // A sane run says nothing.
+        let sane = try TrainingSupport.write(plain + "output:\n  dir: \(dir)/sane\n", to: "\(dir)/s.yaml")
+        var saneWarnings = 0
+        try Trainer.start(try RecipeLoader.load(path: sane)).run { if case .warning = $0 { saneWarnings += 1 } }
+        #expect(saneWarnings == 0)
+    }
+
+    /// An optimizer moment with the right number of values in another shape (transposed) is refused on resume.
+    @Test func aTransposedOptimizerMomentIsRefusedOnResume() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let path = Checkpoint.complete(runDirectory: "\(dir)/run").last!.path + "/optimizer.safetensors"
+        let file = try SafetensorsFile(path: path)
+        var transposed = ""
+        let items = try file.entries.map { entry -> SafetensorsWriter.Item in
+            var shape = entry.shape
+            if transposed.isEmpty, shape.count == 2, shape[0] != shape[1] {
+                shape.reverse()
+                transposed = entry.name
+            }
+            return SafetensorsWriter.Item(name: entry.name, shape: shape, values: try file.floats(entry.name))
+        }
+        #expect(!transposed.isEmpty)
+        try SafetensorsWriter.write(items, metadata: file.metadata, to: path)
+        #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: {
+            "\($0)".hasPrefix("\(path): tensor '\(transposed)' is missing or has another shape than")
+        }
+    }
+
+    /// A data file that is not UTF-8 names its first bad line; a JSON-lines file of blank lines holds no records.
+    @Test func dataThatIsNotTextOrHasNoRecordsIsNamed() throws {
+        let dir = try Fixtures.scratchDirectory()
+        var bytes = Data("{\"text\": \"fine\"}\n".utf8)
+        bytes.append(contentsOf: [0x7B, 0xFF, 0xFE, 0x7D, 0x0A])
+        try bytes.write(to: URL(fileURLWithPath: "\(dir)/bad.jsonl"))
+        #expect { try TrainingData.format(of: "\(dir)/bad.jsonl") } throws: { "\($0)" == "\(dir)/bad.jsonl:2: is not UTF-8 text" }
+        try "\n  \n\n".write(toFile: "\(dir)/blank.jsonl", atomically: true, encoding: .utf8)
+        #expect { try TrainingData.format(of: "\(dir)/blank.jsonl") } throws: {
+            "\($0)" == "\(dir)/blank.jsonl: holds no records (a JSON-lines file with only blank lines)"
+        }
+        try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true, encoding: .utf8)
+        #expect(try TrainingData.format(of: "\(dir)/ok.jsonl") == .completion)
+    }
+}
