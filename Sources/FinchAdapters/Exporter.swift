@@ -43,6 +43,22 @@ public enum Exporter {
         }
     }
 
+    /// Refuses an output folder that would lose something: the base model's own folder (the export reads its
+    /// weights and tokenizer), a path that is a file, or, unless `replacing`, a folder that already holds files
+    /// (another model, or someone's work).
+    public static func checkOutputFolder(_ out: String, baseFolder: String, replacing: Bool) throws {
+        if isSameFolder(out, baseFolder) {
+            throw FormatError(file: out, "is the base model's folder (\(baseFolder)); the merged model would be written over the weights it is made from. Give another output folder")
+        }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: out, isDirectory: &isFolder) else { return }
+        guard isFolder.boolValue else { throw FormatError(file: out, "is a file, not a folder; choose another output folder") }
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).sorted()
+        guard !replacing, !names.isEmpty else { return }
+        let shown = names.prefix(3).joined(separator: ", ") + (names.count > 3 ? " and \(names.count - 3) more" : "")
+        throw FormatError(file: out, "already holds files (\(shown)); pass --force to replace what export writes there, or choose another output folder")
+    }
+
     /// Whether two paths name one existing folder (through symbolic links, `..` or another spelling).
     static func isSameFolder(_ a: String, _ b: String) -> Bool {
         var first = stat(), second = stat()

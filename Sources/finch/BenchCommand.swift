@@ -19,10 +19,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Modes, comma-separated: lora, prefix, full.")
     var modes: String = "lora,prefix,full"
 
-    @Option(help: "Timed training steps per measurement (after 2 warm-up steps).")
+    @Option(parsing: .unconditional, help: "Timed training steps per measurement (after 2 warm-up steps).")
     var steps: Int = 5
 
-    @Option(name: .customLong("repeat"), help: "Measure each workload and mode this many times, Finch and the peer alternating; report the medians (a shared machine's noise moves single runs by ±20 %).")
+    @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Measure each workload and mode this many times, Finch and the peer alternating; report the medians (a shared machine's noise moves single runs by ±20 %).")
     var repetitions: Int = 1
 
     @Option(help: "A Python with torch, transformers and peft, to run the peer beside Finch.")
@@ -34,7 +34,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Measure the kernels too: cblas_sgemm against the engine's Linear forward+backward, softmax and RMSNorm, and each workload's GEMM ceiling (its step's matrix products alone, timed with cblas_sgemm).")
     var kernels = false
 
-    @Option(help: "Seconds per kernel measurement.")
+    @Option(parsing: .unconditional, help: "Seconds per kernel measurement.")
     var seconds: Double = 0.5
 
     @Flag(help: "Train with activation checkpointing (each decoder layer but the last recomputed in the backward pass): less memory, one more forward pass. The peer runs as always.")
@@ -53,6 +53,8 @@ struct BenchCommand: ParsableCommand {
     var child: String?
 
     func run() throws {
+        guard steps >= 1 else { throw OptionError("--steps must be at least 1, got \(steps)") }
+        guard seconds > 0, seconds.isFinite else { throw OptionError("--seconds must be more than 0, got \(seconds)") }
         if let child {
             let parts = child.split(separator: ":").map(String.init)
             guard parts.count == 2, let w = WorkloadBenchmark.workloads.first(where: { $0.name == parts[0] }),
@@ -61,7 +63,7 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
             return
         }
-        guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1, got \(repetitions)") }
+        guard repetitions >= 1 else { throw OptionError("--repeat must be at least 1, got \(repetitions)") }
         let chosen = try workloads.split(separator: ",").map { name in
             guard let w = WorkloadBenchmark.workloads.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown workload '\(name)' (W1, W2, W3)")

@@ -27,8 +27,11 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The PEFT adapter folder to merge.")
     var adapter: String?
 
-    @Option(help: "The folder to write (created; files in it are replaced).")
+    @Option(help: "The folder to write (created; one that already holds files is refused unless --force).")
     var out: String?
+
+    @Flag(help: "Write into an --out folder that already holds files, replacing the ones export writes.")
+    var force = false
 
     @Option(help: "Weight dtype: float32, float16 or bfloat16.")
     var dtype: String = "float32"
@@ -36,9 +39,10 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         let dtypes: [String: SafetensorsDType] = ["float32": .f32, "float16": .f16, "bfloat16": .bf16]
         guard let safetensorsType = dtypes[dtype] else {
-            throw ValidationError("--dtype must be float32, float16 or bfloat16, got '\(dtype)'")
+            throw OptionError("--dtype must be float32, float16 or bfloat16, got '\(dtype)'")
         }
         let (model, adapter, out) = try sources()
+        try Exporter.checkOutputFolder(out, baseFolder: model, replacing: force)
         let folder = try HuggingFaceFolder.load(model)
         let applied = try PEFTFormat.load(adapter, into: folder.model)
         switch applied {

@@ -10,39 +10,40 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var source: ModelSource
 
-    @Option(help: "The text to continue.")
+    @Option(parsing: .unconditional, help: "The text to continue.")
     var prompt: String
 
-    @Option(help: "At most this many new tokens.")
+    @Option(parsing: .unconditional, help: "At most this many new tokens.")
     var maxTokens: Int = 64
 
-    @Option(help: "0 is greedy; above 0 samples from softmax(logits / T).")
+    @Option(parsing: .unconditional, help: "0 is greedy; above 0 samples from softmax(logits / T).")
     var temperature: Float = 0
 
-    @Option(help: "Sample among the K most likely tokens only.")
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens only.")
     var topK: Int?
 
-    @Option(help: "Sample among the most likely tokens whose probability reaches P.")
+    @Option(parsing: .unconditional, help: "Sample among the most likely tokens whose probability reaches P.")
     var topP: Float?
 
-    @Option(help: "Seed for sampling.")
-    var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seed for sampling.")
+    var seed: Int = 0
 
     @Flag(help: "Recompute the whole sequence at each step instead of using the key/value cache.")
     var noCache = false
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
-        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more, got \(temperature)") }
-        if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1, got \(topK)") }
-        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+        guard maxTokens >= 1 else { throw OptionError("--max-tokens must be at least 1, got \(maxTokens)") }
+        guard temperature >= 0, temperature.isFinite else { throw OptionError("--temperature must be 0 or more, got \(temperature)") }
+        if let topK, topK < 1 { throw OptionError("--top-k must be at least 1, got \(topK)") }
+        if let topP, !(topP > 0 && topP <= 1) { throw OptionError("--top-p must be in (0, 1], got \(topP)") }
+        guard seed >= 0 else { throw OptionError("--seed must be 0 or more, got \(seed)") }
     }
 
     func run() throws {
         let (folder, tokenizer, applied) = try source.load()
         let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                        seed: seed, stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)
+                                        seed: UInt64(seed), stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)
         // Stream: print what the decoded text gained, holding back a trailing incomplete character.
         var produced: [Int] = []
         var printed = ""

@@ -59,8 +59,11 @@ struct InspectCommand: ParsableCommand {
             lines.append("checkpoint: step \(state.step)\(complete ? "" : " (incomplete: no \(Checkpoint.completeMarker) marker; --resume skips it)")")
             lines.append("data: epoch \(state.cursor.epoch), next sequence \(state.cursor.position); learning rate \(String(format: "%.3e", state.learningRate))")
             lines.append("AdamW: \(moments) moment tensors; recipe hash \(state.recipeHash)\(state.dataFingerprint.map { ", data fingerprint \($0)" } ?? "")")
-        } else if isDirectory.boolValue, has("recipe.yaml") {
+        } else if isDirectory.boolValue, has("recipe.yaml") || has("checkpoints") {
             let checkpoints = Checkpoint.complete(runDirectory: path)
+            if !has("recipe.yaml") {
+                lines.append("recipe.yaml is missing: finch train --resume needs the run's resolved recipe there")
+            }
             report["checkpoints"] = checkpoints.map(\.step)
             let newest = checkpoints.last
             entries = try newest.map { try SafetensorsFile(path: "\($0.path)/trainable.safetensors").entries } ?? []
@@ -69,6 +72,10 @@ struct InspectCommand: ParsableCommand {
             lines.append(newest.map { "newest: \($0.path) (finch train --resume \(path) continues there); its trainable tensors:" }
                          ?? "nothing to resume from yet")
         } else if isDirectory.boolValue {
+            guard has("config.json") else {
+                throw FormatError(file: path, "is not a model folder, PEFT adapter folder, checkpoint or run directory "
+                    + "(it has no config.json, adapter_config.json, state.json, recipe.yaml or checkpoints/)")
+            }
             let config = try ModelConfig.load(path: (path as NSString).appendingPathComponent("config.json"))
             let checkpoint = try SafetensorsCheckpoint(folder: path)
             entries = checkpoint.names.compactMap { checkpoint.entry(named: $0) }

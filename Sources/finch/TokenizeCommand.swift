@@ -9,7 +9,7 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "A Hugging Face model folder, or a tokenizer.json file.")
     var model: String
 
-    @Option(help: "The text to tokenize.")
+    @Option(parsing: .unconditional, help: "The text to tokenize.")
     var text: String
 
     @Flag(help: "Leave out the special tokens the post-processor adds (such as LLaMA's <s>).")
