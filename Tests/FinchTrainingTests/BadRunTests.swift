@@ -94,6 +94,25 @@ struct BadRunTests {
         }
     }
 
+    /// state.json values a resumed run indexes with are checked (a negative position or epoch trapped, and a step
+    /// past the recipe's last one made an empty range trap).
+    @Test func aCheckpointStateOutsideTheRunIsRefused() throws {
+        let dir = try TrainingSupport.workspace()
+        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let path = Checkpoint.complete(runDirectory: "\(dir)/run").last!.path + "/state.json"
+        let original = try String(contentsOfFile: path, encoding: .utf8)
+        for (from, to, message) in [("\"position\" : ", "\"position\" : -", "cursor (epoch"),
+                                    ("\"epoch\" : 0", "\"epoch\" : -1", "must not be negative"),
+                                    ("\"step\" : 4", "\"step\" : 40", "step 40 is past the recipe's last step 12")] {
+            #expect(original.contains(from))
+            try original.replacingOccurrences(of: from, with: to).write(toFile: path, atomically: true, encoding: .utf8)
+            #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: { "\($0)".hasPrefix("\(path): ") && "\($0)".contains(message) }
+        }
+        try original.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try Trainer.resume(runDirectory: "\(dir)/run").nextStep == 4)
+    }
+
     /// A data file that is not UTF-8 names its first bad line; a JSON-lines file of blank lines holds no records.
     @Test func dataThatIsNotTextOrHasNoRecordsIsNamed() throws {
         let dir = try Fixtures.scratchDirectory()

@@ -16,6 +16,32 @@ public struct CheckpointState: Codable, Equatable, Sendable {
     public var dataFingerprint: String? = nil
 }
 
+extension CheckpointState {
+    /// Decodes state.json and checks what a resumed run indexes with: a step within the run, a data position
+    /// that is not negative, generator states that can seed a generator.
+    public static func read(_ data: Data, file: String, totalSteps: Int) throws -> CheckpointState {
+        let state: CheckpointState
+        do {
+            state = try JSONDecoder().decode(CheckpointState.self, from: data)
+        } catch {
+            throw RecipeError(file: file, "cannot be read as a Finch checkpoint state")
+        }
+        guard state.step >= 0 else { throw RecipeError(file: file, "step must be 0 or more, got \(state.step)") }
+        guard state.step <= totalSteps else {
+            throw RecipeError(file: file, "step \(state.step) is past the recipe's last step \(totalSteps) (training.steps or training.epochs); nothing is left to train")
+        }
+        // A position past the data's end is the next epoch's start (resumed on smaller data, as allowed).
+        guard state.cursor.epoch >= 0, state.cursor.position >= 0 else {
+            throw RecipeError(file: file, "cursor (epoch \(state.cursor.epoch), position \(state.cursor.position)) must not be negative")
+        }
+        guard state.learningRate.isFinite else { throw RecipeError(file: file, "learningRate must be a finite number") }
+        for (path, words) in state.generators.sorted(by: { $0.key < $1.key }) where words.count != 4 || words.allSatisfy({ $0 == 0 }) {
+            throw RecipeError(file: file, "generator state of '\(path)' must be 4 words, not all zero")
+        }
+        return state
+    }
+}
+
 /// `checkpoints/step-NNNNNNNN/` in a run directory: trainable tensors, optimizer moments, state, the
 /// resolved recipe and (for adapters) the adapter in PEFT format. Written into a temporary directory,
 /// flushed, `COMPLETE` written last, then renamed into place; only then are old checkpoints removed.
@@ -103,12 +129,7 @@ public enum Checkpoint {
         guard let stateData = FileManager.default.contents(atPath: "\(path)/state.json") else {
             throw RecipeError(file: "\(path)/state.json", "missing or unreadable (was the run directory changed while this ran?)")
         }
-        let state: CheckpointState
-        do {
-            state = try JSONDecoder().decode(CheckpointState.self, from: stateData)
-        } catch {
-            throw RecipeError(file: "\(path)/state.json", "cannot be read as a Finch checkpoint state")
-        }
+        let state = try CheckpointState.read(stateData, file: "\(path)/state.json", totalSteps: session.totalSteps)
         let weights = try SafetensorsFile(path: "\(path)/trainable.safetensors")
         let optimizer = try SafetensorsFile(path: "\(path)/optimizer.safetensors")
         var saved: [String: (first: [Float], second: [Float])] = [:]

@@ -130,7 +130,7 @@ public final class Trainer {
     public func run(stopAfter: Int? = nil, onEvent: (TrainingEvent) -> Void = { _ in }) throws {
         let r = session.recipe
         let total = session.totalSteps
-        let end = min(total, stopAfter ?? total)
+        let end = max(startStep, min(total, stopAfter ?? total))
         onEvent(.started(summary: session.parameterSummary, totalSteps: total, startStep: startStep))
         session.model.train()
         let started = Date()
