@@ -53,5 +53,8 @@ struct ConfigTests {
         refuse(#"{"model_type":"llama","vocab_size":10}"#, "missing \"hidden_size\"")
         refuse(#"{"model_type":"gpt2","vocab_size":10,"n_embd":8,"n_layer":1,"n_head":2,"activation_function":"relu"}"#, "activation_function \"relu\"")
         refuse("{not json", "not valid JSON")
+        // Found by the config fuzzer: a head count of 0 divided hidden_size for head_dim's default and trapped.
+        refuse(#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":0}"#,
+               "num_attention_heads")
     }
 }

@@ -101,6 +101,8 @@ public struct LlamaConfig: Sendable, Equatable {
     init(_ f: ConfigFields) throws {
         let hidden = try f.int("hidden_size")
         let heads = try f.int("num_attention_heads")
+        // Before head_dim's default divides by the head count.
+        try f.requirePositive(["hidden_size": hidden, "num_attention_heads": heads])
         self.init(
             vocabularySize: try f.int("vocab_size"), hiddenSize: hidden,
             intermediateSize: try f.int("intermediate_size"), layerCount: try f.int("num_hidden_layers"),
