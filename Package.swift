@@ -4,12 +4,12 @@ import PackageDescription
 // Layers point down only: CBLAS ← FinchTensor ← (FinchNN, FinchModels, ...) ← finch.
 // See DESIGN.md in ../shared for the whole picture.
 
-// Finch's own code is compiled for the CPU it is built on, so its eight-lane SIMD kernels use that CPU's vector
-// width (on x86-64 the default target has only 128-bit SSE: every SIMD8 operation became two; with AVX, W1
-// LoRA training runs ~9 % faster, bitwise the same, as Swift never fuses a multiply and an add on its own).
-// A binary built this way runs on CPUs like the one that built it. FINCH_TARGET_CPU names another target
-// (x86-64 for a portable binary, haswell for any AVX2 machine); set it empty to pass no flag at all.
-let targetCPU = Context.environment["FINCH_TARGET_CPU"] ?? "native"
+// By default Finch builds for the baseline of its architecture, so a binary runs wherever it is copied and the
+// libraries can be a dependency (SwiftPM refuses unsafe flags in dependencies). FINCH_TARGET_CPU=native compiles
+// Finch's own code for the building CPU (its eight-lane SIMD kernels then use that CPU's vector width; on x86-64
+// the baseline has 128-bit SSE only): faster, bitwise the same, but the binary runs only on CPUs like that one.
+// scripts/quickstart and the benchmark instructions in README.md opt in; any other -target-cpu name works too.
+let targetCPU = Context.environment["FINCH_TARGET_CPU"] ?? ""
 let finchSettings: [SwiftSetting] = targetCPU.isEmpty ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
 let package = Package(
     name: "Finch",
