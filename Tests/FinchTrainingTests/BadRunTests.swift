@@ -71,6 +71,19 @@ struct BadRunTests {
         #expect(saneWarnings == 0)
     }
 
+    @Test func theVanishingGradientWatchWarnsOnce() {
+        var watch = VanishingGradientWatch()
+        // Saturated after two steps: told at the fifth vanished step, and only then.
+        let norms = [0.5, 1.5] + [Double](repeating: 1e-9, count: 8)
+        let told = norms.enumerated().compactMap { i, n in watch.observe(norm: n, stepsRun: i + 1, isLast: i == norms.count - 1).map { (i + 1, $0) } }
+        #expect(told.count == 1 && told.first?.0 == 7 && told.first?.1 == 5)
+        // A short run whose every gradient is zero is told at its end; one small step among large ones is not.
+        var short = VanishingGradientWatch()
+        #expect([0.0, 0.0].enumerated().compactMap { short.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 1) } == [2])
+        var healthy = VanishingGradientWatch()
+        #expect([1.0, 1e-7, 0.8].enumerated().compactMap { healthy.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 2) }.isEmpty)
+    }
+
     /// An optimizer moment with the right number of values in another shape (transposed) is refused on resume.
     @Test func aTransposedOptimizerMomentIsRefusedOnResume() throws {
         let dir = try TrainingSupport.workspace()

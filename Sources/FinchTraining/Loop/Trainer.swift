@@ -11,7 +11,7 @@ public enum TrainingEvent {
     case step(StepRecord)
     case evaluation(step: Int, loss: Double)
     case checkpoint(step: Int, path: String)
-    /// Something the run goes on through but the user should know (a gradient that stays zero).
+    /// Something the run goes on through but the user should know (a gradient that has vanished).
     case warning(String)
     case finished(runDirectory: String)
 }
@@ -135,7 +135,7 @@ public final class Trainer {
         session.model.train()
         let started = Date()
         var lastCheckpoint = -1
-        var vanishedSteps = 0, largestNorm = 0.0
+        var vanishing = VanishingGradientWatch()
         defer { metrics.close() }
         for step in startStep..<end {
             let lr = session.schedule.learningRate(at: step)
@@ -158,16 +158,10 @@ public final class Trainer {
                 throw nonFinite("the update at learning rate \(lr) made '\(broken.name)' hold NaN or infinite values", step: step + 1)
             }
             for (_, t) in session.trainable { t.zeroGrad() }
-            // A gradient that vanished (a millionth of the largest this run has seen, or zero from the start), step
-            // after step, means nothing trains: a learning rate far too high saturates the model. The run goes on,
-            // but says so once.
-            largestNorm = max(largestNorm, norm)
-            vanishedSteps = norm <= 1e-6 * largestNorm ? vanishedSteps + 1 : 0
-            let shortRunAllVanished = vanishedSteps < Self.vanishedGradientWarningSteps && vanishedSteps == step + 1 - startStep && step + 1 == end
-            if vanishedSteps == Self.vanishedGradientWarningSteps || shortRunAllVanished {
-                onEvent(.warning("step \(step + 1): the gradient has vanished for \(vanishedSteps) step\(vanishedSteps == 1 ? "" : "s") "
-                    + "(norm \(norm), the run's largest \(largestNorm); loss \(lossSum / Double(r.gradientAccumulation))): nothing is "
-                    + "training; a learning rate far too high (optimizer.lr is \(r.learningRate)) can saturate the model"))
+            if let steps = vanishing.observe(norm: norm, stepsRun: step + 1 - startStep, isLast: step + 1 == end) {
+                onEvent(.warning("step \(step + 1): the gradient has vanished for \(steps) step\(steps == 1 ? "" : "s") "
+                    + "(norm \(norm), the run's largest \(vanishing.largest); loss \(lossSum / Double(r.gradientAccumulation))): nothing "
+                    + "is training; a learning rate far too high (optimizer.lr is \(r.learningRate)) can saturate the model"))
             }
 
             let done = step + 1
@@ -228,14 +222,29 @@ public final class Trainer {
         try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype, dtypeName: r.exportType.rawValue)
     }
 
-    /// Consecutive steps of vanished gradient before the run warns that nothing trains.
-    static let vanishedGradientWarningSteps = 5
-
     func nonFinite(_ problem: String, step: Int) -> TrainingError {
         let last = Checkpoint.complete(runDirectory: runDirectory).last
         guard let last else {
             return TrainingError(message: "step \(step): \(problem); training stopped before any checkpoint was written. Lower optimizer.lr or check the data, then start the run again")
         }
         return TrainingError(message: "step \(step): \(problem); training stopped and the last complete checkpoint (step \(last.step)) is kept in \(last.path). Lower optimizer.lr or check the data, then resume with --resume \(runDirectory) --allow-recipe-change")
+    }
+}
+
+/// Notices a run in which nothing trains: a gradient that has vanished (a millionth of the largest norm this run
+/// has seen, or zero from the start) step after step, as a learning rate far too high leaves a saturated model.
+struct VanishingGradientWatch {
+    /// Consecutive steps of vanished gradient before the run is told.
+    static let steps = 5
+    private(set) var largest = 0.0
+    private var vanished = 0
+
+    /// The number of steps the gradient has vanished for, once: when it reaches `steps`, or at the last step of a
+    /// shorter run in which every step's had.
+    mutating func observe(norm: Double, stepsRun: Int, isLast: Bool) -> Int? {
+        largest = max(largest, norm)
+        vanished = norm <= 1e-6 * largest ? vanished + 1 : 0
+        let shortRunAllVanished = vanished < Self.steps && vanished == stepsRun && isLast
+        return vanished == Self.steps || shortRunAllVanished ? vanished : nil
     }
 }
