@@ -8,8 +8,8 @@ public enum AtomicFile {
         let file: AppendingFile
         do {
             file = try AppendingFile(temporary, truncating: true)
-        } catch {
-            throw FormatError(file: path, "cannot create \(temporary): \(String(cString: strerror(errno)))")
+        } catch let error as FormatError {
+            throw FormatError(file: path, "cannot create \(temporary) (\(error.message))")
         }
         do {
             try file.append(data)
