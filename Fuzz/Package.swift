@@ -3,7 +3,8 @@ import PackageDescription
 
 // libFuzzer targets for every parser of outside input, in a package of their own: a fuzzer has no main (libFuzzer
 // brings it), so it links only with `--sanitize=fuzzer`, and a plain `swift build` of Finch must not try. It also
-// uses Finch's libraries as any dependent package would. Run through scripts/fuzz.
+// uses Finch's libraries as any dependent package would. Build and run it through scripts/fuzz, which passes
+// the sanitizer flags.
 let package = Package(
     name: "FinchFuzz",
     dependencies: [.package(name: "Finch", path: "..")],
