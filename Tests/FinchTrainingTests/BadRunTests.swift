@@ -32,9 +32,7 @@ struct BadRunTests {
     /// A learning rate so high that one update makes the weights infinite stops the run at that step, before a
     /// checkpoint keeps them: the last checkpoint stays finite and resumes with a sane learning rate.
     @Test func anUpdateThatBreaksTheWeightsStopsBeforeItsCheckpoint() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         let good = Checkpoint.complete(runDirectory: "\(dir)/run").last!
         let before = try TrainingSupport.bytes("\(good.path)/trainable.safetensors")
         do {
@@ -86,9 +84,7 @@ struct BadRunTests {
 
     /// An optimizer moment with the right number of values in another shape (transposed) is refused on resume.
     @Test func aTransposedOptimizerMomentIsRefusedOnResume() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         let path = Checkpoint.complete(runDirectory: "\(dir)/run").last!.path + "/optimizer.safetensors"
         let file = try SafetensorsFile(path: path)
         var transposed = ""
@@ -110,9 +106,7 @@ struct BadRunTests {
     /// state.json values a resumed run indexes with are checked (a negative position or epoch trapped, and a step
     /// past the recipe's last one made an empty range trap).
     @Test func aCheckpointStateOutsideTheRunIsRefused() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         let path = Checkpoint.complete(runDirectory: "\(dir)/run").last!.path + "/state.json"
         let original = try String(contentsOfFile: path, encoding: .utf8)
         for (from, to, message) in [("\"position\" : ", "\"position\" : -", "cursor (epoch"),

@@ -104,9 +104,7 @@ struct ResumeTests {
     }
 
     @Test func aChangedRecipeIsRefusedNamingTheKeys() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         #expect(throws: TrainingError.self) { try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5", "adapter.rank=2"]) }
         do {
             _ = try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5", "adapter.rank=2"])
@@ -114,13 +112,11 @@ struct ResumeTests {
             #expect("\(error)".contains("adapter.rank, optimizer.lr"), "\(error)")
         }
         _ = try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=0.5"], allowRecipeChange: true)
-        #expect(throws: TrainingError.self) { try Trainer.start(try RecipeLoader.load(path: recipe)) }
+        #expect(throws: TrainingError.self) { try Trainer.start(try RecipeLoader.load(path: "\(dir)/r.yaml")) }
     }
 
     @Test func changedTrainingDataIsRefusedUnlessAllowed() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         let original = try String(contentsOfFile: "\(dir)/train.txt", encoding: .utf8)
         // One word changed: the same file name and size class, other sequences.
         try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
@@ -137,9 +133,7 @@ struct ResumeTests {
     }
 
     @Test func aNonFiniteLossStopsTrainingAndKeepsTheLastCheckpoint() throws {
-        let dir = try TrainingSupport.workspace()
-        let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
-        try Trainer.start(try RecipeLoader.load(path: recipe)).run(stopAfter: 4)
+        let dir = try TrainingSupport.stoppedLoRARun()
         let checkpoint = Checkpoint.complete(runDirectory: "\(dir)/run").last!
         let before = try TrainingSupport.bytes("\(checkpoint.path)/trainable.safetensors")
         // Poison the base model with finite weights whose products overflow: every later loss is NaN (a NaN

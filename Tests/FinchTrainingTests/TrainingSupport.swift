@@ -50,6 +50,15 @@ enum TrainingSupport {
         """
     }
 
+    /// A fresh workspace with a LoRA run of `recipe` in `dir/run`, stopped after `steps` steps (checkpointed
+    /// there); returns the workspace.
+    static func stoppedLoRARun(after steps: Int = 4, _ name: String = #function) throws -> String {
+        let dir = try workspace(name)
+        let path = try write(recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
+        try Trainer.start(try RecipeLoader.load(path: path)).run(stopAfter: steps)
+        return dir
+    }
+
     static func write(_ text: String, to path: String) throws -> String {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
