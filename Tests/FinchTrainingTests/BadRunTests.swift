@@ -12,6 +12,19 @@ struct BadRunTests {
         RecipeTests.expectError(RecipeTests.minimal, overrides: ["seed=-1"], "r.yaml: seed: must be 0 or positive, got -1")
     }
 
+    /// The resolved recipe a run directory keeps reads back as the same recipe whatever its strings hold (found by
+    /// the recipe fuzzer: carriage returns in a double-quoted target were folded into spaces, so the run's own
+    /// recipe.yaml no longer matched its checkpoints).
+    @Test func aResolvedRecipeReadsBackWhateverItsStringsHold() throws {
+        let odd = ["a\r\rb", "tab\there", "new\nline", "quote\"and\\slash", "nel\u{85}ls\u{2028}ps\u{2029}", "mid\u{FEFF}bom", "bell\u{7}", "  padded ", "null", "1e5", "é → ✓"]
+        let list = odd.map { RecipeLoader.doubleQuoted($0) }.joined(separator: ", ")
+        let loaded = try RecipeLoader.parse(RecipeTests.minimal + "adapter:\n  targets: [\(list)]\n", file: "r.yaml")
+        #expect(loaded.recipe.targets == odd)
+        let again = try RecipeLoader.parse(loaded.resolvedYAML, file: "resolved.yaml")
+        #expect(again.recipe.targets == odd)
+        #expect(RecipeLoader.changedKeys(loaded.recipe, again.recipe).isEmpty)
+    }
+
     /// data.seq_len is checked against the model's positions before the data is laid out in windows of that size
     /// (2^62 stopped the process in the allocator; 2^31 grew to 23 GB).
     @Test(arguments: ["4611686018427387904", "2147483648"])
