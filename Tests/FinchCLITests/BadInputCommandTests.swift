@@ -166,7 +166,11 @@ struct BadInputCommandTests {
 
     /// A write that fails (here a file-size limit, as a full disk would) names the file and stops the run; a
     /// checkpoint that could not be written leaves no half of itself behind, and the complete ones stay.
-    @Test func aFailedWriteNamesTheFileAndLeavesNoPartialCheckpoint() throws {
+    /// ThreadSanitizer's runtime stops with SIGBUS at start-up under a file-size limit, before Finch runs, so this
+    /// one test runs in the plain, Haswell and AddressSanitizer passes of CI, not the ThreadSanitizer one.
+    @Test(.disabled(if: ProcessInfo.processInfo.environment["FINCH_SANITIZER"] == "thread",
+                    "ThreadSanitizer's runtime cannot start under a file-size limit"))
+    func aFailedWriteNamesTheFileAndLeavesNoPartialCheckpoint() throws {
         let dir = try Fixtures.scratchDirectory("cli-full")
         // metrics.jsonl passes 2 KB at about step 17 of 30 (the resolved recipe.yaml is about 1 KB); no checkpoint
         // is due before the end.
