@@ -63,6 +63,30 @@ public enum JSONValue: Sendable, Equatable, Decodable {
 
     public subscript(key: String) -> JSONValue? { object?[key] }
 
+    /// `s` as a double-quoted string literal that JSON and YAML both read back as `s`: quotes and backslashes
+    /// escaped, and every character either would reject, fold or drop (controls, line breaks, NEL, the line and
+    /// paragraph separators, a byte-order mark) written as an escape.
+    public static func quoted(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                let v = scalar.value
+                if v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029 || v == 0xFEFF {
+                    out += String(format: "\\u%04X", v)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+
     /// Compact text for messages.
     public var summary: String {
         switch self {

@@ -17,7 +17,7 @@ struct BadRunTests {
     /// recipe.yaml no longer matched its checkpoints).
     @Test func aResolvedRecipeReadsBackWhateverItsStringsHold() throws {
         let odd = ["a\r\rb", "tab\there", "new\nline", "quote\"and\\slash", "nel\u{85}ls\u{2028}ps\u{2029}", "mid\u{FEFF}bom", "bell\u{7}", "  padded ", "null", "1e5", "é → ✓"]
-        let list = odd.map { RecipeLoader.doubleQuoted($0) }.joined(separator: ", ")
+        let list = odd.map { JSONValue.quoted($0) }.joined(separator: ", ")
         let loaded = try RecipeLoader.parse(RecipeTests.minimal + "adapter:\n  targets: [\(list)]\n", file: "r.yaml")
         #expect(loaded.recipe.targets == odd)
         let again = try RecipeLoader.parse(loaded.resolvedYAML, file: "resolved.yaml")

@@ -1,4 +1,5 @@
 import Foundation
+import FinchFormats
 import Yams
 
 /// A recipe as loaded: the typed values, where each came from, and the text of the resolved recipe.
@@ -343,34 +344,10 @@ public enum RecipeLoader {
         if case .string(let s) = v {
             let plain = !s.isEmpty && s.allSatisfy { $0.isLetter || $0.isNumber || "/._-+".contains($0) }
                 && Double(s) == nil && !["true", "false", "null", "yes", "no", "~"].contains(s.lowercased())
-            return plain ? s : doubleQuoted(s)
+            return plain ? s : JSONValue.quoted(s)
         }
         if case .strings(let l) = v { return "[" + l.map { quoted(.string($0)) }.joined(separator: ", ") + "]" }
         return v.description
-    }
-
-    /// A YAML double-quoted scalar that reads back as `s`: quotes and backslashes escaped, and every character
-    /// YAML would fold or drop (line breaks, tabs and other controls, NEL, the line and paragraph separators,
-    /// a byte-order mark) written as an escape.
-    static func doubleQuoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                let v = scalar.value
-                if v < 0x20 || (0x7F...0x9F).contains(v) || v == 0x2028 || v == 0x2029 || v == 0xFEFF {
-                    out += String(format: "\\u%04X", v)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 
     static func hash(_ text: String) -> String {
