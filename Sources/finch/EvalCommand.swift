@@ -50,7 +50,8 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let (folder, tokenizer, applied) = try source.load()
         // By extension and first record, as training reads it: a JSON-lines file is never scored as raw text.
-        let format = try TrainingData.format(of: data)
+        let text = try TrainingData.readText(data)
+        let format = try TrainingData.format(of: data, text: text)
         if format == .completion {
             // A path that cannot be written fails now, not after minutes of generation.
             if let predictions, !FileManager.default.createFile(atPath: predictions, contents: nil) {
@@ -82,7 +83,7 @@ struct EvalCommand: ParsableCommand {
         // Plain text is one stream; "text" records are each tokenized as training reads them (special tokens, EOS)
         // and scored as one stream of records.
         let eos = Int32(folder.config.eosTokenIds.first ?? 0)
-        let records = try TrainingData.tokenize(try TrainingData.readText(data), format: format, path: data,
+        let records = try TrainingData.tokenize(text, format: format, path: data,
                                                 tokenizer: tokenizer, endOfText: eos).records
         let tokens = records.flatMap { $0.tokens.map(Int.init) }
         let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,

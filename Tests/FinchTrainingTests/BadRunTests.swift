@@ -139,12 +139,12 @@ struct BadRunTests {
         var bytes = Data("{\"text\": \"fine\"}\n".utf8)
         bytes.append(contentsOf: [0x7B, 0xFF, 0xFE, 0x7D, 0x0A])
         try bytes.write(to: URL(fileURLWithPath: "\(dir)/bad.jsonl"))
-        #expect { try TrainingData.format(of: "\(dir)/bad.jsonl") } throws: { "\($0)" == "\(dir)/bad.jsonl:2: is not UTF-8 text" }
+        #expect { try TrainingData.format(of: "\(dir)/bad.jsonl", text: try TrainingData.readText("\(dir)/bad.jsonl")) } throws: { "\($0)" == "\(dir)/bad.jsonl:2: is not UTF-8 text" }
         try "\n  \n\n".write(toFile: "\(dir)/blank.jsonl", atomically: true, encoding: .utf8)
-        #expect { try TrainingData.format(of: "\(dir)/blank.jsonl") } throws: {
+        #expect { try TrainingData.format(of: "\(dir)/blank.jsonl", text: try TrainingData.readText("\(dir)/blank.jsonl")) } throws: {
             "\($0)" == "\(dir)/blank.jsonl: holds no records (a JSON-lines file with only blank lines)"
         }
         try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true, encoding: .utf8)
-        #expect(try TrainingData.format(of: "\(dir)/ok.jsonl") == .completion)
+        #expect(try TrainingData.format(of: "\(dir)/ok.jsonl", text: try TrainingData.readText("\(dir)/ok.jsonl")) == .completion)
     }
 }

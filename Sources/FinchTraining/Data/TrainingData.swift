@@ -17,8 +17,8 @@ public struct TokenSequence: Equatable, Sendable {
 /// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
 /// With packing, JSON-lines records are placed whole into windows, in file order, as many as fit; the rest
 /// of a window is padding, and only a record longer than a window is cut across windows (a completion record
-/// whose prompt fills a window is refused: no completion token would be trained with its prompt); a record attends only to itself, not to the records
-/// before it in its window. Without packing, each record is one sequence, truncated or padded. Padding is
+/// whose prompt fills a window is refused: no completion token would be trained with its prompt); a record
+/// attends only to itself, not to the records before it in its window. Without packing, each record is one sequence, truncated or padded. Padding is
 /// never a target. Plain text is one stream cut into consecutive windows.
 public struct TrainingData: Sendable {
     public let path: String
@@ -124,10 +124,10 @@ public struct TrainingData: Sendable {
         return text
     }
 
-    /// The format of the data file at `path` as `auto` resolves it: by extension, and for JSON lines by the
-    /// fields of the first record. Refuses a file that is not UTF-8 or a JSON-lines file without records.
-    public static func format(of path: String) throws -> Recipe.DataFormat {
-        try resolveFormat(.auto, path: path, text: try readText(path))
+    /// The format of the data file at `path`, whose text is `text` (from `readText`), as `auto` resolves it: by
+    /// extension, and for JSON lines by the fields of the first record. Refuses a JSON-lines file without records.
+    public static func format(of path: String, text: String) throws -> Recipe.DataFormat {
+        try resolveFormat(.auto, path: path, text: text)
     }
 
     static func resolveFormat(_ requested: Recipe.DataFormat, path: String, text: String) throws -> Recipe.DataFormat {
