@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers point down only: CBLAS ← FinchTensor ← (FinchNN, FinchModels, ...) ← finch.
-// See DESIGN.md in ../shared for the whole picture.
+// Layers point down only: CBLAS ← FinchTensor ← FinchNN ← FinchModels ← FinchAdapters ← FinchTraining ←
+// FinchBenchmarks ← finch, with FinchFormats (files, no tensors) beside FinchTensor. ARCHITECTURE.md has the whole picture.
 
 // By default Finch builds for the baseline of its architecture, so a binary runs wherever it is copied and the
 // libraries can be a dependency (SwiftPM refuses unsafe flags in dependencies). FINCH_TARGET_CPU=native compiles
@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "FinchModels", targets: ["FinchModels"]),
         .library(name: "FinchAdapters", targets: ["FinchAdapters"]),
         .library(name: "FinchTraining", targets: ["FinchTraining"]),
+        .library(name: "FinchBenchmarks", targets: ["FinchBenchmarks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,11 +44,14 @@ let package = Package(
         .target(name: "FinchNN", dependencies: ["FinchTensor"], swiftSettings: finchSettings),
         .target(name: "FinchModels", dependencies: ["FinchNN", "FinchFormats"], swiftSettings: finchSettings),
         .target(name: "FinchAdapters", dependencies: ["FinchModels"], swiftSettings: finchSettings),
-        .target(name: "FinchTraining", dependencies: ["FinchAdapters", .product(name: "Yams", package: "Yams")], swiftSettings: finchSettings),
+        .target(name: "FinchTraining", dependencies: ["FinchAdapters", .product(name: "Yams", package: "Yams")],
+                swiftSettings: finchSettings),
+        // The workloads `finch bench` times: recipes run by FinchTraining's Trainer over models built in memory.
+        .target(name: "FinchBenchmarks", dependencies: ["FinchTraining"], swiftSettings: finchSettings),
         .executableTarget(
             name: "finch",
             dependencies: [
-                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels", "FinchAdapters", "FinchTraining",
+                "FinchTensor", "FinchFormats", "FinchNN", "FinchModels", "FinchAdapters", "FinchTraining", "FinchBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: finchSettings
@@ -56,6 +60,10 @@ let package = Package(
         .testTarget(
             name: "FinchTensorTests",
             dependencies: ["FinchTensor"]
+        ),
+        .testTarget(
+            name: "FinchNNTests",
+            dependencies: ["FinchNN"]
         ),
         .testTarget(
             name: "FinchModelsTests",
@@ -68,6 +76,10 @@ let package = Package(
         .testTarget(
             name: "FinchTrainingTests",
             dependencies: ["FinchTraining", "TestSupport"]
+        ),
+        .testTarget(
+            name: "FinchBenchmarksTests",
+            dependencies: ["FinchBenchmarks"]
         ),
         .testTarget(
             name: "FinchCLITests",

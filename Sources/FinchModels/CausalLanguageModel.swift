@@ -48,16 +48,25 @@ extension CausalLanguageModel {
     /// Runs one decoder layer on `x`, checkpointed when `checkpointsActivations` is on and gradients are being
     /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape. The last
     /// layer is not checkpointed: its backward pass follows the head's at once, so it would be computed again
-    /// only to hold the same values at about the same moment. `layer`'s third argument says whether its
-    /// output's values will be read: not on a checkpointed layer's second run, which only back-propagates (a
-    /// layer may use that to leave out work, or ignore it).
+    /// only to hold the same values at about the same moment.
     func runLayer(_ x: Tensor, isLast: Bool, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
-                  _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?, Bool) throws -> Tensor) throws -> Tensor {
-        guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix, true) }
+                  _ layer: @escaping (Tensor, (key: Tensor, value: Tensor)?) throws -> Tensor) throws -> Tensor {
+        guard checkpointsActivations, !isLast, cache == nil, GradientMode.isRecording else { return try layer(x, prefix) }
         let inputs = [x] + (prefix.map { [$0.key, $0.value] } ?? [])
-        return try Tensor.checkpoint(inputs) { t, recomputing in
-            try layer(t[0], t.count == 3 ? (key: t[1], value: t[2]) : nil, !recomputing)
+        return try Tensor.checkpoint(inputs) { t in
+            try layer(t[0], t.count == 3 ? (key: t[1], value: t[2]) : nil)
         }
+    }
+
+    /// The prefix's keys and values for every layer of this model, made once for a forward pass.
+    func prefixKeysAndValues(_ prefix: AttentionPrefix?, batch: Int) throws -> [(key: Tensor, value: Tensor)]? {
+        guard let prefix else { return nil }
+        let layers = try prefix.keysAndValues(batch: batch)
+        guard layers.count == layerCount else {
+            throw TensorError.invalidArgument(op: config.modelType,
+                                              message: "the prefix has keys and values for \(layers.count) layers; this model has \(layerCount)")
+        }
+        return layers
     }
 
     public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }

@@ -121,9 +121,10 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
             let positions = (0..<length).map { Int32(offset + $0) }
             x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
         }
+        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix, _ in
+            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
                 try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }

@@ -17,12 +17,11 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
     }
 
-    /// `outputValuesNeeded` false: only the output's graph is used (a checkpointed layer computed again for
-    /// its backward pass), so the MLP's down projection, whose values feed nothing else, is left out.
     func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
-                        recordStarts: [Int32]? = nil, outputValuesNeeded: Bool = true) throws -> Tensor {
-        let h = try x + selfAttn(inputLayernorm(x), positionOffset: positionOffset, cache: cache, prefix: prefix, recordStarts: recordStarts)
-        return try h + mlp(postAttentionLayernorm(h), outputValuesNeeded: outputValuesNeeded)
+                        recordStarts: [Int32]? = nil) throws -> Tensor {
+        let h = try x + selfAttn(inputLayernorm(x), positionOffset: positionOffset, cache: cache, prefix: prefix,
+                                 recordStarts: recordStarts)
+        return try h + mlp(postAttentionLayernorm(h))
     }
 }
 
@@ -78,10 +77,11 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset, recordStarts: recordStarts, cache: cache)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
+        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, layer) in model.layers.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache, prefix: try prefix?.keysAndValues(layer: i, batch: batch)) { x, prefix, valuesNeeded in
-                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts, outputValuesNeeded: valuesNeeded)
+            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
+                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }
         return try model.norm(x)

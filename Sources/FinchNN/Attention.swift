@@ -4,8 +4,9 @@ import FinchTensor
 public protocol AttentionPrefix: AnyObject {
     /// Number of virtual positions.
     var length: Int { get }
-    /// For one layer: keys and values [B, P, Hkv, D] for a batch of `batch`.
-    func keysAndValues(layer: Int, batch: Int) throws -> (key: Tensor, value: Tensor)
+    /// For every layer, in order: keys and values [B, P, Hkv, D] for a batch of `batch`. A model asks once per
+    /// forward pass, before its first layer.
+    func keysAndValues(batch: Int) throws -> [(key: Tensor, value: Tensor)]
 }
 
 /// The keys and values one attention layer has seen, for generating one token at a time.

@@ -107,13 +107,11 @@ public final class GatedMLP: Module {
         downProj = Linear(inputDimensions: hiddenDimensions, outputDimensions: dimensions, bias: bias)
     }
 
-    /// `outputValuesNeeded` false: the output's graph only (its values zero), for a block computed again for its
-    /// backward pass whose output nothing reads; a plain down projection then skips its product.
-    public func callAsFunction(_ x: Tensor, outputValuesNeeded: Bool = true) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let gate = try gateProj(x), up = try upProj(x)
         // A plain down projection takes the fused path, frozen or training; an adapted one the two ops.
         if let down = downProj as? Linear {
-            let y = try Tensor.swiGLUProjected(gate: gate, up: up, weight: down.weight, computingValues: outputValuesNeeded)
+            let y = try Tensor.swiGLUProjected(gate: gate, up: up, weight: down.weight)
             return try down.bias.map { try y + $0 } ?? y
         }
         return try downProj(try Tensor.swiGLU(gate: gate, up: up))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FinchTensor
+import FinchBenchmarks
 import FinchTraining
 
 struct BenchCommand: ParsableCommand {

@@ -45,14 +45,12 @@ struct ExportCommand: ParsableCommand {
         try Exporter.checkOutputFolder(out, baseFolder: model, replacing: force)
         let folder = try HuggingFaceFolder.load(model)
         let applied = try PEFTFormat.load(adapter, into: folder.model)
-        switch applied {
-        case .prefix:
-            try PEFTFormat.save(applied, model: folder.model, to: out, baseModel: model)
-            Output.standardError("a prefix-tuning adapter adds virtual keys and values at run time and cannot be merged into the weights; wrote the adapter to \(out) instead (use it with --adapter)")
-        case .lora(let lora):
-            try lora.mergeAndUnload(from: folder.model)
+        if try applied.mergeAndUnload(from: folder.model) {
             try Exporter.writeMergedFolder(model: folder.model, baseFolder: model, to: out, dtype: safetensorsType, dtypeName: dtype)
-            print("merged \(lora.paths.count) LoRA layers into \(out) (\(dtype))")
+            print("merged \(applied.adaptedPaths.count) \(applied.name) layers into \(out) (\(dtype))")
+        } else {
+            try PEFTFormat.save(applied, model: folder.model, to: out, baseModel: model)
+            Output.standardError("a \(applied.name) adapter adds to the forward pass at run time and cannot be merged into the weights; wrote the adapter to \(out) instead (use it with --adapter)")
         }
     }
 

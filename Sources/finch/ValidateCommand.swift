@@ -28,7 +28,7 @@ struct ValidateCommand: ParsableCommand {
         let session = try TrainingSession(loaded)
         let r = session.recipe
         print("\(recipe): OK")
-        print("model \(r.model) (\(session.model.config.modelType)), adapter \(r.adapterType.rawValue)")
+        print("model \(r.model) (\(session.model.config.modelType)), adapter \(r.adapter.kind.rawValue)")
         print(session.parameterSummary)
         print("training data: \(session.trainData.sequences.count) sequences of \(r.sequenceLength) tokens (\(session.trainData.format.rawValue))"
             + (session.validationData.map { "; validation: \($0.sequences.count)" } ?? ""))

@@ -201,19 +201,15 @@ struct KernelTests {
         let lead = hidden % 8 == 0 ? [3, rows / 3 + 1] : [1, rows]
         let gate0 = Inputs.normal(lead + [hidden], seed: 1), up0 = Inputs.normal(lead + [hidden], seed: 2)
         let w0 = Inputs.normal([outputs, hidden], seed: 3, std: 0.05), seed = Inputs.normal(lead + [outputs], seed: 4)
-        func run(fused: Bool, computingValues: Bool = true) throws -> (y: [Float], dGate: [Float], dUp: [Float], dW: [Float]?) {
+        func run(fused: Bool) throws -> (y: [Float], dGate: [Float], dUp: [Float], dW: [Float]?) {
             let gate = gate0.detached().requiringGrad(), up = up0.detached().requiringGrad()
             let w = weightTrains ? w0.detached().requiringGrad() : w0.detached()
-            let y = fused ? try Tensor.swiGLUProjected(gate: gate, up: up, weight: w, computingValues: computingValues)
+            let y = fused ? try Tensor.swiGLUProjected(gate: gate, up: up, weight: w)
                           : try Tensor.swiGLU(gate: gate, up: up).matmul(w, transposeOther: true)
             try y.backward(seed: seed)
             return (y.scalars, gate.grad!.scalars, up.grad!.scalars, w.grad?.scalars)
         }
         let fused = try run(fused: true), plain = try run(fused: false)
-        // Without its values (a checkpointed layer's second run): zeros, and the same gradients bit for bit
-        // (the same binary and kernels compute them both times).
-        let graphOnly = try run(fused: true, computingValues: false)
-        #expect(graphOnly.y.allSatisfy { $0 == 0 } && graphOnly.dGate == fused.dGate && graphOnly.dUp == fused.dUp && graphOnly.dW == fused.dW)
         // The float64 reference and each value's bound. With σ = sigmoid(g), s = g·σ, y = s·u:
         // y_o = Σ_h s_h w_oh;  dS_h = Σ_o dy_o w_oh;  dGate_h = dS_h·u_h·σ(1 + g(1 − σ));  dUp_h = dS_h·s_h.
         let g = gate0.scalars.map(Double.init), u = up0.scalars.map(Double.init)

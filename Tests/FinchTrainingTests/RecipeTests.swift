@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import FinchAdapters
 import TestSupport
 @testable import FinchTraining
 
@@ -18,7 +19,7 @@ struct RecipeTests {
 
     @Test func defaultsFillWhatARecipeLeavesOut() throws {
         let r = try RecipeLoader.parse(Self.minimal + "optimizer:\n  lr: 3e-4\n", file: "recipes/small.yaml").recipe
-        #expect(r.learningRate == 3e-4 && r.rank == 8 && r.targets == ["q_proj", "v_proj"] && r.schedule == .cosine)
+        #expect(r.learningRate == 3e-4 && r.adapter == .lora(LoRAConfiguration(rank: 8, targets: .names(["q_proj", "v_proj"]))) && r.schedule == .cosine)
         #expect(r.outputDirectory == "runs/small")
         let resolved = try RecipeLoader.parse(RecipeLoader.yaml(r), file: "resolved.yaml").recipe
         #expect(resolved == r, "the resolved recipe reads back to the same values")
@@ -50,7 +51,7 @@ struct RecipeTests {
 
     @Test func overridesAreTypeCheckedTheSameWay() throws {
         let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml", overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
-        #expect(r.learningRate == 0.02 && r.targets == ["q_proj", "k_proj"])
+        #expect(r.learningRate == 0.02 && r.adapter.lora?.targets == .names(["q_proj", "k_proj"]))
         Self.expectError(Self.minimal, overrides: ["training.batch_size=big"], "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
         Self.expectError(Self.minimal, overrides: ["optimizer.lerning_rate=1"], "override 'optimizer.lerning_rate=1': unknown key 'optimizer.lerning_rate' (did you mean 'optimizer.lr'?)")
         Self.expectError(Self.minimal, overrides: ["steps"], "override 'steps': expected key.path=value")
@@ -65,8 +66,8 @@ struct RecipeTests {
     }
 
     @Test func aKeyOfAnotherAdapterTypeIsRefused() throws {
-        // Every adapter key but the type belongs to one type (a new one must be placed).
-        #expect(Set(RecipeSchema.fields.map(\.key).filter { $0.hasPrefix("adapter.") && $0 != "adapter.type" }) == Set(RecipeSchema.adapterTypeOfKey.keys))
+        // Every adapter key but the type belongs to one type (a new one must be placed), and only adapter keys do.
+        #expect(RecipeSchema.fields.allSatisfy { ($0.adapterType != nil) == ($0.key.hasPrefix("adapter.") && $0.key != "adapter.type") })
         Self.expectError(Self.minimal + "adapter:\n  type: prefix\n  rank: 16\n",
                          "r.yaml:6: adapter.rank: 16 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
         Self.expectError(Self.minimal + "adapter:\n  type: none\n", overrides: ["adapter.virtual_tokens=8"],
@@ -74,12 +75,12 @@ struct RecipeTests {
         // Switching the type on the command line tries another method on the file: its own keys are let through,
         // a key of the old type given beside the switch is not.
         let switched = try RecipeLoader.parse(Self.minimal + "adapter:\n  targets: [all-linear]\n", file: "r.yaml", overrides: ["adapter.type=prefix"])
-        #expect(switched.recipe.adapterType == .prefix && !switched.resolvedYAML.contains("all-linear"))
+        #expect(switched.recipe.adapter.kind == .prefix && !switched.resolvedYAML.contains("all-linear"))
         Self.expectError(Self.minimal, overrides: ["adapter.type=prefix", "adapter.rank=4"],
                          "override 'adapter.rank=4': adapter.rank: 4 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
         // At its default such a key changes nothing either way (older runs' resolved recipes list every key).
         let prefix = try RecipeLoader.parse(Self.minimal + "adapter:\n  type: prefix\n  rank: 8\n  virtual_tokens: 4\n", file: "r.yaml")
-        #expect(prefix.recipe.virtualTokens == 4)
+        #expect(prefix.recipe.adapter == .prefix(PrefixConfiguration(virtualTokens: 4)))
         // The resolved recipe leaves them out and reads back to the same values.
         #expect(prefix.resolvedYAML.contains("  # rank: (lora only)\n") && !prefix.resolvedYAML.contains("  rank: 8"))
         #expect(try RecipeLoader.parse(prefix.resolvedYAML, file: "resolved.yaml").recipe == prefix.recipe)
@@ -125,10 +126,10 @@ struct RecipeTests {
         // Sizes that could never be allocated are refused by key before anything is (a mistyped rank stopped the
         // process in the allocator; a huge prefix too).
         try Self.expectSessionError("model: \(dir)/base\nadapter:\n  rank: 100000000000\ndata:\n  train: \(dir)/train.txt\n", dir, "k.yaml") {
-            $0.hasPrefix("\(dir)/k.yaml:3: adapter.rank: 100000000000 gives the adapter ") && $0.contains("more than this machine's")
+            $0.hasPrefix("\(dir)/k.yaml:3: adapter.rank: the LoRA factors of rank 100000000000 would hold ") && $0.contains("more than this machine's")
         }
         try Self.expectSessionError("model: \(dir)/base\nadapter:\n  type: prefix\n  virtual_tokens: 100000000000\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\n", dir, "v.yaml") {
-            $0.hasPrefix("\(dir)/v.yaml:4: adapter.virtual_tokens: 100000000000 virtual tokens and data.seq_len 32 exceed the model's")
+            $0 == "\(dir)/v.yaml:4: adapter.virtual_tokens: 100000000000 virtual tokens leave no room in the model's 256 positions"
         }
         try Self.expectSessionError("model: \(dir)/base\nadapter:\n  type: prefix\n  projection_hidden: 100000000000000\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\n", dir, "p.yaml") {
             $0.hasPrefix("\(dir)/p.yaml:4: adapter.projection_hidden: a prefix of ") && $0.contains("more than this machine's")

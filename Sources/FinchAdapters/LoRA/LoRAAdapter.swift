@@ -24,10 +24,16 @@ public final class LoRAAdapter {
     /// Wraps every targeted Linear (and Embedding, when named) of `model` in a LoRA layer and freezes
     /// everything else. A head tied to an adapted embedding is untied first, so it keeps the base table.
     /// - Throws: when a target matches no module (the error lists the model's Linear and Embedding names).
-    public static func inject(into model: Module, configuration: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
+    /// The configuration kept is the one given, with `fanInFanOut` set from the model's layout: true when a
+    /// targeted weight is stored transposed in the model's files.
+    public static func inject(into model: Module, configuration given: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
+        var configuration = given
         let (candidates, chosen) = try targets(in: model, configuration: configuration)
         try AdapterError.checkFitsInMemory(try valueCount(of: candidates, chosen: chosen, configuration: configuration),
-                                           what: "the LoRA factors (rank \(configuration.rank))")
+                                           what: "the LoRA factors of rank \(configuration.rank)", setting: .rank)
+        if let lm = model as? any CausalLanguageModel {
+            configuration.fanInFanOut = chosen.contains { lm.storesTransposed($0 + ".weight") }
+        }
         model.freeze()
         var generator = RandomGenerator(seed: seed)
         var layers: [(path: String, layer: LoRALinear)] = []
@@ -42,7 +48,7 @@ public final class LoRAAdapter {
                 do {
                     try model.replaceModule(at: path, with: lora)
                 } catch {
-                    throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))")
+                    throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))", setting: .targets)
                 }
                 embeddings.append((path, lora))
                 continue
@@ -50,12 +56,12 @@ public final class LoRAAdapter {
             guard let base = candidates.first(where: { $0.name == path })?.module as? Linear else { continue }
             let (rank, alpha) = configuration.rankAndAlpha(for: path)
             let lora = try LoRALinear(base: base, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
-                                      dropout: configuration.dropout, initialization: configuration.initialization,
+                                      dropout: Float(configuration.dropout), initialization: configuration.initialization,
                                       generator: &generator)
             do {
                 try model.replaceModule(at: path, with: lora)
             } catch {
-                throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))")
+                throw AdapterError("module '\(path)' cannot carry a LoRA adapter (\(error))", setting: .targets)
             }
             layers.append((path, lora))
         }
@@ -85,7 +91,7 @@ public final class LoRAAdapter {
         var total = 0
         for (path, module) in candidates where chosen.contains(path) {
             let (rank, _) = configuration.rankAndAlpha(for: path)
-            guard rank > 0 else { throw AdapterError("the rank for '\(path)' is \(rank); ranks must be positive") }
+            guard rank > 0 else { throw AdapterError("the rank for '\(path)' is \(rank); ranks must be positive", setting: .rank) }
             // Linear [out, in] gets A [r, in] and B [out, r]; Embedding [count, dim] gets A [r, count] and B [dim, r].
             let shape = (module as? Linear)?.weight.shape ?? (module as? Embedding)?.weight.shape ?? []
             let (sides, o1) = shape.reduce(0, +).multipliedReportingOverflow(by: rank)
@@ -104,7 +110,7 @@ public final class LoRAAdapter {
         do {
             try lm.untieWordEmbeddings()
         } catch {
-            throw AdapterError("the embedding cannot be adapted apart from the head tied to it (\(error))")
+            throw AdapterError("the embedding cannot be adapted apart from the head tied to it (\(error))", setting: .targets)
         }
         return false
     }
@@ -153,24 +159,27 @@ public final class LoRAAdapter {
         case .allLinear:
             selected = paths.filter { (linear?.contains($0) ?? true) && !($0 == "lm_head" || $0.hasSuffix(".lm_head")) }
         case .names(let names):
-            guard !names.isEmpty else { throw AdapterError("target_modules is empty; name modules such as \(leafNames.joined(separator: ", "))") }
+            guard !names.isEmpty else { throw AdapterError("target_modules is empty; name modules such as \(leafNames.joined(separator: ", "))", setting: .targets) }
             for name in names where !paths.contains(where: { $0 == name || $0.hasSuffix("." + name) }) {
-                throw AdapterError("target module '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))")
+                throw AdapterError("target module '\(name)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))",
+                                   setting: .targets)
             }
             selected = paths.filter { p in names.contains { p == $0 || p.hasSuffix("." + $0) } }
         case .pattern(let pattern):
             guard let regex = try? NSRegularExpression(pattern: "^(?:\(pattern))$") else {
-                throw AdapterError("target_modules regular expression '\(pattern)' does not compile")
+                throw AdapterError("target_modules regular expression '\(pattern)' does not compile", setting: .targets)
             }
             selected = paths.filter { regex.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
             guard !selected.isEmpty else {
-                throw AdapterError("target_modules pattern '\(pattern)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))")
+                throw AdapterError("target_modules pattern '\(pattern)' matches nothing in this model; its Linear and Embedding modules are: \(leafNames.joined(separator: ", "))",
+                                   setting: .targets)
             }
         }
         if let layers = configuration.layersToTransform {
             selected = selected.filter { layerIndex($0).map(layers.contains) ?? false }
             guard !selected.isEmpty else {
-                throw AdapterError("layers_to_transform \(layers) selects no targeted module (layer indices in this model: \(Set(paths.compactMap(layerIndex)).sorted()))")
+                throw AdapterError("layers_to_transform \(layers) selects no targeted module (layer indices in this model: \(Set(paths.compactMap(layerIndex)).sorted()))",
+                                   setting: .layers)
             }
         }
         return selected

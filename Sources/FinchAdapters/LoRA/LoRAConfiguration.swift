@@ -12,17 +12,20 @@ public struct LoRAConfiguration: Sendable, Equatable {
     }
 
     public var rank: Int
-    public var alpha: Float
-    public var dropout: Float
+    /// The update is scaled by alpha / rank (alpha / √rank with rsLoRA).
+    public var alpha: Double
+    /// Dropout on the adapter's input while training.
+    public var dropout: Double
     public var targets: Targets
     public var useRSLoRA: Bool
     /// Only these layer indices get adapters (nil: all).
     public var layersToTransform: [Int]?
     /// Per-module rank and alpha overrides, keyed by a pattern matched at the end of the module path.
     public var rankPattern: [String: Int]
-    public var alphaPattern: [String: Float]
-    /// Kept for PEFT compatibility: true for GPT-2's Conv1D layers. Finch holds those weights as [out, in]
-    /// already, so it changes nothing in Finch's own arithmetic.
+    public var alphaPattern: [String: Double]
+    /// PEFT's `fan_in_fan_out`: true when the targeted weights are stored [in, out] in the model's files (GPT-2's
+    /// Conv1D). Injection sets it from the model's layout; Finch holds every weight as [out, in], so its own
+    /// arithmetic does not read it.
     public var fanInFanOut: Bool
     public var initialization: LoRALinear.Initialization
     /// An adapted embedding also changes the head tied to it (PEFT's `ensure_weight_tying`).
@@ -30,9 +33,10 @@ public struct LoRAConfiguration: Sendable, Equatable {
     /// Modules trained whole beside the adapter and saved in it (PEFT's `modules_to_save`), e.g. embed_tokens.
     public var modulesToSave: [String] = []
 
-    public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0, targets: Targets = .names(["q_proj", "v_proj"]),
+    public init(rank: Int = 8, alpha: Double = 16, dropout: Double = 0, targets: Targets = .names(["q_proj", "v_proj"]),
                 useRSLoRA: Bool = false, layersToTransform: [Int]? = nil, rankPattern: [String: Int] = [:],
-                alphaPattern: [String: Float] = [:], fanInFanOut: Bool = false, initialization: LoRALinear.Initialization = .kaimingUniform) {
+                alphaPattern: [String: Double] = [:], fanInFanOut: Bool = false,
+                initialization: LoRALinear.Initialization = .kaimingUniform) {
         self.rank = rank
         self.alpha = alpha
         self.dropout = dropout
@@ -49,7 +53,7 @@ public struct LoRAConfiguration: Sendable, Equatable {
     func rankAndAlpha(for path: String) -> (Int, Float) {
         let r = Self.patternValue(rankPattern, path) ?? rank
         let a = Self.patternValue(alphaPattern, path) ?? alpha
-        return (r, a)
+        return (r, Float(a))
     }
 
     /// PEFT's rule: the first key `k` for which the path matches `(.*\.)?k$`.
@@ -61,19 +65,5 @@ public struct LoRAConfiguration: Sendable, Equatable {
             }
         }
         return nil
-    }
-
-    static func equalsInit(_ a: LoRALinear.Initialization, _ b: LoRALinear.Initialization) -> Bool {
-        switch (a, b) {
-        case (.kaimingUniform, .kaimingUniform), (.gaussian, .gaussian), (.zeros, .zeros): return true
-        default: return false
-        }
-    }
-
-    public static func == (a: LoRAConfiguration, b: LoRAConfiguration) -> Bool {
-        a.rank == b.rank && a.alpha == b.alpha && a.dropout == b.dropout && a.targets == b.targets && a.useRSLoRA == b.useRSLoRA
-            && a.layersToTransform == b.layersToTransform && a.rankPattern == b.rankPattern && a.alphaPattern == b.alphaPattern
-            && a.fanInFanOut == b.fanInFanOut && equalsInit(a.initialization, b.initialization)
-            && a.ensureWeightTying == b.ensureWeightTying && a.modulesToSave == b.modulesToSave
     }
 }

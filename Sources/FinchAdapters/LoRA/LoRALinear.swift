@@ -24,7 +24,7 @@ public final class LoRALinear: Module, LinearLayer {
     /// Dropout's generator; advanced only when training with dropout > 0.
     public var generator: RandomGenerator
 
-    public enum Initialization: Sendable {
+    public enum Initialization: Sendable, Equatable {
         /// A Kaiming-uniform (bound 1/√in, PEFT's default), B zero.
         case kaimingUniform
         /// A ~ N(0, 1/r), B zero (PEFT's "gaussian").

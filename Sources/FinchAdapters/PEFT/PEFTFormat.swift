@@ -44,8 +44,8 @@ public enum PEFTFormat {
         if let t = c["target_parameters"], !t.isNull { throw fail("target_parameters is not supported") }
         if let lr = c["layer_replication"], !lr.isNull { throw fail("layer_replication is not supported") }
         guard let rank = c["r"]?.int, rank > 0 else { throw fail("\"r\" must be a positive integer") }
-        var configuration = LoRAConfiguration(rank: rank, alpha: Float(c["lora_alpha"]?.number ?? 8))
-        configuration.dropout = Float(c["lora_dropout"]?.number ?? 0)
+        var configuration = LoRAConfiguration(rank: rank, alpha: c["lora_alpha"]?.number ?? 8)
+        configuration.dropout = c["lora_dropout"]?.number ?? 0
         configuration.useRSLoRA = c["use_rslora"]?.bool ?? false
         configuration.ensureWeightTying = c["ensure_weight_tying"]?.bool ?? false
         switch c["modules_to_save"] {
@@ -76,7 +76,7 @@ public enum PEFTFormat {
         default: break
         }
         configuration.rankPattern = (c["rank_pattern"]?.object ?? [:]).compactMapValues(\.int)
-        configuration.alphaPattern = (c["alpha_pattern"]?.object ?? [:]).compactMapValues { $0.number.map(Float.init) }
+        configuration.alphaPattern = (c["alpha_pattern"]?.object ?? [:]).compactMapValues(\.number)
 
         let adapter: LoRAAdapter
         do {
@@ -193,7 +193,7 @@ public enum PEFTFormat {
         switch adapter {
         case .lora(let lora):
             items = (lora.peftTensors() + (try lora.tiedHeadTensors())).map { .init(name: $0.key, shape: $0.tensor.shape, values: $0.tensor.scalars) }
-            config = loraConfig(lora.configuration, modelType: model.config.modelType)
+            config = loraConfig(lora.configuration)
         case .prefix(let prefix):
             let table = try GradientMode.withoutGradients { try prefix.prefixTable() }
             items = [.init(name: "prompt_embeddings", shape: table.shape, values: table.scalars)]
@@ -205,7 +205,7 @@ public enum PEFTFormat {
         try AtomicFile.write(data + Data("\n".utf8), to: (folder as NSString).appendingPathComponent(configFile))
     }
 
-    static func loraConfig(_ c: LoRAConfiguration, modelType: String) -> [String: Any] {
+    static func loraConfig(_ c: LoRAConfiguration) -> [String: Any] {
         let targets: Any
         switch c.targets {
         case .names(let names): targets = names
@@ -214,7 +214,7 @@ public enum PEFTFormat {
         }
         return [
             "alpha_pattern": c.alphaPattern, "auto_mapping": NSNull(), "bias": "none",
-            "fan_in_fan_out": c.fanInFanOut || modelType == "gpt2", "inference_mode": true,
+            "fan_in_fan_out": c.fanInFanOut, "inference_mode": true,
             "init_lora_weights": true, "layer_replication": NSNull(), "layers_pattern": NSNull(),
             "layers_to_transform": c.layersToTransform.map { $0 as Any } ?? NSNull(), "loftq_config": [String: Any](),
             "lora_alpha": c.alpha, "lora_bias": false, "lora_dropout": c.dropout, "megatron_config": NSNull(),

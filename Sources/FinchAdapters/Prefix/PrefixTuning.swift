@@ -2,6 +2,21 @@ import FinchModels
 import FinchNN
 import FinchTensor
 
+/// What a prefix-tuning adapter is: its virtual tokens, and the width of the reparameterisation MLP
+/// (0: the table trains directly).
+public struct PrefixConfiguration: Equatable, Sendable {
+    /// Virtual key/value positions per layer (PEFT's `num_virtual_tokens`).
+    public var virtualTokens: Int
+    /// Width of the MLP that makes the table during training (PEFT's `encoder_hidden_size` with
+    /// `prefix_projection`); 0 trains the table directly.
+    public var projectionHidden: Int
+
+    public init(virtualTokens: Int = 16, projectionHidden: Int = 0) {
+        self.virtualTokens = virtualTokens
+        self.projectionHidden = projectionHidden
+    }
+}
+
 /// Prefix tuning (Li & Liang, 2021) with PEFT's layout: per layer, `P` virtual key/value positions that
 /// every query attends to. The table [P, 2·L·D] (D = key/value heads × head dim) holds, for layer l,
 /// keys in columns [2l·D, (2l+1)·D) and values in the next D, each laid out heads-major.
@@ -20,27 +35,39 @@ public final class PrefixTuning: Module, AttentionPrefix {
     public let embedding: Embedding?
     public let transformIn: Linear?
     public let transformOut: Linear?
-    /// The table of the forward pass in progress (made at layer 0, read by the others).
-    private var table: Tensor?
 
     public var length: Int { virtualTokenCount }
     public var tokenDimension: Int { keyValueHeadCount * headDimension }
     public var usesProjection: Bool { embedding != nil }
 
+    /// The prefix `configuration` describes, shaped for `model`'s layers and keys.
+    public convenience init(_ configuration: PrefixConfiguration, for model: any CausalLanguageModel,
+                            generator: inout RandomGenerator) throws {
+        try self.init(virtualTokenCount: configuration.virtualTokens, layerCount: model.layerCount,
+                      keyValueHeadCount: model.keyValueHeadCount, headDimension: model.headDimension,
+                      projectionHidden: configuration.projectionHidden > 0 ? configuration.projectionHidden : nil,
+                      generator: &generator)
+    }
+
     /// A prefix for a model with `layerCount` layers and `keyValueHeadCount` × `headDimension` keys.
     /// With `projectionHidden`, the table comes from the reparameterisation MLP of that width.
     public init(virtualTokenCount: Int, layerCount: Int, keyValueHeadCount: Int, headDimension: Int,
                 projectionHidden: Int? = nil, generator: inout RandomGenerator) throws {
-        guard virtualTokenCount > 0 else { throw AdapterError("num_virtual_tokens must be positive, got \(virtualTokenCount)") }
+        guard virtualTokenCount > 0 else {
+            throw AdapterError("num_virtual_tokens must be positive, got \(virtualTokenCount)", setting: .virtualTokens)
+        }
         self.virtualTokenCount = virtualTokenCount
         self.layerCount = layerCount
         self.keyValueHeadCount = keyValueHeadCount
         self.headDimension = headDimension
         let d = keyValueHeadCount * headDimension
-        if let hidden = projectionHidden, hidden <= 0 { throw AdapterError("encoder_hidden_size must be positive, got \(hidden)") }
+        if let hidden = projectionHidden, hidden <= 0 {
+            throw AdapterError("encoder_hidden_size must be positive, got \(hidden)", setting: .projectionHidden)
+        }
         try AdapterError.checkFitsInMemory(Self.valueCount(virtualTokenCount: virtualTokenCount, layerCount: layerCount,
                                                            tokenDimension: d, projectionHidden: projectionHidden),
-                                           what: "a prefix of \(virtualTokenCount) virtual tokens")
+                                           what: "a prefix of \(virtualTokenCount) virtual tokens",
+                                           setting: projectionHidden == nil ? .virtualTokens : .projectionHidden)
         if let hidden = projectionHidden {
             let e = Embedding(count: virtualTokenCount, dimensions: d)
             try e.weight.assign(Tensor.randomNormal([virtualTokenCount, d], generator: &generator))
@@ -83,20 +110,17 @@ public final class PrefixTuning: Module, AttentionPrefix {
         return try transformOut!(transformIn!(e).tanh())
     }
 
-    public func keysAndValues(layer: Int, batch: Int) throws -> (key: Tensor, value: Tensor) {
-        guard layer < layerCount else {
-            throw AdapterError("prefix has \(layerCount) layers; the model asked for layer \(layer)")
-        }
-        if layer == 0 || table == nil { table = try prefixTable() }
+    /// Every layer's keys and values from one table: made once per forward pass, so with the MLP each layer's
+    /// share comes from the same product, and the result does not depend on the order layers run in.
+    public func keysAndValues(batch: Int) throws -> [(key: Tensor, value: Tensor)] {
+        let table = try prefixTable()
         let d = tokenDimension, p = virtualTokenCount
         func part(_ index: Int) throws -> Tensor {
             // [P, D] → [1, P, Hkv, hd] → [B, P, Hkv, hd]
-            try table!.slice(axis: 1, (index * d)..<((index + 1) * d))
+            try table.slice(axis: 1, (index * d)..<((index + 1) * d))
                 .reshaped([1, p, keyValueHeadCount, headDimension])
                 .expanded(to: [batch, p, keyValueHeadCount, headDimension])
         }
-        let kv = (try part(2 * layer), try part(2 * layer + 1))
-        if layer == layerCount - 1 { table = nil }
-        return kv
+        return try (0..<layerCount).map { layer in (try part(2 * layer), try part(2 * layer + 1)) }
     }
 }

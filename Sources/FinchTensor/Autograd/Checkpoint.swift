@@ -14,17 +14,10 @@
 /// runs compute the same values and the generator advances once.
 extension Tensor {
     public static func checkpoint(_ inputs: [Tensor], _ block: @escaping ([Tensor]) throws -> Tensor) throws -> Tensor {
-        try checkpoint(inputs) { inputs, _ in try block(inputs) }
-    }
-
-    /// As above, telling the block which run it is in. On the second run (`recomputing` true) the output's
-    /// values are never read, only its graph: a block whose output is a sum may leave out the values of a
-    /// last term that nothing else reads (a LLaMA layer's down projection).
-    public static func checkpoint(_ inputs: [Tensor], _ block: @escaping (_ inputs: [Tensor], _ recomputing: Bool) throws -> Tensor) throws -> Tensor {
-        guard GradientMode.isEnabled else { return try block(inputs, false) }
+        guard GradientMode.isEnabled else { return try block(inputs) }
         let masks = DropoutMasks()
         let output = try DropoutMasks.$current.withValue(masks) {
-            try GradientMode.withoutGradients { try block(inputs, false) }
+            try GradientMode.withoutGradients { try block(inputs) }
         }
         let needed = inputs.map(\.requiresGrad)
         output.recordBackward("checkpoint", inputs: inputs) { gradient in
@@ -32,7 +25,7 @@ extension Tensor {
             masks.replaying = true
             masks.next = 0
             let recomputed = try DropoutMasks.$current.withValue(masks) {
-                try GradientMode.$isEnabled.withValue(true) { try block(leaves, true) }
+                try GradientMode.$isEnabled.withValue(true) { try block(leaves) }
             }
             guard recomputed.shape == gradient.shape else {
                 throw TensorError.gradient("checkpoint: the block gave shape \(recomputed.shape) on its second run, \(gradient.shape) on its first")

@@ -41,10 +41,7 @@ extension Tensor {
     /// The output and the input gradients are those of the unfused ops bit for bit: each element's products and
     /// sums are the same, and each core's rows are those `GEMM.multiply` would give it. The weight gradient's
     /// sums over the rows run in blocks, so it differs from the unfused product's in float32 rounding.
-    /// `computingValues` false returns zeros with the same backward, without the product (a product too small
-    /// for the fused path is made anyway): for a result whose values nobody reads, as in a checkpointed layer's
-    /// second run, which only back-propagates.
-    public static func swiGLUProjected(gate: Tensor, up: Tensor, weight: Tensor, computingValues: Bool = true) throws -> Tensor {
+    public static func swiGLUProjected(gate: Tensor, up: Tensor, weight: Tensor) throws -> Tensor {
         guard gate.shape == up.shape else { throw TensorError.shapeMismatch(op: "swiGLU (gate vs up)", lhs: gate.shape, rhs: up.shape) }
         guard weight.rank == 2, gate.rank >= 1, weight.shape[1] == gate.shape[gate.rank - 1] else {
             throw TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])", lhs: gate.shape, rhs: weight.shape)
@@ -55,16 +52,11 @@ extension Tensor {
             return try swiGLU(gate: gate, up: up).matmul(weight, transposeOther: true)
         }
         let blockRows = SwiGLUKernel.blockRows(width: hidden, outputs: outputs)
-        let y: Tensor
-        if computingValues {
-            y = Tensor(uninitializedShape: Array(gate.shape.dropLast()) + [outputs])
-            let gp = gate.storage.pointer, upp = up.storage.pointer, wp = weight.storage.pointer, yp = y.storage.pointer
-            SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
-                SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
-                GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
-            }
-        } else {
-            y = Tensor.zeros(Array(gate.shape.dropLast()) + [outputs])
+        let y = Tensor(uninitializedShape: Array(gate.shape.dropLast()) + [outputs])
+        let gp = gate.storage.pointer, upp = up.storage.pointer, wp = weight.storage.pointer, yp = y.storage.pointer
+        SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
+            SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
+            GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
         }
         guard needsGradient(gate, up, weight) else { return y }
         let savedGate = gate.detached(), savedUp = up.detached(), savedWeight = weight.detached()

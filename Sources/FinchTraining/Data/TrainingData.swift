@@ -8,6 +8,12 @@ public struct TokenSequence: Equatable, Sendable {
     public var tokens: [Int32]
     public var targetMask: [Bool]
     public var recordStarts: [Int32]? = nil
+
+    public init(tokens: [Int32], targetMask: [Bool], recordStarts: [Int32]? = nil) {
+        self.tokens = tokens
+        self.targetMask = targetMask
+        self.recordStarts = recordStarts
+    }
 }
 
 /// A data file turned into fixed-length token sequences.
@@ -25,6 +31,14 @@ public struct TrainingData: Sendable {
     public let format: Recipe.DataFormat
     public let sequences: [TokenSequence]
     public let sequenceLength: Int
+
+    /// Data already in sequences (`load` makes them from a file); `path` names it in messages.
+    public init(path: String, format: Recipe.DataFormat, sequences: [TokenSequence], sequenceLength: Int) {
+        self.path = path
+        self.format = format
+        self.sequences = sequences
+        self.sequenceLength = sequenceLength
+    }
 
     /// A 64-bit FNV-1a hash of every sequence's tokens, loss mask and record starts: what the batches are
     /// made of, so a checkpoint can tell whether it is resumed on the same data.

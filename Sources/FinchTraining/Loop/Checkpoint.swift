@@ -147,9 +147,7 @@ public enum Checkpoint {
             saved[name] = (try optimizer.floats("exp_avg." + name), try optimizer.floats("exp_avg_sq." + name))
         }
         try session.optimizer.restore(step: state.step, moments: saved)
-        for (layerPath, layer) in session.dropoutGenerators {
-            if let words = state.generators[layerPath] { layer.generator = try RandomGenerator(state: words) }
-        }
+        try session.adapter?.restoreRandomStates(state.generators)
         return state
     }
 

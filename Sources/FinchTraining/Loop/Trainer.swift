@@ -42,12 +42,15 @@ public final class Trainer {
 
     /// A fresh run. Refuses a run directory that already holds checkpoints (resume it instead).
     public static func start(_ loaded: LoadedRecipe) throws -> Trainer {
-        let run = loaded.recipe.outputDirectory
-        if !Checkpoint.complete(runDirectory: run).isEmpty {
-            throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
-        }
+        try checkFresh(loaded.recipe.outputDirectory)
         // The session first: a recipe that cannot run (a missing model, bad data) leaves no run directory behind.
-        let session = try TrainingSession(loaded)
+        return try start(TrainingSession(loaded))
+    }
+
+    /// A fresh run of a session already made (the benchmark's, over a model built in memory).
+    public static func start(_ session: TrainingSession) throws -> Trainer {
+        let loaded = session.loaded, run = loaded.recipe.outputDirectory
+        try checkFresh(run)
         do {
             try Folder.create(run)
         } catch let error as FormatError {
@@ -110,6 +113,12 @@ public final class Trainer {
         let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor, startStep: state.step, lock: lock)
         try trainer.metrics.open(keepingThrough: state.step)
         return trainer
+    }
+
+    static func checkFresh(_ run: String) throws {
+        if !Checkpoint.complete(runDirectory: run).isEmpty {
+            throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
+        }
     }
 
     init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock) {
@@ -192,9 +201,7 @@ public final class Trainer {
     }
 
     func checkpoint(step: Int, learningRate: Double) throws -> String {
-        var generators: [String: [UInt64]] = [:]
-        for (path, layer) in session.dropoutGenerators { generators[path] = layer.generator.state }
-        let state = CheckpointState(step: step, cursor: loader.cursor, generators: generators,
+        let state = CheckpointState(step: step, cursor: loader.cursor, generators: session.adapter?.randomStates ?? [:],
                                     recipeHash: session.loaded.hash, learningRate: learningRate,
                                     dataFingerprint: dataFingerprint)
         return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
@@ -211,14 +218,8 @@ public final class Trainer {
         guard wantsMerged else { return }
         let dtype: SafetensorsDType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
         let out = (runDirectory as NSString).appendingPathComponent("merged")
-        switch session.adapter {
-        case .lora(let lora)?:
-            try lora.mergeAndUnload(from: session.model)
-        case .prefix?:
-            return  // nothing to merge; the adapter folder is the result
-        case nil:
-            break
-        }
+        // An adapter that cannot be merged (a prefix) has its folder as the result.
+        if let adapter = session.adapter, try !adapter.mergeAndUnload(from: session.model) { return }
         try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype, dtypeName: r.exportType.rawValue)
     }
 

@@ -6,12 +6,12 @@ import FinchNN
 import FinchTensor
 
 /// Everything a recipe sets up before the first step: the model with its adapter, the data, the
-/// trainable tensors by name, the optimizer and the schedule.
+/// trainable tensors by name, the optimizer and the schedule. It wires the layers together; what an adapter
+/// is and how it is built belongs to FinchAdapters (`Adapter.make`), what a key means to `RecipeSchema`.
 public final class TrainingSession {
     public let loaded: LoadedRecipe
     public var recipe: Recipe { loaded.recipe }
-    public let folder: HuggingFaceFolder
-    public var model: any CausalLanguageModel { folder.model }
+    public let model: any CausalLanguageModel
     /// nil for full fine-tuning.
     public let adapter: Adapter?
     /// The tensors that train, by stable name (optimizer state and checkpoints use these names).
@@ -23,80 +23,19 @@ public final class TrainingSession {
     public let schedule: LearningRateSchedule
     public let totalParameterCount: Int
 
-    public init(_ loaded: LoadedRecipe) throws {
-        self.loaded = loaded
+    /// The session of a recipe: its model folder and data files read, the adapter made.
+    public convenience init(_ loaded: LoadedRecipe) throws {
         let r = loaded.recipe
-        func located(_ key: String, _ error: Error) -> Error {
-            if let e = error as? FormatError { return RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(e)") }
-            if let e = error as? AdapterError { return RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(e.message)") }
-            return error
-        }
+        let folder: HuggingFaceFolder
         do {
             folder = try HuggingFaceFolder.load(r.model, requireTokenizer: true,
                                                 randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil)
-        } catch {
-            throw located("model", error)
+        } catch let error as FormatError {
+            throw RecipeError(file: loaded.file, line: loaded.lines["model"], "model: \(error)")
         }
-        let tokenizer = folder.tokenizer!
         let model = folder.model
-        let baseCount = model.parameterCount
-        var generator = RandomGenerator(seed: UInt64(r.seed))
-        switch r.adapterType {
-        case .lora:
-            var configuration = LoRAConfiguration(
-                rank: r.rank, alpha: Float(r.alpha), dropout: Float(r.dropout),
-                targets: r.targetRegex.map { .pattern($0) } ?? (r.targets == ["all-linear"] ? .allLinear : .names(r.targets)),
-                useRSLoRA: r.rsLoRA, layersToTransform: r.layers)
-            configuration.initialization = r.initialization == .gaussian ? .gaussian : .kaimingUniform
-            configuration.fanInFanOut = model.config.modelType == "gpt2"
-            configuration.ensureWeightTying = r.ensureWeightTying
-            configuration.modulesToSave = r.modulesToSave
-            if let layers = r.layers, let missing = layers.first(where: { !(0..<model.layerCount).contains($0) }) {
-                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.layers"],
-                                  "adapter.layers: this model has no layer \(missing) (its layers are 0–\(model.layerCount - 1))")
-            }
-            // Training holds each value four times (itself, its gradient, AdamW's two moments).
-            // (A target that matches nothing is left to inject's error, which names the model's modules.)
-            let memory = ModelSize.physicalMemoryBytes
-            let counted: Int?
-            do { counted = try LoRAAdapter.valueCount(in: model, configuration: configuration) } catch { counted = 0 }
-            if (counted ?? Int.max) > memory / 16 {
-                let values = counted.map { "\($0) values to train (\(ModelSize.gigabytes($0 &* 16)) with their gradients and AdamW's moments)" }
-                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.rank"],
-                                  "adapter.rank: \(r.rank) gives the adapter \(values ?? "more values than can be counted"), more than this machine's \(ModelSize.gigabytes(memory)) of memory")
-            }
-            do {
-                adapter = .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
-            } catch {
-                let targetsKey = r.targetRegex != nil ? "adapter.target_regex" : "adapter.targets"
-                throw located((error as? AdapterError)?.setting == .modulesToSave ? "adapter.modules_to_save" : targetsKey, error)
-            }
-            trainable = model.trainableParameters()
-        case .prefix:
-            // Before the prefix is made: its tokens take positions, so this also bounds adapter.virtual_tokens.
-            guard r.virtualTokens < model.config.maxPositions, r.sequenceLength <= model.config.maxPositions - r.virtualTokens else {
-                throw RecipeError(file: loaded.file, line: loaded.lines["adapter.virtual_tokens"],
-                                  "adapter.virtual_tokens: \(r.virtualTokens) virtual tokens and data.seq_len \(r.sequenceLength) exceed the model's \(model.config.maxPositions) positions")
-            }
-            model.freeze()
-            let prefix: PrefixTuning
-            do {
-                prefix = try PrefixTuning(virtualTokenCount: r.virtualTokens, layerCount: model.layerCount,
-                                          keyValueHeadCount: model.keyValueHeadCount, headDimension: model.headDimension,
-                                          projectionHidden: r.projectionHidden > 0 ? r.projectionHidden : nil, generator: &generator)
-            } catch {
-                throw located(r.projectionHidden > 0 ? "adapter.projection_hidden" : "adapter.virtual_tokens", error)
-            }
-            adapter = .prefix(prefix)
-            trainable = prefix.namedParameters().map { ("prefix." + $0.name, $0.tensor) }
-        case .none:
-            model.unfreeze()
-            adapter = nil
-            trainable = model.trainableParameters()
-        }
-        model.checkpointsActivations = r.activationCheckpointing
-        totalParameterCount = baseCount + (adapter == nil ? 0 : trainable.reduce(0) { $0 + $1.tensor.count })
-
+        let adapter = try Self.makeAdapter(loaded, model: model)
+        let tokenizer = folder.tokenizer!
         let eos = Int32(model.config.eosTokenIds.first ?? 0)
         func data(_ key: String, _ path: String) throws -> TrainingData {
             guard FileManager.default.fileExists(atPath: path) else {
@@ -106,12 +45,28 @@ public final class TrainingSession {
                                          packing: r.packing, endOfText: eos)
         }
         // Before the data is laid out in windows of data.seq_len tokens.
-        guard r.sequenceLength <= model.config.maxPositions - (r.adapterType == .prefix ? r.virtualTokens : 0) else {
-            throw RecipeError(file: loaded.file, line: loaded.lines["data.seq_len"],
-                              "data.seq_len: \(r.sequenceLength) exceeds the model's \(model.config.maxPositions) positions")
-        }
-        trainData = try data("data.train", r.trainData)
-        validationData = try r.validationData.map { try data("data.validation", $0) }
+        try Self.checkPositions(loaded, model: model, adapter: adapter)
+        let trainData = try data("data.train", r.trainData)
+        let validationData = try r.validationData.map { try data("data.validation", $0) }
+        try self.init(loaded, model: model, adapter: adapter, trainData: trainData, validationData: validationData)
+    }
+
+    /// A session over a model already built (an adapter in it made by `makeAdapter`) and data already read,
+    /// as the benchmark has them; the recipe gives everything else.
+    public init(_ loaded: LoadedRecipe, model: any CausalLanguageModel, adapter: Adapter?, trainData: TrainingData,
+                validationData: TrainingData?) throws {
+        self.loaded = loaded
+        let r = loaded.recipe
+        self.model = model
+        self.adapter = adapter
+        trainable = Adapter.trainableTensors(adapter, in: model)
+        model.checkpointsActivations = r.activationCheckpointing
+        // PEFT's count: the base model's parameters and the adapter's (a module trained whole counts twice).
+        let baseCount = model.parameterCount - (adapter?.valuesAddedToModel ?? 0)
+        totalParameterCount = baseCount + (adapter == nil ? 0 : trainable.reduce(0) { $0 + $1.tensor.count })
+        try Self.checkPositions(loaded, model: model, adapter: adapter)
+        self.trainData = trainData
+        self.validationData = validationData
         // A batch larger than the data would hold the same sequences twice: refused, as mlx-lm does.
         guard trainData.sequences.count >= r.batchSize else {
             let n = trainData.sequences.count
@@ -137,16 +92,32 @@ public final class TrainingSession {
                                         warmupSteps: r.warmupSteps, totalSteps: totalSteps)
     }
 
+    /// The recipe's adapter made in `model` (seeded by the recipe's seed); an error names the recipe key at fault.
+    public static func makeAdapter(_ loaded: LoadedRecipe, model: any CausalLanguageModel) throws -> Adapter? {
+        var generator = RandomGenerator(seed: UInt64(loaded.recipe.seed))
+        do {
+            return try Adapter.make(loaded.recipe.adapter, in: model, generator: &generator)
+        } catch let error as AdapterError {
+            let key = error.setting.map { RecipeSchema.key(of: $0, in: loaded.recipe.adapter) } ?? "adapter.type"
+            throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(error.message)")
+        }
+    }
+
+    /// A prefix's virtual tokens and a sequence of data.seq_len tokens must both fit the model's positions.
+    static func checkPositions(_ loaded: LoadedRecipe, model: any CausalLanguageModel, adapter: Adapter?) throws {
+        let r = loaded.recipe, positions = model.config.maxPositions
+        let reserved = adapter?.attentionPrefix?.length ?? 0
+        guard r.sequenceLength <= positions - reserved else {
+            let key = reserved > 0 && r.sequenceLength <= positions ? "adapter.virtual_tokens" : "data.seq_len"
+            let what = reserved > 0 ? "\(reserved) virtual tokens and data.seq_len \(r.sequenceLength) exceed" : "\(r.sequenceLength) exceeds"
+            throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(what) the model's \(positions) positions")
+        }
+    }
+
     public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
 
     /// PEFT's summary line.
     public var parameterSummary: String { trainableSummary(trainable: trainableParameterCount, total: totalParameterCount) }
-
-    /// LoRA dropout generators by module path (saved in checkpoints so dropout resumes exactly).
-    var dropoutGenerators: [(path: String, layer: LoRALinear)] {
-        if case .lora(let l)? = adapter { return l.layers }
-        return []
-    }
 
     /// Next-token loss of a batch of sequences (targets masked where the data says so). The batch runs only as
     /// far as its last target: the padding after it changes no loss (attention is causal), so a batch of short

@@ -1,4 +1,5 @@
 import Foundation
+import FinchAdapters
 import FinchFormats
 import Yams
 
@@ -8,6 +9,13 @@ public struct LoadedRecipe: Sendable {
     public let file: String
     /// Line of each key in the file (keys set only by default or override have none).
     public let lines: [String: Int]
+
+    /// A recipe made in code (`file` names it in messages; `lines` locates keys in a file, when there is one).
+    public init(recipe: Recipe, file: String, lines: [String: Int] = [:]) {
+        self.recipe = recipe
+        self.file = file
+        self.lines = lines
+    }
 
     /// The resolved recipe as YAML: every key with its value, overrides applied.
     public var resolvedYAML: String { RecipeLoader.yaml(recipe) }
@@ -35,8 +43,9 @@ public enum RecipeLoader {
         } catch {
             throw RecipeError(file: file, "is not valid YAML")
         }
-        var recipe = Recipe()
+        // Read everything first: the adapter type decides which adapter keys have a place to go.
         var lines: [String: Int] = [:]
+        var fromFile: [(field: RecipeField, value: RecipeValue)] = []
         if let node {
             guard let mapping = node.mapping else {
                 throw RecipeError(file: file, line: node.mark?.line, "a recipe is a mapping of keys to values")
@@ -49,11 +58,11 @@ public enum RecipeLoader {
                 let typed = try convert(value, kind: field.kind) { message in
                     RecipeError(file: file, line: line, "\(key): \(message)")
                 }
-                field.write(&recipe, typed)
+                fromFile.append((field, typed))
                 lines[key] = line
             }
         }
-        var overridden: [String: String] = [:]  // key → the override that set it
+        var fromOverrides: [(field: RecipeField, value: RecipeValue, origin: String)] = []
         for override in overrides {
             let origin = "override '\(override)'"
             guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
@@ -74,15 +83,31 @@ public enum RecipeLoader {
             } catch {
                 throw RecipeError(file: origin, "\(key): the value is not valid YAML")
             }
-            let typed = try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }
-            field.write(&recipe, typed)
-            lines.removeValue(forKey: key)
-            overridden[key] = origin
-            // The run's length given on the command line replaces the file's other way of giving it.
-            if key == "training.steps", overridden["training.epochs"] == nil { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
-            if key == "training.epochs", overridden["training.steps"] == nil { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
+            fromOverrides.append((field, try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }, origin))
         }
-        try checkAdapterKeys(recipe, file: file, lines: lines, overridden: overridden)
+
+        // The type: the command line's, else the file's. Switching it on the command line tries another method on
+        // the file, whose keys of the old type are then left out; a key of another type given beside it is not.
+        var recipe = Recipe()
+        let typeKey = "adapter.type"
+        let typeOverride = fromOverrides.last { $0.field.key == typeKey }
+        if let type = typeOverride?.value ?? fromFile.first(where: { $0.field.key == typeKey })?.value {
+            RecipeSchema.byKey[typeKey]!.write(&recipe, type)
+        }
+        for (field, value) in fromFile where field.key != typeKey {
+            if typeOverride != nil, let owner = field.adapterType, owner != recipe.adapter.kind { continue }
+            try set(field, value, in: &recipe, origin: file, line: lines[field.key])
+        }
+        var overridden: Set<String> = []
+        for (field, value, origin) in fromOverrides {
+            if field.key != typeKey { try set(field, value, in: &recipe, origin: origin, line: nil) }
+            let key = field.key
+            lines.removeValue(forKey: key)
+            overridden.insert(key)
+            // The run's length given on the command line replaces the file's other way of giving it.
+            if key == "training.steps", !overridden.contains("training.epochs") { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
+            if key == "training.epochs", !overridden.contains("training.steps") { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
+        }
         for field in RecipeSchema.fields where field.required {
             guard case .string(let v)? = field.read(recipe), !v.isEmpty else {
                 throw RecipeError(file: file, "missing required key '\(field.key)' (\(field.summary))")
@@ -92,8 +117,25 @@ public enum RecipeLoader {
             let name = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
             recipe.outputDirectory = "runs/" + (name.isEmpty ? "run" : name)
         }
-        try checkValues(recipe, file: file, lines: lines)
+        for field in RecipeSchema.fields {
+            if let problem = field.check(recipe) { throw RecipeError(file: file, line: lines[field.key], "\(field.key): \(problem)") }
+        }
         return LoadedRecipe(recipe: recipe, file: file, lines: lines)
+    }
+
+    /// Writes one key's value. A key of another adapter type than the recipe's would change nothing, so a value of
+    /// its own is refused (PEFT's configuration classes refuse them the same way); one at that type's default
+    /// passes (it changes nothing, and resolved recipes of older runs list every key).
+    static func set(_ field: RecipeField, _ value: RecipeValue, in recipe: inout Recipe, origin: String, line: Int?) throws {
+        if let owner = field.adapterType, owner != recipe.adapter.kind {
+            var defaults = Recipe()
+            defaults.adapter = AdapterSpec(defaultsOf: owner)
+            if value == field.read(defaults) { return }
+            let type = recipe.adapter.kind == .none ? AdapterSpec.Kind.none.name : recipe.adapter.kind.rawValue
+            throw RecipeError(file: origin, line: line, "\(field.key): \(quoted(value)) configures \(owner.name), but adapter.type is \(type), "
+                              + "so it would change nothing; remove it, or set adapter.type: \(owner.rawValue)")
+        }
+        field.write(&recipe, value)
     }
 
     /// Dotted keys with their value nodes and lines. Sections are mappings; anything else is a value.
@@ -198,64 +240,6 @@ public enum RecipeLoader {
         }
     }
 
-    /// A key of another adapter type than the recipe's would be ignored, so giving it a value of its own is an
-    /// error (PEFT's configuration classes refuse them the same way). Let through: one left at its default
-    /// (it changes nothing; resolved recipes of older runs list every key), and the file's own keys when the
-    /// type is switched on the command line (`adapter.type=prefix` to try another method on a LoRA recipe).
-    static func checkAdapterKeys(_ r: Recipe, file: String, lines: [String: Int], overridden: [String: String]) throws {
-        let defaults = Recipe()
-        let typeSwitched = overridden["adapter.type"] != nil
-        for field in RecipeSchema.fields {
-            guard let owner = RecipeSchema.adapterTypeOfKey[field.key], owner != r.adapterType,
-                  overridden[field.key] != nil || (lines[field.key] != nil && !typeSwitched),
-                  field.read(r) != field.read(defaults) else { continue }
-            let type = r.adapterType == .none ? "none (full fine-tuning)" : r.adapterType.rawValue
-            throw RecipeError(file: overridden[field.key] ?? file, line: lines[field.key],
-                              "\(field.key): \(field.read(r).map(quoted) ?? "") configures \(owner == .lora ? "LoRA" : "prefix tuning"), "
-                              + "but adapter.type is \(type), so it would change nothing; remove it, or set adapter.type: \(owner.rawValue)")
-        }
-    }
-
-    /// Range checks that need the whole recipe; each names its key.
-    static func checkValues(_ r: Recipe, file: String, lines: [String: Int]) throws {
-        func check(_ ok: Bool, _ key: String, _ message: String) throws {
-            if !ok { throw RecipeError(file: file, line: lines[key], "\(key): \(message)") }
-        }
-        try check(r.modelInit == .pretrained || r.adapterType == .none, "model_init",
-                  "random initialisation trains the whole model; set adapter.type: none (an adapter over random weights learns nothing useful)")
-        try check(r.seed >= 0, "seed", "must be 0 or positive, got \(r.seed)")
-        try check(r.rank > 0, "adapter.rank", "must be positive, got \(r.rank)")
-        try check(r.alpha > 0, "adapter.alpha", "must be positive, got \(r.alpha)")
-        try check(r.dropout >= 0 && r.dropout < 1, "adapter.dropout", "must be in [0, 1), got \(r.dropout)")
-        try check(!r.targets.isEmpty, "adapter.targets", "must name at least one module")
-        try check(r.virtualTokens > 0, "adapter.virtual_tokens", "must be positive, got \(r.virtualTokens)")
-        try check(r.projectionHidden >= 0, "adapter.projection_hidden", "must be 0 or positive, got \(r.projectionHidden)")
-        try check(r.sequenceLength >= 2, "data.seq_len", "must be at least 2, got \(r.sequenceLength)")
-        try check(r.learningRate > 0, "optimizer.lr", "must be positive, got \(r.learningRate)")
-        try check(r.betas.allSatisfy { $0 >= 0 && $0 < 1 }, "optimizer.betas", "each must be in [0, 1), got \(r.betas)")
-        try check(r.epsilon > 0, "optimizer.eps", "must be positive, got \(r.epsilon)")
-        try check(r.weightDecay >= 0, "optimizer.weight_decay", "must be 0 or positive, got \(r.weightDecay)")
-        try check(r.warmupSteps >= 0, "optimizer.warmup_steps", "must be 0 or positive, got \(r.warmupSteps)")
-        try check(r.minimumLearningRate >= 0 && r.minimumLearningRate <= r.learningRate, "optimizer.min_lr",
-                  "must be between 0 and optimizer.lr (\(r.learningRate)), got \(r.minimumLearningRate)")
-        try check(r.maxGradNorm >= 0, "optimizer.max_grad_norm", "must be 0 (off) or positive, got \(r.maxGradNorm)")
-        try check(r.batchSize > 0, "training.batch_size", "must be positive, got \(r.batchSize)")
-        try check(r.gradientAccumulation > 0, "training.grad_accum", "must be positive, got \(r.gradientAccumulation)")
-        try check((r.steps ?? 1) > 0, "training.steps", "must be positive, got \(r.steps ?? 0)")
-        try check((r.epochs ?? 1) > 0, "training.epochs", "must be positive, got \(r.epochs ?? 0)")
-        try check(r.steps == nil || r.epochs == nil, "training.epochs", "give training.steps or training.epochs, not both")
-        try check(r.evalEvery >= 0, "eval.every", "must be 0 or positive, got \(r.evalEvery)")
-        try check((r.evalBatches ?? 1) > 0, "eval.max_batches", "must be positive, got \(r.evalBatches ?? 0)")
-        try check(r.evalEvery == 0 || r.validationData != nil, "eval.every", "evaluates on data.validation, which is not set")
-        try check(r.evalBatches == nil || r.validationData != nil, "eval.max_batches", "limits evaluation on data.validation, which is not set")
-        try check(r.checkpointEvery >= 0, "checkpoint.every", "must be 0 or positive, got \(r.checkpointEvery)")
-        try check(r.checkpointKeep >= 1, "checkpoint.keep", "must be at least 1, got \(r.checkpointKeep)")
-        try check(r.logEvery >= 1, "logging.every", "must be at least 1, got \(r.logEvery)")
-        if let regex = r.targetRegex {
-            try check((try? NSRegularExpression(pattern: regex)) != nil, "adapter.target_regex", "'\(regex)' is not a valid regular expression")
-        }
-    }
-
     // MARK: Suggestions
 
     /// Names other tools (PEFT, torchtune, mlx-lm, transformers) use for Finch's keys.
@@ -331,7 +315,7 @@ public enum RecipeLoader {
                 section = parts[0]
                 out += "\(section):\n"
             }
-            if let owner = RecipeSchema.adapterTypeOfKey[field.key], owner != recipe.adapterType {
+            if let owner = field.adapterType, owner != recipe.adapter.kind {
                 out += "  # \(parts[1]): (\(owner.rawValue) only)\n"
                 continue
             }

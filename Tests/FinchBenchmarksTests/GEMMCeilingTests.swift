@@ -1,6 +1,6 @@
 import Testing
 import FinchFormats
-@testable import FinchTraining
+@testable import FinchBenchmarks
 
 @Suite("The GEMM ceiling's products against the benchmark's FLOP count")
 struct GEMMCeilingTests {

@@ -2,12 +2,13 @@ import Foundation
 import FinchAdapters
 import FinchFormats
 import FinchModels
-import FinchNN
 import FinchTensor
+import FinchTraining
 
 /// The training workloads of `finch bench` (the shapes `../shared/peers` measures PyTorch + PEFT on):
 /// random tokens, batch 8 × 256, AdamW; LoRA (rank 8, alpha 16, q_proj and v_proj), prefix tuning
-/// (16 virtual tokens) or full fine-tuning of a randomly initialised LLaMA.
+/// (16 virtual tokens) or full fine-tuning of a randomly initialised LLaMA. Each runs as `finch train` does:
+/// a `Recipe`, a `TrainingSession` and the `Trainer`'s loop, in a temporary run directory.
 public enum WorkloadBenchmark {
     public struct Workload: Sendable {
         public let name: String
@@ -39,50 +40,68 @@ public enum WorkloadBenchmark {
 
     public static let batch = 8, sequence = 256, rank = 8, virtualTokens = 16
 
-    /// Runs `steps` timed training steps after `warmup` untimed ones; reports this process's peak memory.
+    /// The recipe of a workload: constant learning rate 1e-3, no weight decay and no clipping (as the peer trains).
+    public static func recipe(_ workload: Workload, mode: Mode, steps: Int, checkpointActivations: Bool, runDirectory: String) -> Recipe {
+        var recipe = Recipe()
+        recipe.model = "random \(workload.name)"
+        switch mode {
+        case .lora: recipe.adapter = .lora(LoRAConfiguration(rank: rank, alpha: Double(2 * rank), targets: .names(["q_proj", "v_proj"])))
+        case .prefix: recipe.adapter = .prefix(PrefixConfiguration(virtualTokens: virtualTokens))
+        case .full: recipe.adapter = .none
+        }
+        recipe.trainData = "random tokens"
+        recipe.sequenceLength = sequence
+        recipe.shuffle = false
+        recipe.learningRate = 1e-3
+        recipe.schedule = .constant
+        recipe.maxGradNorm = 0
+        recipe.batchSize = batch
+        recipe.activationCheckpointing = checkpointActivations
+        recipe.steps = steps
+        recipe.logEvery = steps
+        recipe.checkpointKeep = 1
+        recipe.outputDirectory = runDirectory
+        return recipe
+    }
+
+    /// Runs `steps` timed training steps after `warmup` untimed ones; reports this process's peak memory at the
+    /// last timed step (before the checkpoint the run stops with).
     public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2, checkpointActivations: Bool = false) throws -> Result {
         let c = workload.config
         let model = try LlamaForCausalLM(c)
-        model.checkpointsActivations = checkpointActivations
         HuggingFaceFolder.initializeRandomly(model, seed: 0)
         let parameters = model.parameterCount
-        var prefix: PrefixTuning?
-        var trainable: [(name: String, tensor: Tensor)]
-        switch mode {
-        case .lora:
-            _ = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: rank, alpha: 2 * Float(rank), targets: .names(["q_proj", "v_proj"])))
-            trainable = model.trainableParameters()
-        case .prefix:
-            model.freeze()
-            var generator = RandomGenerator(seed: 1)
-            let p = try PrefixTuning(virtualTokenCount: virtualTokens, layerCount: c.layerCount, keyValueHeadCount: c.keyValueHeadCount,
-                                     headDimension: c.headDimension, generator: &generator)
-            prefix = p
-            trainable = p.namedParameters()
-        case .full:
-            model.unfreeze()
-            trainable = model.trainableParameters()
-        }
-        let optimizer = AdamW(parameters: trainable, weightDecay: 0)
+        let runDirectory = NSTemporaryDirectory() + "finch-bench-\(getpid())-\(workload.name)-\(mode.rawValue)"
+        try? FileManager.default.removeItem(atPath: runDirectory)
+        defer { try? FileManager.default.removeItem(atPath: runDirectory) }
+        // One step more than runs, so the run stops at a checkpoint without the end-of-run export.
+        let recipe = Self.recipe(workload, mode: mode, steps: warmup + steps + 1, checkpointActivations: checkpointActivations,
+                                 runDirectory: runDirectory)
+        let loaded = LoadedRecipe(recipe: recipe, file: "finch bench \(workload.name) \(mode.rawValue)", lines: [:])
         var generator = RandomGenerator(seed: 2)
-        let tokens = (0..<(batch * sequence)).map { _ in Int32(generator.next() % UInt64(c.vocabularySize)) }
-        var loss = 0.0
-        func step() throws {
-            let targets = Losses.nextTokenTargets(tokens, batch: batch, length: sequence)
-            let l = try model.loss(tokens, batch: batch, length: sequence, targets: targets, prefix: prefix)
-            try l.backward()
-            optimizer.update(learningRate: 1e-3)
-            for (_, t) in trainable { t.zeroGrad() }
-            loss = Double(try l.item())
+        let sequences = (0..<batch).map { _ in
+            TokenSequence(tokens: (0..<sequence).map { _ in Int32(generator.next() % UInt64(c.vocabularySize)) },
+                          targetMask: [Bool](repeating: true, count: sequence))
         }
-        for _ in 0..<warmup { try step() }
-        let start = Date()
-        for _ in 0..<steps { try step() }
-        let seconds = Date().timeIntervalSince(start)
+        let data = TrainingData(path: recipe.trainData, format: .text, sequences: sequences, sequenceLength: sequence)
+        let adapter = try TrainingSession.makeAdapter(loaded, model: model)
+        let session = try TrainingSession(loaded, model: model, adapter: adapter, trainData: data, validationData: nil)
+        let trainer = try Trainer.start(session)
+        var timedFrom: Date?, timedTo = Date(), loss = 0.0, peak = 0.0
+        try trainer.run(stopAfter: warmup + steps) { event in
+            guard case .step(let record) = event else { return }
+            if record.step == warmup { timedFrom = Date() }
+            if record.step == warmup + steps {
+                timedTo = Date()
+                loss = record.loss
+                peak = peakResidentMB()
+            }
+        }
+        let seconds = timedTo.timeIntervalSince(timedFrom ?? timedTo)
         return Result(workload: workload.name, mode: mode.rawValue, parameters: parameters,
-                      trainable: trainable.reduce(0) { $0 + $1.tensor.count },
+                      trainable: session.trainableParameterCount,
                       tokensPerSecond: Double(batch * sequence * steps) / seconds,
-                      flopsPerToken: flopsPerToken(c, mode: mode), peakResidentMB: peakResidentMB(), loss: loss)
+                      flopsPerToken: flopsPerToken(c, mode: mode), peakResidentMB: peak, loss: loss)
     }
 
     /// Dense FLOPs of one training token, counted from the shapes: 2 per multiply-add of every Linear in the
