@@ -63,7 +63,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FinchNNTests",
-            dependencies: ["FinchNN"]
+            dependencies: ["FinchNN", "FinchTensor"]
         ),
         .testTarget(
             name: "FinchModelsTests",

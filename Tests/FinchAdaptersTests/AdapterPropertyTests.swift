@@ -37,9 +37,17 @@ struct AdapterPropertyTests {
         #expect(trainable.count == 2 * adapter.layers.count)
         #expect(trainable.allSatisfy { $0.name.contains("lora_") })
         // One gradient step on the adapter (plain SGD; AdamW is the trainer's).
+        let before = try Self.logits(model)
         let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil, prefix: nil), tokens: Self.tokens)
         try loss.backward()
+        let adapterBefore = trainable.map { $0.tensor.scalars }
         for (_, t) in trainable { try t.assign(t.detached() - t.grad! * 0.5) }
+        // B starts at zero, so the first step moves every B and no A (A's gradient is scaled by B), and the output.
+        for ((name, t), old) in zip(trainable, adapterBefore) {
+            let moved = t.scalars != old
+            #expect(moved == name.contains("lora_B"), "\(name): moved \(moved)")
+        }
+        #expect(try Self.logits(model) != before)
         let after = Dictionary(uniqueKeysWithValues: model.namedParameters().map { ($0.name.replacingOccurrences(of: ".base_layer", with: ""), $0.tensor.scalars) })
         for (name, values) in snapshot {
             let same = after[name].map { zip($0, values).allSatisfy { $0.bitPattern == $1.bitPattern } && $0.count == values.count } ?? false

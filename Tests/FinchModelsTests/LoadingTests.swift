@@ -96,7 +96,16 @@ struct LoadingTests {
             try ModelSize.check(config, path: "config.json", against: nil, memoryBytes: 4 * 190_784)  // the parameters only
         }
         try ModelSize.check(config, path: "config.json", against: nil, memoryBytes: 4 * (190_784 + 4096))
-        #expect(ModelSize.physicalMemoryBytes > 1 << 30)
+        // Without a bound given, the bound is this machine's memory: a model of more float32 values than it holds
+        // is refused, naming it.
+        guard case .llama(var huge) = config else { Issue.record("not a llama config"); return }
+        huge.vocabularySize = ModelSize.physicalMemoryBytes / 4 / huge.hiddenSize + 1
+        #expect(throws: FormatError.self) { try ModelSize.check(.llama(huge), path: "config.json", against: nil) }
+        do {
+            try ModelSize.check(.llama(huge), path: "config.json", against: nil)
+        } catch {
+            #expect("\(error)".hasSuffix("more than this machine's \(ModelSize.gigabytes(ModelSize.physicalMemoryBytes)) of memory"))
+        }
     }
 
     /// The count the size check uses is the count the architectures build, with and without biases and ties.

@@ -9,12 +9,11 @@ struct ResumeTests {
     @Test(arguments: ["lora", "prefix", "none"])
     func stopAndResumeAtSeveralPointsIsBitwiseIdentical(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("resume-\(adapter)")
-        let extra = adapter == "prefix" ? "" : ""
-        let straightRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/straight\n" + extra),
+        let straightRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/straight\n"),
                                                        to: "\(dir)/straight.yaml")
         try Trainer.start(try RecipeLoader.load(path: straightRecipe)).run()
 
-        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/paused\n" + extra),
+        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/paused\n"),
                                                      to: "\(dir)/paused.yaml")
         try Trainer.start(try RecipeLoader.load(path: pausedRecipe)).run(stopAfter: 3)
         try Trainer.resume(runDirectory: "\(dir)/paused").run(stopAfter: 7)
