@@ -13,7 +13,7 @@ public protocol AttentionPrefix: AnyObject {
 ///
 /// A single sequence (batch 1) grows into spare room, 256 positions at a time, and each step reads views of
 /// the positions filled so far: a new token copies only its own keys and values. (Copying the whole cache
-/// into a fresh buffer for every token cost more than the products on small models: each new size was new
+/// into a fresh buffer for every token would cost more than the products on small models: each new size is new
 /// pages from the kernel.) A batch of several sequences is concatenated, as its rows are not contiguous.
 public final class LayerCache {
     /// [B, capacity, Hkv, D] for batch 1 (the first `length` positions filled), else [B, length, Hkv, D].

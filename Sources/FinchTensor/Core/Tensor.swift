@@ -135,7 +135,8 @@ public final class Tensor {
         return self
     }
 
-    /// True when this tensor was made by an op (it has a node on the tape).
+    /// True when no op on the tape made this tensor (it has no node there): a parameter, an input, or a value
+    /// made while recording was off.
     public var isLeaf: Bool { gradientNode == nil }
 
     /// The same values, off the tape: shares storage, records nothing.

@@ -70,17 +70,13 @@ final class StoragePool: Sendable {
     /// Bytes the pool may hold before it frees instead of keeping.
     static let capacityBytes = 1 << 30
     static let alignment = 64
-    /// How far live + kept may exceed the high-water mark. Buffers kept at the step's peak are given back and
-    /// faulted in again on the next step (about 1 µs per 4 KB page); this much is kept anyway, which halves
-    /// those faults on W1 (about 5 K fewer per step) for 16 MB of resident memory.
+    /// How far live + kept may exceed the high-water mark: buffers above the mark are given back to the system
+    /// (and faulted in again when asked for), except this much, kept to spare the faults of the next step.
     let slackBytes: Int
     /// A miss may take a kept buffer up to this many times the size asked for instead of mapping fresh pages,
-    /// when that keeps the bytes actually live within the high-water mark. Full fine-tuning asks for the
-    /// weights' gradients (sizes the forward pass never asks for) just as it frees activations, and the forward
-    /// pass asks for activations again as it frees gradients: with exact sizes only, each step unmapped and
-    /// faulted in ~300 MB on W3 (~80 K page faults a step; 32 K with this). Up to 4× removed every fault there,
-    /// but with activation checkpointing the gradients, all live at the end of the backward pass, then sat in
-    /// buffers up to 4× their size: 622 → 674 MB.
+    /// when that keeps the bytes actually live within the high-water mark. It lets a step's gradients reuse its
+    /// activations' buffers (and the other way round), whose sizes differ; a larger factor spares more faults
+    /// but leaves more of each buffer unused while it is held.
     static let maximumWaste = 2.0
 
     /// Every buffer comes from malloc and goes back to it at once, nothing kept or mapped: so that

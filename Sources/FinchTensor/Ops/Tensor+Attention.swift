@@ -285,7 +285,7 @@ struct AttentionShape {
                     timesKeys(gb, lda: hq * dv, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
                     for r in 0..<rows {
                         let z = scratch + r * width, ar = ab + r * width
-                        if lo == prefix {  // nothing skipped: one pass, as before packed blocks skipped keys
+                        if lo == prefix {  // no keys skipped between the prefix and lo: one pass over the row
                             let dot = Tensor.dot(z, ar, width)
                             for j in 0..<width { z[j] = ar[j] * (z[j] - dot) }
                         } else {

@@ -13,9 +13,9 @@ extension Tensor {
     /// dw = Σ_rows g ⊙ x̂,  dx = r · (ĝ − x̂ · mean(ĝ ⊙ x̂)).
     ///
     /// The backward keeps the output rather than the input, x̂ = y / w (ĝ ⊙ x̂ = g ⊙ y): what reads the norm's
-    /// output (the projections after it, the fused head) usually keeps it anyway, and then the input (the residual
-    /// stream) is kept by nobody — on W3 4 MB a norm, two a layer. A weight with a zero or subnormal element
-    /// cannot give x̂ back, so then the input is kept as before.
+    /// output (the projections after it, the fused head) usually keeps it anyway, so the input (the residual
+    /// stream) need not be kept for the norm. A weight with a zero or subnormal element cannot give x̂ back; then
+    /// the backward keeps the input instead.
     public func rmsNorm(weight: Tensor, epsilon: Float) throws -> Tensor {
         let d = try checkNormWeight(weight, "rmsNorm")
         let rows = count / max(d, 1)
