@@ -67,14 +67,15 @@ public enum Adapter {
         case .lora(let configuration):
             if let layers = configuration.layersToTransform,
                let missing = layers.first(where: { !(0..<model.layerCount).contains($0) }) {
-                throw AdapterError("this model has no layer \(missing) (its layers are 0–\(model.layerCount - 1))", setting: .layers)
+                throw AdapterError("this model has no layer \(missing) (its layers are 0–\(model.layerCount - 1))",
+                                   setting: .layers)
             }
             return .lora(try LoRAAdapter.inject(into: model, configuration: configuration, seed: generator.next()))
         case .prefix(let configuration):
             // Virtual tokens take positions before the sequence's own.
             guard configuration.virtualTokens < model.config.maxPositions else {
-                throw AdapterError("\(configuration.virtualTokens) virtual tokens leave no room in the model's \(model.config.maxPositions) positions",
-                                   setting: .virtualTokens)
+                throw AdapterError("\(configuration.virtualTokens) virtual tokens leave no room in the model's "
+                                   + "\(model.config.maxPositions) positions", setting: .virtualTokens)
             }
             model.freeze()
             return .prefix(try PrefixTuning(configuration, for: model, generator: &generator))
@@ -87,7 +88,8 @@ public enum Adapter {
     /// The tensors that train, by the stable names optimizer state and checkpoints use: the model's trainable
     /// parameters by module path (LoRA factors, modules trained whole, or every weight), or the prefix's own
     /// parameters under `prefix.`.
-    public static func trainableTensors(_ adapter: Adapter?, in model: any CausalLanguageModel) -> [(name: String, tensor: Tensor)] {
+    public static func trainableTensors(_ adapter: Adapter?,
+                                        in model: any CausalLanguageModel) -> [(name: String, tensor: Tensor)] {
         if case .prefix(let p)? = adapter { return p.namedParameters().map { ("prefix." + $0.name, $0.tensor) } }
         return model.trainableParameters()
     }
@@ -145,7 +147,8 @@ public enum Adapter {
     /// its original, and a prefix stays outside the model). The model's parameter count less these is the base's.
     public var valuesAddedToModel: Int {
         guard case .lora(let l) = self else { return 0 }
-        return l.peftTensors().reduce(0) { $0 + $1.tensor.count } - l.savedModules.reduce(0) { total, saved in total + saved.module.namedParameters().reduce(0) { $0 + $1.tensor.count } }
+        func count(_ tensors: [Tensor]) -> Int { tensors.reduce(0) { $0 + $1.count } }
+        return count(l.peftTensors().map(\.tensor)) - count(l.savedModules.flatMap { $0.module.namedParameters().map(\.tensor) })
     }
 
     /// The modules the adapter changes, by path (none for a prefix).
@@ -158,5 +161,6 @@ public enum Adapter {
 /// PEFT's one-line summary: `trainable params: 1,024 || all params: 191,808 || trainable%: 0.5339`.
 public func trainableSummary(trainable: Int, total: Int) -> String {
     let percent = total == 0 ? 0 : 100 * Double(trainable) / Double(total)
-    return "trainable params: \(trainable.formatted()) || all params: \(total.formatted()) || trainable%: \(String(format: "%.4f", percent))"
+    return "trainable params: \(trainable.formatted()) || all params: \(total.formatted()) || "
+        + "trainable%: \(String(format: "%.4f", percent))"
 }

@@ -25,10 +25,11 @@ extension AdapterError {
         let memory = ModelSize.physicalMemoryBytes
         guard let count, count <= memory / 16 else {
             let values = count.map {
-                "\($0) values to train (\(ModelSize.gigabytes($0.multipliedReportingOverflow(by: 16).partialValue)) with their gradients and AdamW's moments)"
+                let bytes = ModelSize.gigabytes($0.multipliedReportingOverflow(by: 16).partialValue)
+                return "\($0) values to train (\(bytes) with their gradients and AdamW's moments)"
             } ?? "more values than can be counted"
-            throw AdapterError("\(what) would hold \(values), more than this machine's \(ModelSize.gigabytes(memory)) of memory",
-                               setting: setting)
+            throw AdapterError("\(what) would hold \(values), more than this machine's \(ModelSize.gigabytes(memory)) "
+                               + "of memory", setting: setting)
         }
     }
 }

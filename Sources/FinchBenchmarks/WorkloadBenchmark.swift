@@ -41,11 +41,13 @@ public enum WorkloadBenchmark {
     public static let batch = 8, sequence = 256, rank = 8, virtualTokens = 16
 
     /// The recipe of a workload: constant learning rate 1e-3, no weight decay and no clipping (as the peer trains).
-    public static func recipe(_ workload: Workload, mode: Mode, steps: Int, checkpointActivations: Bool, runDirectory: String) -> Recipe {
+    public static func recipe(_ workload: Workload, mode: Mode, steps: Int, checkpointActivations: Bool,
+                              runDirectory: String) -> Recipe {
         var recipe = Recipe()
         recipe.model = "random \(workload.name)"
         switch mode {
-        case .lora: recipe.adapter = .lora(LoRAConfiguration(rank: rank, alpha: Double(2 * rank), targets: .names(["q_proj", "v_proj"])))
+        case .lora:
+            recipe.adapter = .lora(LoRAConfiguration(rank: rank, alpha: Double(2 * rank), targets: .names(["q_proj", "v_proj"])))
         case .prefix: recipe.adapter = .prefix(PrefixConfiguration(virtualTokens: virtualTokens))
         case .full: recipe.adapter = .none
         }
@@ -66,7 +68,8 @@ public enum WorkloadBenchmark {
 
     /// Runs `steps` timed training steps after `warmup` untimed ones; reports this process's peak memory at the
     /// last timed step (before the checkpoint the run stops with).
-    public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2, checkpointActivations: Bool = false) throws -> Result {
+    public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2,
+                           checkpointActivations: Bool = false) throws -> Result {
         let c = workload.config
         let model = try LlamaForCausalLM(c)
         HuggingFaceFolder.initializeRandomly(model, seed: 0)
@@ -75,8 +78,8 @@ public enum WorkloadBenchmark {
         try? FileManager.default.removeItem(atPath: runDirectory)
         defer { try? FileManager.default.removeItem(atPath: runDirectory) }
         // One step more than runs, so the run stops at a checkpoint without the end-of-run export.
-        let recipe = Self.recipe(workload, mode: mode, steps: warmup + steps + 1, checkpointActivations: checkpointActivations,
-                                 runDirectory: runDirectory)
+        let recipe = Self.recipe(workload, mode: mode, steps: warmup + steps + 1,
+                                 checkpointActivations: checkpointActivations, runDirectory: runDirectory)
         let loaded = LoadedRecipe(recipe: recipe, file: "finch bench \(workload.name) \(mode.rawValue)", lines: [:])
         var generator = RandomGenerator(seed: 2)
         let sequences = (0..<batch).map { _ in

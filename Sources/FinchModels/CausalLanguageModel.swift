@@ -63,8 +63,8 @@ extension CausalLanguageModel {
         guard let prefix else { return nil }
         let layers = try prefix.keysAndValues(batch: batch)
         guard layers.count == layerCount else {
-            throw TensorError.invalidArgument(op: config.modelType,
-                                              message: "the prefix has keys and values for \(layers.count) layers; this model has \(layerCount)")
+            throw TensorError.invalidArgument(
+                op: config.modelType, message: "the prefix has keys and values for \(layers.count) layers; this model has \(layerCount)")
         }
         return layers
     }
@@ -109,8 +109,8 @@ func checkInputs(_ tokens: [Int32], batch: Int, length: Int, config: ModelConfig
         throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
     }
     guard positionOffset + length <= config.maxPositions else {
-        let key = config.modelType == "gpt2" ? "n_positions" : "max_position_embeddings"
-        throw TensorError.invalidArgument(op: config.modelType, message: "positions up to \(positionOffset + length) exceed \(key) \(config.maxPositions)")
+        throw TensorError.invalidArgument(op: config.modelType, message: "positions up to \(positionOffset + length) "
+                                          + "exceed \(config.maxPositionsKey) \(config.maxPositions)")
     }
     let vocabulary = config.vocabularySize
     // A tokenizer with more tokens than the model (added tokens, a table never resized) shows up here.

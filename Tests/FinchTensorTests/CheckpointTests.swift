@@ -60,6 +60,32 @@ struct CheckpointTests {
         _ = plain
     }
 
+    /// On a block's second run, a fused down projection and the residual sum that alone reads it wait for a read;
+    /// what nothing read is given up (NaN if ever read), and everything else is computed at once, as always.
+    @Test func aSecondRunLeavesTheUnreadOutputUncomputed() throws {
+        let rows = 600, hidden = 40, outputs = 24
+        let gate = Inputs.normal([rows, hidden], seed: 1).requiringGrad(), up = Inputs.normal([rows, hidden], seed: 2)
+        let w = Inputs.normal([outputs, hidden], seed: 3), residual = Inputs.normal([rows, outputs], seed: 4)
+        #expect(GEMM.split(m: rows, n: outputs, k: hidden) == .rows)  // the fused path
+        let eager = try residual + Tensor.swiGLUProjected(gate: gate, up: up, weight: w)
+        let recomputation = Recomputation()
+        let (projected, sum, plainSum) = try Recomputation.$current.withValue(recomputation) {
+            let projected = try Tensor.swiGLUProjected(gate: gate, up: up, weight: w)
+            return (projected, try residual + projected, try residual + residual)
+        }
+        #expect(projected.valuesArePending && sum.valuesArePending && !plainSum.valuesArePending)
+        #expect(recomputation.deferred.count == 2)
+        // Read, they are the values computed at once.
+        #expect(sum.scalars == eager.scalars && !projected.valuesArePending)
+        let unread = try Recomputation.$current.withValue(recomputation) {
+            try residual + Tensor.swiGLUProjected(gate: gate, up: up, weight: w)
+        }
+        recomputation.discardUnread()
+        let allNaN = unread.scalars.allSatisfy { $0.isNaN }
+        #expect(allNaN)
+        #expect(!unread.valuesArePending && recomputation.deferred.isEmpty)
+    }
+
     @Test func withoutGradientsTheBlockSimplyRuns() throws {
         let x = Inputs.normal([5, 4], seed: 9).requiringGrad()
         // Two blocks made alike (the same weights and dropout seed): one run plainly, one through the checkpoint.

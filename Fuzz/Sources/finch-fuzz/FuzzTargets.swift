@@ -114,15 +114,13 @@ enum FuzzTarget: String, CaseIterable {
         let overrides = String(decoding: rest, as: UTF8.self).split(separator: "\n").map(String.init)
         guard let text = String(data: yaml, encoding: .utf8),
               let loaded = try? RecipeLoader.parse(text, file: "r.yaml", overrides: overrides) else { return }
-        // What a run directory keeps must read back as the same recipe (a key of another adapter type than the
-        // recipe's is kept as a comment, so it reads back at its default: it configures nothing).
+        // What a run directory keeps must read back as the same recipe.
         guard let again = try? RecipeLoader.parse(loaded.resolvedYAML, file: "resolved.yaml") else {
             preconditionFailure("the resolved recipe does not load:\n\(loaded.resolvedYAML)")
         }
-        let changed = RecipeLoader.changedKeys(loaded.recipe, again.recipe).filter {
-            RecipeSchema.adapterTypeOfKey[$0].map { $0 == loaded.recipe.adapterType } ?? true
-        }
-        precondition(changed.isEmpty, "the resolved recipe loads as another recipe: \(changed)")
+        let changed = RecipeLoader.changedKeys(loaded.recipe, again.recipe)
+        precondition(changed.isEmpty && again.recipe == loaded.recipe,
+                     "the resolved recipe loads as another recipe: \(changed)")
     }
 
     static func state(_ bytes: Data, _ scratch: Scratch) {

@@ -88,7 +88,8 @@ public final class PrefixTuning: Module, AttentionPrefix {
 
     /// The values a prefix holds: the [tokens, 2 · layers · d] table, or with the projection its token embedding
     /// and the two layers of its MLP; nil when the count overflows `Int`.
-    static func valueCount(virtualTokenCount v: Int, layerCount: Int, tokenDimension d: Int, projectionHidden: Int?) -> Int? {
+    static func valueCount(virtualTokenCount v: Int, layerCount: Int, tokenDimension d: Int,
+                           projectionHidden: Int?) -> Int? {
         let out = ModelSize.sumOfProducts([[2, layerCount, d]])
         guard let out else { return nil }
         guard let h = projectionHidden else { return ModelSize.sumOfProducts([[v, out]]) }

@@ -34,6 +34,14 @@ public enum ModelConfig: Sendable, Equatable {
         }
     }
 
+    /// The config.json key that gives `maxPositions`.
+    public var maxPositionsKey: String {
+        switch self {
+        case .llama: return "max_position_embeddings"
+        case .gpt2: return "n_positions"
+        }
+    }
+
     /// Reads `config.json` (a path to the file).
     public static func load(path: String) throws -> ModelConfig {
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -11,7 +11,8 @@
 /// The block must be a function of `inputs` and of leaf tensors (parameters): a tensor made on the tape
 /// outside the block has to come in through `inputs`, or the second run would back-propagate into the
 /// outer graph early. Dropout inside the block draws its masks once; the second run reuses them, so both
-/// runs compute the same values and the generator advances once.
+/// runs compute the same values and the generator advances once. On the second run, values nothing reads (a
+/// last product that only the block's output sums) are not computed at all (see `Recomputation`).
 extension Tensor {
     public static func checkpoint(_ inputs: [Tensor], _ block: @escaping ([Tensor]) throws -> Tensor) throws -> Tensor {
         guard GradientMode.isEnabled else { return try block(inputs) }
@@ -24,9 +25,14 @@ extension Tensor {
             let leaves = zip(inputs, needed).map { input, needs in needs ? input.detached().requiringGrad() : input.detached() }
             masks.replaying = true
             masks.next = 0
+            let recomputation = Recomputation()
             let recomputed = try DropoutMasks.$current.withValue(masks) {
-                try GradientMode.$isEnabled.withValue(true) { try block(leaves) }
+                try Recomputation.$current.withValue(recomputation) {
+                    try GradientMode.$isEnabled.withValue(true) { try block(leaves) }
+                }
             }
+            // What the block left unread (its output, and what only the output read) stays uncomputed.
+            recomputation.discardUnread()
             guard recomputed.shape == gradient.shape else {
                 throw TensorError.gradient("checkpoint: the block gave shape \(recomputed.shape) on its second run, \(gradient.shape) on its first")
             }
@@ -37,6 +43,21 @@ extension Tensor {
             return zip(leaves, needed).map { leaf, needs in needs ? (leaf.grad ?? Tensor.zeros(leaf.shape)) : nil }
         }
         return output
+    }
+}
+
+/// A checkpointed block's second run, whose output's values nobody reads: only its graph is back-propagated.
+/// Ops whose results may be left uncomputed (`Tensor.computeValues`) defer them while it lasts; those still
+/// unread when the block returns are given up before the backward pass, so their inputs' storage is free to be
+/// reused for gradients there.
+final class Recomputation: @unchecked Sendable {
+    @TaskLocal static var current: Recomputation?
+
+    var deferred: [Tensor] = []
+
+    func discardUnread() {
+        for tensor in deferred { tensor.discardPendingValues() }
+        deferred = []
     }
 }
 

@@ -135,7 +135,7 @@ extension Tensor {
                             pending[key] = (Elementwise.add(existing, g, shape: existing.shape), true)
                         }
                     } else {
-                        let unique = isKnownUniquelyReferenced(&g) && TensorStorage.isExclusive(&g.storage)
+                        let unique = isKnownUniquelyReferenced(&g) && TensorStorage.isExclusive(&g.values)
                         pending[key] = (g, unique)
                     }
                 } else if let leaf = edge.leaf {
@@ -148,7 +148,7 @@ extension Tensor {
     /// `tensor` itself when nobody else can see it or its storage, otherwise a copy, so the engine
     /// may add into it in place.
     private static func owned(_ tensor: inout Tensor) -> Tensor {
-        if isKnownUniquelyReferenced(&tensor) && TensorStorage.isExclusive(&tensor.storage) {
+        if isKnownUniquelyReferenced(&tensor) && TensorStorage.isExclusive(&tensor.values) {
             return tensor
         }
         return tensor.copy()

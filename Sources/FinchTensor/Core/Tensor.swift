@@ -5,8 +5,25 @@
 /// their inputs' gradients. A tensor whose inputs all lack `requiresGrad` records nothing.
 public final class Tensor {
     public let shape: [Int]
-    /// The values; shared with views made by `reshaped`.
-    public internal(set) var storage: TensorStorage
+    /// The values; shared with views made by `reshaped`. Values deferred by `computeValues` are computed here,
+    /// on the first read.
+    public internal(set) var storage: TensorStorage {
+        get {
+            if let pending {
+                self.pending = nil
+                pending()
+            }
+            return values
+        }
+        set {
+            pending = nil
+            values = newValue
+        }
+    }
+    /// The storage, whether or not its values have been computed yet.
+    var values: TensorStorage
+    /// What fills `values` in, while it has not run (see `computeValues`).
+    private var pending: (() -> Void)?
     /// How this tensor was made, when a gradient must flow through it.
     var gradientNode: GradientNode?
     private var isTrainableLeaf: Bool
@@ -19,7 +36,7 @@ public final class Tensor {
     init(shape: [Int], storage: TensorStorage) {
         precondition(shape.reduce(1, *) == storage.count, "internal: storage count does not match shape")
         self.shape = shape
-        self.storage = storage
+        self.values = storage
         self.isTrainableLeaf = false
     }
 
@@ -156,10 +173,29 @@ public final class Tensor {
     /// A tensor of `shape` for an op's result: this tensor's own storage when nothing else holds it (a value
     /// a backward step saved and is about to drop), else fresh storage. The caller overwrites every value.
     func reusedOrFresh(shape: [Int]) -> Tensor {
-        if TensorStorage.isExclusive(&storage) && storage.count == shape.reduce(1, *) {
+        if TensorStorage.isExclusive(&values) && storage.count == shape.reduce(1, *) {
             return Tensor(shape: shape, storage: storage)
         }
         return Tensor(uninitializedShape: shape)
+    }
+
+    /// Runs `fill`, which writes this tensor's values into `values`, now; or, while a checkpointed block runs again
+    /// for its backward pass (`Recomputation`), when the values are first read. That second run needs the block's
+    /// graph, not its output's values, so an op whose result only that output reads is never computed then.
+    /// `fill` must read its inputs' values through `storage` when it runs, not before.
+    func computeValues(_ fill: @escaping () -> Void) {
+        guard let recomputation = Recomputation.current else { return fill() }
+        pending = fill
+        recomputation.deferred.append(self)
+    }
+
+    /// Whether this tensor's values are deferred and not yet computed.
+    var valuesArePending: Bool { pending != nil }
+
+    /// Gives up deferred values that will never be read: a read afterwards finds NaN rather than stale memory.
+    func discardPendingValues() {
+        guard pending != nil else { return }
+        pending = { [values] in values.pointer.update(repeating: .nan, count: values.count) }
     }
 
     /// A copy of the values in fresh storage, off the tape.

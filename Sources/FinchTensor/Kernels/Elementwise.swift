@@ -26,10 +26,14 @@ enum Elementwise {
     /// as a closure: a closure captured inside the parallel chunk body is called per element, not inlined.
     static func add(_ x: Tensor, _ z: Tensor, shape: [Int]) -> Tensor {
         let y = Tensor(uninitializedShape: shape)
-        let a = x.storage.pointer, b = z.storage.pointer, dst = y.storage.pointer
-        Parallel.forChunks(count: y.count) { r in
-            for i in r { dst[i] = a[i] + b[i] }
+        let fill = { [values = y.values] in
+            let a = x.storage.pointer, b = z.storage.pointer, dst = values.pointer
+            Parallel.forChunks(count: values.count) { r in
+                for i in r { dst[i] = a[i] + b[i] }
+            }
         }
+        // A sum of values not computed yet (a checkpointed block's second run) waits as they do.
+        if x.valuesArePending || z.valuesArePending { y.computeValues(fill) } else { fill() }
         return y
     }
 

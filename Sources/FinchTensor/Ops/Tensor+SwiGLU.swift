@@ -53,10 +53,12 @@ extension Tensor {
         }
         let blockRows = SwiGLUKernel.blockRows(width: hidden, outputs: outputs)
         let y = Tensor(uninitializedShape: Array(gate.shape.dropLast()) + [outputs])
-        let gp = gate.storage.pointer, upp = up.storage.pointer, wp = weight.storage.pointer, yp = y.storage.pointer
-        SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
-            SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
-            GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
+        y.computeValues { [values = y.values] in
+            let gp = gate.storage.pointer, upp = up.storage.pointer, wp = weight.storage.pointer, yp = values.pointer
+            SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
+                SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
+                GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
+            }
         }
         guard needsGradient(gate, up, weight) else { return y }
         let savedGate = gate.detached(), savedUp = up.detached(), savedWeight = weight.detached()

@@ -41,8 +41,8 @@ public final class TrainingSession {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): file '\(path)' does not exist")
             }
-            return try TrainingData.load(path: path, format: r.dataFormat, tokenizer: tokenizer, sequenceLength: r.sequenceLength,
-                                         packing: r.packing, endOfText: eos)
+            return try TrainingData.load(path: path, format: r.dataFormat, tokenizer: tokenizer,
+                                         sequenceLength: r.sequenceLength, packing: r.packing, endOfText: eos)
         }
         // Before the data is laid out in windows of data.seq_len tokens.
         try Self.checkPositions(loaded, model: model, adapter: adapter)
@@ -71,23 +71,28 @@ public final class TrainingSession {
         guard trainData.sequences.count >= r.batchSize else {
             let n = trainData.sequences.count
             throw RecipeError(file: loaded.file, line: loaded.lines["training.batch_size"],
-                              "training.batch_size: \(r.batchSize) is more than the \(n) sequence\(n == 1 ? "" : "s") of up to \(r.sequenceLength) tokens that data.train ('\(r.trainData)') gives, so each batch would repeat sequences; use training.batch_size=\(n) or less, or more data")
+                              "training.batch_size: \(r.batchSize) is more than the \(n) sequence\(n == 1 ? "" : "s") of up to "
+                                + "\(r.sequenceLength) tokens that data.train ('\(r.trainData)') gives, so each batch would repeat "
+                                + "sequences; use training.batch_size=\(n) or less, or more data")
         }
         // The same with gradient accumulation: a step of more sequences than the data holds repeats some.
         let (sequencesPerStep, tooMany) = r.batchSize.multipliedReportingOverflow(by: r.gradientAccumulation)
         guard !tooMany, sequencesPerStep <= trainData.sequences.count else {
             let n = trainData.sequences.count, step = tooMany ? "more than can be counted" : "\(sequencesPerStep)"
             throw RecipeError(file: loaded.file, line: loaded.lines["training.grad_accum"],
-                              "training.grad_accum: \(r.gradientAccumulation) batches of \(r.batchSize) make \(step) sequences a step, more than the \(n) that data.train ('\(r.trainData)') gives, so each step would repeat sequences; use training.grad_accum=\(max(1, n / r.batchSize)) or less, or more data")
+                              "training.grad_accum: \(r.gradientAccumulation) batches of \(r.batchSize) make \(step) sequences "
+                                + "a step, more than the \(n) that data.train ('\(r.trainData)') gives, so each step would repeat "
+                                + "sequences; use training.grad_accum=\(max(1, n / r.batchSize)) or less, or more data")
         }
         let epochSteps = (Double(trainData.sequences.count) * (r.epochs ?? 1) / Double(sequencesPerStep)).rounded(.up)
         guard r.steps != nil || epochSteps < 1e15 else {
             throw RecipeError(file: loaded.file, line: loaded.lines["training.epochs"],
-                              "training.epochs: \(r.epochs ?? 1) passes over \(trainData.sequences.count) sequences make \(epochSteps) steps; give a number of epochs a run can finish")
+                              "training.epochs: \(r.epochs ?? 1) passes over \(trainData.sequences.count) sequences make "
+                                + "\(epochSteps) steps; give a number of epochs a run can finish")
         }
         totalSteps = r.steps ?? max(1, Int(epochSteps))
-        optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])), epsilon: Float(r.epsilon),
-                          weightDecay: Float(r.weightDecay))
+        optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])),
+                          epsilon: Float(r.epsilon), weightDecay: Float(r.weightDecay))
         schedule = LearningRateSchedule(kind: r.schedule, peak: r.learningRate, floor: r.minimumLearningRate,
                                         warmupSteps: r.warmupSteps, totalSteps: totalSteps)
     }
@@ -109,15 +114,19 @@ public final class TrainingSession {
         let reserved = adapter?.attentionPrefix?.length ?? 0
         guard r.sequenceLength <= positions - reserved else {
             let key = reserved > 0 && r.sequenceLength <= positions ? "adapter.virtual_tokens" : "data.seq_len"
-            let what = reserved > 0 ? "\(reserved) virtual tokens and data.seq_len \(r.sequenceLength) exceed" : "\(r.sequenceLength) exceeds"
-            throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): \(what) the model's \(positions) positions")
+            let what = reserved > 0 ? "\(reserved) virtual tokens and data.seq_len \(r.sequenceLength) exceed"
+                : "\(r.sequenceLength) exceeds"
+            throw RecipeError(file: loaded.file, line: loaded.lines[key],
+                              "\(key): \(what) the model's \(positions) positions")
         }
     }
 
     public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
 
     /// PEFT's summary line.
-    public var parameterSummary: String { trainableSummary(trainable: trainableParameterCount, total: totalParameterCount) }
+    public var parameterSummary: String {
+        trainableSummary(trainable: trainableParameterCount, total: totalParameterCount)
+    }
 
     /// Next-token loss of a batch of sequences (targets masked where the data says so). The batch runs only as
     /// far as its last target: the padding after it changes no loss (attention is causal), so a batch of short

@@ -73,7 +73,8 @@ public enum RecipeLoader {
             guard let field = RecipeSchema.byKey[key] else {
                 let fields = RecipeSchema.fields.map(\.key).filter { $0.hasPrefix(key + ".") }
                 if !fields.isEmpty {
-                    throw RecipeError(file: origin, "'\(key)' is a section; override one of its keys (\(fields.prefix(3).joined(separator: ", ")), …)")
+                    let some = fields.prefix(3).joined(separator: ", ")
+                    throw RecipeError(file: origin, "'\(key)' is a section; override one of its keys (\(some), …)")
                 }
                 throw RecipeError(file: origin, "unknown key '\(key)'\(suggestion(for: key))")
             }
@@ -83,7 +84,8 @@ public enum RecipeLoader {
             } catch {
                 throw RecipeError(file: origin, "\(key): the value is not valid YAML")
             }
-            fromOverrides.append((field, try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }, origin))
+            let typed = try convert(parsed, kind: field.kind) { RecipeError(file: origin, "\(key): \($0)") }
+            fromOverrides.append((field, typed, origin))
         }
 
         // The type: the command line's, else the file's. Switching it on the command line tries another method on
@@ -105,8 +107,14 @@ public enum RecipeLoader {
             lines.removeValue(forKey: key)
             overridden.insert(key)
             // The run's length given on the command line replaces the file's other way of giving it.
-            if key == "training.steps", !overridden.contains("training.epochs") { recipe.epochs = nil; lines.removeValue(forKey: "training.epochs") }
-            if key == "training.epochs", !overridden.contains("training.steps") { recipe.steps = nil; lines.removeValue(forKey: "training.steps") }
+            if key == "training.steps", !overridden.contains("training.epochs") {
+                recipe.epochs = nil
+                lines.removeValue(forKey: "training.epochs")
+            }
+            if key == "training.epochs", !overridden.contains("training.steps") {
+                recipe.steps = nil
+                lines.removeValue(forKey: "training.steps")
+            }
         }
         for field in RecipeSchema.fields where field.required {
             guard case .string(let v)? = field.read(recipe), !v.isEmpty else {
@@ -118,7 +126,9 @@ public enum RecipeLoader {
             recipe.outputDirectory = "runs/" + (name.isEmpty ? "run" : name)
         }
         for field in RecipeSchema.fields {
-            if let problem = field.check(recipe) { throw RecipeError(file: file, line: lines[field.key], "\(field.key): \(problem)") }
+            if let problem = field.check(recipe) {
+                throw RecipeError(file: file, line: lines[field.key], "\(field.key): \(problem)")
+            }
         }
         return LoadedRecipe(recipe: recipe, file: file, lines: lines)
     }
@@ -126,13 +136,15 @@ public enum RecipeLoader {
     /// Writes one key's value. A key of another adapter type than the recipe's would change nothing, so a value of
     /// its own is refused (PEFT's configuration classes refuse them the same way); one at that type's default
     /// passes (it changes nothing, and resolved recipes of older runs list every key).
-    static func set(_ field: RecipeField, _ value: RecipeValue, in recipe: inout Recipe, origin: String, line: Int?) throws {
+    static func set(_ field: RecipeField, _ value: RecipeValue, in recipe: inout Recipe, origin: String,
+                    line: Int?) throws {
         if let owner = field.adapterType, owner != recipe.adapter.kind {
             var defaults = Recipe()
             defaults.adapter = AdapterSpec(defaultsOf: owner)
             if value == field.read(defaults) { return }
             let type = recipe.adapter.kind == .none ? AdapterSpec.Kind.none.name : recipe.adapter.kind.rawValue
-            throw RecipeError(file: origin, line: line, "\(field.key): \(quoted(value)) configures \(owner.name), but adapter.type is \(type), "
+            throw RecipeError(file: origin, line: line,
+                              "\(field.key): \(quoted(value)) configures \(owner.name), but adapter.type is \(type), "
                               + "so it would change nothing; remove it, or set adapter.type: \(owner.rawValue)")
         }
         field.write(&recipe, value)

@@ -1,8 +1,9 @@
 import Foundation
 import FinchAdapters
 
-/// Every recipe key: its type, default and meaning. The loader, the override parser, `finch validate`,
-/// the resolved recipe a run saves, and the README's recipe reference are all derived from this list.
+/// Every recipe key: its type, meaning, the adapter type it belongs to and its range check (defaults are
+/// `Recipe`'s). The loader, the override parser, `finch validate`, the resolved recipe a run saves, and the
+/// README's recipe reference are all derived from this list.
 public struct RecipeField: Sendable {
     public enum Kind: Sendable, Equatable {
         case string, int, float, bool
