@@ -5,7 +5,8 @@ import FinchModels
 /// Writes a model as a Hugging Face folder beside the files of the folder it came from.
 public enum Exporter {
     /// Files copied unchanged from the base folder when present.
-    static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+    static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                 "generation_config.json"]
 
     /// config.json (the base's, with its dtype field updated), model.safetensors, and the tokenizer files.
     public static func writeMergedFolder(model: any CausalLanguageModel, baseFolder: String, to out: String,
@@ -20,7 +21,8 @@ public enum Exporter {
         for item in items where !item.values.allSatisfy(\.isFinite) {
             throw AdapterError("merged tensor '\(item.name)' is not finite; nothing was written")
         }
-        try SafetensorsWriter.write(items, metadata: ["format": "pt"], to: (out as NSString).appendingPathComponent("model.safetensors"))
+        try SafetensorsWriter.write(items, metadata: ["format": "pt"],
+                                    to: (out as NSString).appendingPathComponent("model.safetensors"))
         let configPath = (baseFolder as NSString).appendingPathComponent("config.json")
         guard let data = fm.contents(atPath: configPath),
               var config = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -32,7 +34,8 @@ public enum Exporter {
             config["tie_word_embeddings"] = false
         }
         if config["torch_dtype"] != nil { config["torch_dtype"] = dtypeName }
-        let out_ = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        let out_ = try JSONSerialization.data(withJSONObject: config,
+                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try AtomicFile.write(out_ + Data("\n".utf8), to: (out as NSString).appendingPathComponent("config.json"))
         for file in tokenizerFiles {
             let source = (baseFolder as NSString).appendingPathComponent(file)

@@ -110,7 +110,8 @@ public enum GEMMCeiling {
             return best
         }
         let openBLAS = time {
-            GEMM.multiplyWithOpenBLASThreads(cores, transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n, k: p.k,
+            GEMM.multiplyWithOpenBLASThreads(cores, transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n,
+                                             k: p.k,
                                              a: a.storage.pointer, lda: columnsA, b: b.storage.pointer, ldb: columnsB,
                                              c: c.storage.pointer, ldc: p.n)
         }
@@ -122,7 +123,8 @@ public enum GEMMCeiling {
         var best = min(openBLAS, split)
         if p.independent {
             let single = time {
-                GEMM.multiplyWithOpenBLASThreads(1, transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n, k: p.k,
+                GEMM.multiplyWithOpenBLASThreads(1, transposeA: p.transposeA, transposeB: p.transposeB, m: p.m, n: p.n,
+                                                 k: p.k,
                                                  a: a.storage.pointer, lda: columnsA, b: b.storage.pointer, ldb: columnsB,
                                                  c: c.storage.pointer, ldc: p.n)
             }

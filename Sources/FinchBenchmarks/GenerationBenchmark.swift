@@ -23,8 +23,10 @@ public enum GenerationBenchmark {
         let prompt = (0..<promptLength).map { _ in Int(generator.next() % UInt64(workload.config.vocabularySize)) }
         _ = try Generation.generate(model: model, prompt: prompt, options: GenerationOptions(maxTokens: warmupTokens))
         let start = Date()
-        let produced = try Generation.generate(model: model, prompt: prompt, options: GenerationOptions(maxTokens: newTokens))
+        let produced = try Generation.generate(model: model, prompt: prompt,
+                                               options: GenerationOptions(maxTokens: newTokens))
         let seconds = Date().timeIntervalSince(start)
-        return Result(workload: workload.name, newTokens: produced.count, millisecondsPerToken: 1000 * seconds / Double(produced.count))
+        return Result(workload: workload.name, newTokens: produced.count,
+                      millisecondsPerToken: 1000 * seconds / Double(produced.count))
     }
 }

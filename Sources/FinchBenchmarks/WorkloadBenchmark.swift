@@ -16,11 +16,14 @@ public enum WorkloadBenchmark {
     }
 
     public static let workloads: [Workload] = [
-        Workload(name: "W1", config: LlamaConfig(vocabularySize: 2048, hiddenSize: 288, intermediateSize: 768, layerCount: 6,
+        Workload(name: "W1",
+                 config: LlamaConfig(vocabularySize: 2048, hiddenSize: 288, intermediateSize: 768, layerCount: 6,
                                                  headCount: 6, keyValueHeadCount: 6, maxPositionEmbeddings: 512)),
-        Workload(name: "W2", config: LlamaConfig(vocabularySize: 32000, hiddenSize: 288, intermediateSize: 768, layerCount: 6,
+        Workload(name: "W2",
+                 config: LlamaConfig(vocabularySize: 32000, hiddenSize: 288, intermediateSize: 768, layerCount: 6,
                                                  headCount: 6, keyValueHeadCount: 6, maxPositionEmbeddings: 512)),
-        Workload(name: "W3", config: LlamaConfig(vocabularySize: 8192, hiddenSize: 512, intermediateSize: 1376, layerCount: 8,
+        Workload(name: "W3",
+                 config: LlamaConfig(vocabularySize: 8192, hiddenSize: 512, intermediateSize: 1376, layerCount: 8,
                                                  headCount: 8, keyValueHeadCount: 8, maxPositionEmbeddings: 512)),
     ]
 
@@ -47,7 +50,8 @@ public enum WorkloadBenchmark {
         recipe.model = "random \(workload.name)"
         switch mode {
         case .lora:
-            recipe.adapter = .lora(LoRAConfiguration(rank: rank, alpha: Double(2 * rank), targets: .names(["q_proj", "v_proj"])))
+            recipe.adapter = .lora(LoRAConfiguration(rank: rank, alpha: Double(2 * rank),
+                                                     targets: .names(["q_proj", "v_proj"])))
         case .prefix: recipe.adapter = .prefix(PrefixConfiguration(virtualTokens: virtualTokens))
         case .full: recipe.adapter = .none
         }
@@ -142,13 +146,15 @@ public enum WorkloadBenchmark {
             let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
             var c = [Float](repeating: 0, count: n * n)
             for _ in 0..<2 {
-                GEMM.multiplyWithOpenBLASThreads(Parallel.coreCount, transposeA: false, transposeB: false, m: n, n: n, k: n,
+                GEMM.multiplyWithOpenBLASThreads(Parallel.coreCount, transposeA: false, transposeB: false, m: n, n: n,
+                                                 k: n,
                                                  a: a, lda: n, b: b, ldb: n, c: &c, ldc: n)
             }
             let reps = max(2, 2_000_000_000 / (2 * n * n * n))
             let start = Date()
             for _ in 0..<reps {
-                GEMM.multiplyWithOpenBLASThreads(Parallel.coreCount, transposeA: false, transposeB: false, m: n, n: n, k: n,
+                GEMM.multiplyWithOpenBLASThreads(Parallel.coreCount, transposeA: false, transposeB: false, m: n, n: n,
+                                                 k: n,
                                                  a: a, lda: n, b: b, ldb: n, c: &c, ldc: n)
             }
             best = max(best, Double(reps) * 2 * Double(n * n * n) / Date().timeIntervalSince(start) / 1e9)

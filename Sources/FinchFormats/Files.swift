@@ -16,7 +16,8 @@ public enum AtomicFile {
             try file.synchronize()
             file.close()
             if rename(temporary, path) != 0 {
-                throw FormatError(file: path, "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+                throw FormatError(file: path,
+                                  "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
             }
         } catch let error as FormatError {
             file.close()
@@ -48,7 +49,8 @@ public final class AppendingFile {
                 let n = Foundation.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else {
-                    throw FormatError(file: path, "cannot write: \(n < 0 ? String(cString: strerror(errno)) : "no bytes written")")
+                    throw FormatError(file: path,
+                                      "cannot write: \(n < 0 ? String(cString: strerror(errno)) : "no bytes written")")
                 }
                 done += n
             }
@@ -109,7 +111,8 @@ public final class FileLock {
             guard reason == EWOULDBLOCK else {
                 throw FormatError(file: path, "cannot lock: \(String(cString: strerror(reason)))")
             }
-            let holder = count > 0 ? String(decoding: bytes[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
+            let holder = count > 0 ? String(decoding: bytes[..<count],
+                                            as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
             throw FormatError(file: what, "is in use by another process\(holder.isEmpty ? "" : " (pid \(holder))"); wait for it to end or stop it first")
         }
         let pid = Array("\(getpid())\n".utf8)

@@ -71,12 +71,14 @@ extension CausalLanguageModel {
 
     public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }
 
-    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+    public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?,
+                             prefix: AttentionPrefix?) throws -> Tensor {
         try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix, recordStarts: nil)
     }
 
     /// Token ids laid out [batch, length] → logits [batch, length, vocabulary].
-    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?) throws -> Tensor {
+    public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?,
+                       prefix: AttentionPrefix?) throws -> Tensor {
         let head = try headInputs(try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix))
         return try head.hidden.matmul(head.weight, transposeOther: true)
     }
@@ -85,9 +87,11 @@ extension CausalLanguageModel {
     /// through the fused head, so the [positions, vocabulary] logits are never held at once.
     public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?,
                      recordStarts: [Int32]? = nil) throws -> Tensor {
-        let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix, recordStarts: recordStarts)
+        let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix,
+                                 recordStarts: recordStarts)
         let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
-        return try Tensor.linearCrossEntropy(hidden: head.hidden, weight: head.weight, targets: targets, ignoreIndex: Losses.ignoreIndex)
+        return try Tensor.linearCrossEntropy(hidden: head.hidden, weight: head.weight, targets: targets,
+                                             ignoreIndex: Losses.ignoreIndex)
     }
 
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }

@@ -19,7 +19,8 @@ public enum Evaluation {
 
     /// Window starts: every full window, or the whole text as one window when it is shorter than one.
     public static func windows(tokenCount: Int, sequenceLength: Int, maxWindows: Int?) -> [Range<Int>] {
-        var ranges = stride(from: 0, through: tokenCount - sequenceLength, by: sequenceLength).map { $0..<($0 + sequenceLength) }
+        var ranges = stride(from: 0, through: tokenCount - sequenceLength,
+                            by: sequenceLength).map { $0..<($0 + sequenceLength) }
         if ranges.isEmpty && tokenCount >= 2 { ranges = [0..<tokenCount] }
         if let maxWindows { ranges = Array(ranges.prefix(maxWindows)) }
         return ranges
@@ -30,11 +31,13 @@ public enum Evaluation {
         batchSize: Int = 8, prefix: AttentionPrefix? = nil
     ) throws -> Result {
         guard sequenceLength >= 2 else {
-            throw TensorError.invalidArgument(op: "eval", message: "--seq-len must be at least 2, got \(sequenceLength)")
+            throw TensorError.invalidArgument(op: "eval",
+                                              message: "--seq-len must be at least 2, got \(sequenceLength)")
         }
         let ranges = windows(tokenCount: tokens.count, sequenceLength: sequenceLength, maxWindows: maxWindows)
         guard !ranges.isEmpty else {
-            throw TensorError.invalidArgument(op: "eval", message: "the text has \(tokens.count) tokens; at least 2 are needed")
+            throw TensorError.invalidArgument(op: "eval",
+                                              message: "the text has \(tokens.count) tokens; at least 2 are needed")
         }
         let start = Date()
         var total = 0.0
@@ -51,7 +54,8 @@ public enum Evaluation {
                 }
                 let ids = group.flatMap { tokens[$0].map(Int32.init) }
                 let targets = Losses.nextTokenTargets(ids, batch: group.count, length: length)
-                let loss = try model.loss(ids, batch: group.count, length: length, targets: targets, prefix: prefix).item()
+                let loss = try model.loss(ids, batch: group.count, length: length, targets: targets,
+                                          prefix: prefix).item()
                 let count = group.count * (length - 1)
                 total += Double(loss) * Double(count)
                 predicted += count
@@ -61,7 +65,8 @@ public enum Evaluation {
         let mean = total / Double(predicted)
         let forwardTokens = ranges.reduce(0) { $0 + $1.count }
         // A text shorter than one window is scored as one window of its own length; report that length.
-        return Result(loss: mean, perplexity: Foundation.exp(mean), windows: ranges.count, sequenceLength: ranges.map(\.count).max() ?? sequenceLength,
+        return Result(loss: mean, perplexity: Foundation.exp(mean), windows: ranges.count,
+                      sequenceLength: ranges.map(\.count).max() ?? sequenceLength,
                       predictedTokens: predicted, seconds: seconds, tokensPerSecond: Double(forwardTokens) / max(seconds, 1e-9))
     }
 }

@@ -18,14 +18,16 @@ public final class GPT2Attention: Module {
         scale = c.scaleAttentionWeights ? 1 / Float(c.embeddingSize / c.headCount).squareRoot() : 1
     }
 
-    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
+                        recordStarts: [Int32]? = nil) throws -> Tensor {
         let c = x.shape[2]
         let qkv = try cAttn(x)  // [B, T, 3C]
         let q = try Heads.split(qkv.slice(axis: 2, 0..<c), heads: headCount)
         let k = try Heads.split(qkv.slice(axis: 2, c..<(2 * c)), heads: headCount)
         let v = try Heads.split(qkv.slice(axis: 2, (2 * c)..<(3 * c)), heads: headCount)
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
-        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true, scale: scale,
+        let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix,
+                                                       causal: true, scale: scale,
                                                        firstKeys: recordStarts)
         return try cProj(Heads.merge(out))
     }
@@ -61,7 +63,8 @@ public final class GPT2Block: Module {
         mlp = GPT2MLP(c)
     }
 
-    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
+                        recordStarts: [Int32]? = nil) throws -> Tensor {
         let h = try x + attn(ln1(x), cache: cache, prefix: prefix, recordStarts: recordStarts)
         return try h + mlp(ln2(h))
     }
@@ -111,7 +114,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
         let offset = positionOffset(cache: cache, prefix: prefix)
-        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset, recordStarts: recordStarts, cache: cache)
+        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
+                        recordStarts: recordStarts, cache: cache)
         // Learned positions are absolute: a packed record's count from its own start, as it would alone.
         var x: Tensor
         if let recordStarts {
@@ -124,7 +128,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
+            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache,
+                             prefix: prefixes?[i]) { x, prefix in
                 try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }
@@ -132,7 +137,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     }
 
     public func storesTransposed(_ name: String) -> Bool {
-        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
+        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
+         ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
     }
 
     public func isIgnorableCheckpointKey(_ name: String) -> Bool {

@@ -55,7 +55,8 @@ public enum Generation {
             var input = prompt
             while produced.count < options.maxTokens {
                 let feed = options.useCache ? input : sequence
-                let logits = try model.logits(feed.map(Int32.init), batch: 1, length: feed.count, cache: cache, prefix: prefix)
+                let logits = try model.logits(feed.map(Int32.init), batch: 1, length: feed.count, cache: cache,
+                                              prefix: prefix)
                 let v = logits.shape[2]
                 let row = Array(logits.storage.buffer[((feed.count - 1) * v)..<(feed.count * v)])
                 let next = try choose(row, options: options, generator: &generator)
@@ -70,7 +71,8 @@ public enum Generation {
     }
 
     /// Greedy argmax, or a sample after temperature, top-k and top-p.
-    public static func choose(_ logits: [Float], options: GenerationOptions, generator: inout RandomGenerator) throws -> Int {
+    public static func choose(_ logits: [Float], options: GenerationOptions,
+                              generator: inout RandomGenerator) throws -> Int {
         if options.temperature <= 0 {
             var best = 0
             for i in 1..<logits.count where logits[i] > logits[best] { best = i }

@@ -16,10 +16,12 @@ public struct HuggingFaceFolder {
     /// with its exact shape; a checkpoint tensor the model does not use is an error too.
     /// With `randomSeed`, the weights are not read: the model starts from transformers' initialisation
     /// (N(0, 0.02) for projections and embeddings, ones for norms), for pretraining from scratch.
-    public static func load(_ path: String, requireTokenizer: Bool = false, randomSeed: UInt64? = nil) throws -> HuggingFaceFolder {
+    public static func load(_ path: String, requireTokenizer: Bool = false,
+                            randomSeed: UInt64? = nil) throws -> HuggingFaceFolder {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FormatError(file: path, "is not a folder (a Hugging Face model folder holds config.json and model.safetensors)")
+            throw FormatError(file: path,
+                              "is not a folder (a Hugging Face model folder holds config.json and model.safetensors)")
         }
         let configPath = (path as NSString).appendingPathComponent("config.json")
         let config = try ModelConfig.load(path: configPath)
@@ -52,7 +54,8 @@ public struct HuggingFaceFolder {
             let transposed = model.storesTransposed(name)
             let expected = transposed ? Array(tensor.shape.reversed()) : tensor.shape
             guard entry.shape == expected else {
-                throw FormatError(file: checkpoint.path(of: key), "tensor '\(key)' has shape \(entry.shape), expected \(expected)")
+                throw FormatError(file: checkpoint.path(of: key),
+                                  "tensor '\(key)' has shape \(entry.shape), expected \(expected)")
             }
             if transposed {
                 let stored = Tensor.zeros(expected)
@@ -69,7 +72,8 @@ public struct HuggingFaceFolder {
 
     /// transformers' `_init_weights` for these architectures: Linear and Embedding weights N(0, std²),
     /// biases zero, norm weights one and norm biases zero.
-    public static func initializeRandomly(_ model: any CausalLanguageModel, seed: UInt64, standardDeviation: Float = 0.02) {
+    public static func initializeRandomly(_ model: any CausalLanguageModel, seed: UInt64,
+                                          standardDeviation: Float = 0.02) {
         var generator = RandomGenerator(seed: seed)
         for (_, module) in model.namedModules() {
             switch module {
@@ -99,7 +103,8 @@ public struct HuggingFaceFolder {
     }
 
     /// The model's parameters as safetensors items under their Hugging Face names and layouts.
-    public static func checkpointItems(of model: any CausalLanguageModel, dtype: SafetensorsDType) throws -> [SafetensorsWriter.Item] {
+    public static func checkpointItems(of model: any CausalLanguageModel,
+                                       dtype: SafetensorsDType) throws -> [SafetensorsWriter.Item] {
         try model.namedParameters().map { name, tensor in
             let stored = model.storesTransposed(name) ? try tensor.detached().permuted([1, 0]) : tensor
             return SafetensorsWriter.Item(name: name, shape: stored.shape, values: stored.scalars, dtype: dtype)

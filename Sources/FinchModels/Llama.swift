@@ -32,7 +32,8 @@ public final class LlamaModel: Module {
     public let norm: RMSNorm
 
     init(_ c: LlamaConfig) throws {
-        let rotary = try RotaryTable(headDimension: c.headDimension, theta: c.ropeTheta, maxPositions: c.maxPositionEmbeddings)
+        let rotary = try RotaryTable(headDimension: c.headDimension, theta: c.ropeTheta,
+                                     maxPositions: c.maxPositionEmbeddings)
         embedTokens = Embedding(count: c.vocabularySize, dimensions: c.hiddenSize)
         layers = (0..<c.layerCount).map { _ in LlamaDecoderLayer(c, rotary: rotary) }
         norm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
@@ -75,12 +76,14 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
         let offset = positionOffset(cache: cache, prefix: prefix)
-        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset, recordStarts: recordStarts, cache: cache)
+        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
+                        recordStarts: recordStarts, cache: cache)
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, layer) in model.layers.enumerated() {
             let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
+            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache,
+                             prefix: prefixes?[i]) { x, prefix in
                 try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
             }
         }

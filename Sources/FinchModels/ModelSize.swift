@@ -21,7 +21,8 @@ public enum ModelSize {
         case .gpt2(let c):
             let e = c.embeddingSize, i = c.innerSize
             // Two LayerNorms; c_attn and c_proj; c_fc and the MLP's c_proj, each with its bias.
-            guard let perLayer = sumOfProducts([[4, e], [e, 3, e], [3, e], [e, e], [e], [e, i], [i], [i, e], [e]]) else { return nil }
+            guard let perLayer = sumOfProducts([[4, e], [e, 3, e], [3, e], [e, e], [e], [e, i], [i], [i, e],
+                                                [e]]) else { return nil }
             return sumOfProducts([[c.vocabularySize, e], [c.maxPositions, e], [perLayer, c.layerCount], [2, e]])
         }
     }

@@ -29,10 +29,12 @@ public final class LayerCache {
     /// Appends new keys/values [B, T, Hkv, D]; returns everything seen so far.
     public func append(key k: Tensor, value v: Tensor) throws -> (Tensor, Tensor) {
         guard k.rank == 4, v.rank == 4, k.shape.prefix(2) == v.shape.prefix(2) else {
-            throw TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: k.shape, rhs: v.shape)
+            throw TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: k.shape,
+                                            rhs: v.shape)
         }
         if let keys, let values, keys.shape.dropFirst(2) != k.shape.dropFirst(2) || values.shape.dropFirst(2) != v.shape.dropFirst(2) || keys.shape[0] != k.shape[0] {
-            throw TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: [keys.shape[0], length] + keys.shape.dropFirst(2), rhs: k.shape)
+            throw TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)",
+                                            lhs: [keys.shape[0], length] + keys.shape.dropFirst(2), rhs: k.shape)
         }
         let (b, t) = (k.shape[0], k.shape[1])
         guard b == 1 else {
@@ -100,7 +102,8 @@ public final class Attention: Module {
     public let headDimension: Int
     let rotary: RotaryTable?
 
-    public init(dimensions: Int, headCount: Int, keyValueHeadCount: Int, headDimension: Int, bias: Bool, rotary: RotaryTable?) {
+    public init(dimensions: Int, headCount: Int, keyValueHeadCount: Int, headDimension: Int, bias: Bool,
+                rotary: RotaryTable?) {
         qProj = Linear(inputDimensions: dimensions, outputDimensions: headCount * headDimension, bias: bias)
         kProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)
         vProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)

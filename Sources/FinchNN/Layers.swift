@@ -19,7 +19,8 @@ public final class Linear: Module, LinearLayer {
     }
 
     public convenience init(inputDimensions: Int, outputDimensions: Int, bias: Bool = false) {
-        self.init(weight: Tensor.zeros([outputDimensions, inputDimensions]), bias: bias ? Tensor.zeros([outputDimensions]) : nil)
+        self.init(weight: Tensor.zeros([outputDimensions, inputDimensions]),
+                  bias: bias ? Tensor.zeros([outputDimensions]) : nil)
     }
 
     public var inputDimensions: Int { weight.shape[1] }

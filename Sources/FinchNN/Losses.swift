@@ -19,6 +19,7 @@ public enum Losses {
     /// Mean next-token cross-entropy of logits [B, T, V] against `tokens` [B, T].
     public static func causalLanguageModel(logits: Tensor, tokens: [Int32], mask: [Bool]? = nil) throws -> Tensor {
         let (b, t) = (logits.shape[0], logits.shape[1])
-        return try logits.crossEntropy(targets: nextTokenTargets(tokens, batch: b, length: t, mask: mask), ignoreIndex: ignoreIndex)
+        return try logits.crossEntropy(targets: nextTokenTargets(tokens, batch: b, length: t, mask: mask),
+                                       ignoreIndex: ignoreIndex)
     }
 }

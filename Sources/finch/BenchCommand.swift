@@ -60,7 +60,8 @@ struct BenchCommand: ParsableCommand {
             let parts = child.split(separator: ":").map(String.init)
             guard parts.count == 2, let w = WorkloadBenchmark.workloads.first(where: { $0.name == parts[0] }),
                   let mode = WorkloadBenchmark.Mode(rawValue: parts[1]) else { throw ValidationError("bad --child \(child)") }
-            let result = try WorkloadBenchmark.run(w, mode: mode, steps: steps, checkpointActivations: activationCheckpointing)
+            let result = try WorkloadBenchmark.run(w, mode: mode, steps: steps,
+                                                   checkpointActivations: activationCheckpointing)
             print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
             return
         }
@@ -88,11 +89,14 @@ struct BenchCommand: ParsableCommand {
         var rows: [[String: Any]] = []
         for w in chosen {
             for mode in chosenModes {
-                var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double, peakRSS: Double)] = []
+                var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double,
+                                                                            peakRSS: Double)] = []
                 for _ in 0..<repetitions {
-                    finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps, checkpointActivations: activationCheckpointing))
+                    finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps,
+                                                          checkpointActivations: activationCheckpointing))
                     if let peer {
-                        peerRuns.append(try Self.peerResult(python: peer, script: peerScript, workload: w.name, mode: mode.rawValue, steps: steps))
+                        peerRuns.append(try Self.peerResult(python: peer, script: peerScript, workload: w.name,
+                                                            mode: mode.rawValue, steps: steps))
                     }
                 }
                 let finch = finchRuns.sorted { $0.tokensPerSecond < $1.tokensPerSecond }[finchRuns.count / 2]
@@ -137,7 +141,8 @@ struct BenchCommand: ParsableCommand {
             kernelReport["bandwidth"] = bandwidth.map { ["kernel": $0.kernel, "rows": $0.rows, "columns": $0.columns, "gb_per_second": $0.gigabytesPerSecond] }
         }
         if json {
-            try Output.json(["cores": Parallel.coreCount, "sgemm_peak_gflops": peak, "workloads": rows, "kernels": kernelReport])
+            try Output.json(["cores": Parallel.coreCount, "sgemm_peak_gflops": peak, "workloads": rows,
+                             "kernels": kernelReport])
             return
         }
         print("cores: \(Parallel.coreCount); cblas_sgemm peak (OpenBLAS, \(Parallel.coreCount) threads, 512–2048 squares): \(Output.fixed(peak, 1)) GFLOP/s")
@@ -151,14 +156,19 @@ struct BenchCommand: ParsableCommand {
         print("| " + header.joined(separator: " | ") + " |")
         print("|" + header.map { _ in " ---: " }.joined(separator: "|") + "|")
         for r in rows {
-            var cells = [r["workload"] as! String, r["mode"] as! String, Output.fixed(r["tokens_per_second"] as! Double, 0)]
+            var cells = [r["workload"] as! String, r["mode"] as! String,
+                         Output.fixed(r["tokens_per_second"] as! Double, 0)]
             if peer != nil {
-                cells += [Output.fixed(r["peer_tokens_per_second"] as! Double, 0), Output.fixed(r["speedup"] as! Double, 2) + "×"]
+                cells += [Output.fixed(r["peer_tokens_per_second"] as! Double, 0),
+                          Output.fixed(r["speedup"] as! Double, 2) + "×"]
             }
-            cells += [Output.fixed((r["flops_per_token"] as! Double) / 1e6, 1) + " M", Output.fixed(r["gflops"] as! Double, 1),
-                      Output.fixed(100 * (r["share_of_sgemm_peak"] as! Double), 0) + " %", Output.fixed(r["peak_rss_mb"] as! Double, 0) + " MB"]
+            cells += [Output.fixed((r["flops_per_token"] as! Double) / 1e6, 1) + " M",
+                      Output.fixed(r["gflops"] as! Double, 1),
+                      Output.fixed(100 * (r["share_of_sgemm_peak"] as! Double),
+                                   0) + " %", Output.fixed(r["peak_rss_mb"] as! Double, 0) + " MB"]
             if peer != nil {
-                cells += [Output.fixed(r["peer_peak_rss_mb"] as! Double, 0) + " MB", Output.fixed(r["memory_ratio"] as! Double, 2)]
+                cells += [Output.fixed(r["peer_peak_rss_mb"] as! Double, 0) + " MB",
+                          Output.fixed(r["memory_ratio"] as! Double, 2)]
             }
             if kernels {
                 cells += [Output.fixed(r["gemm_ceiling_tokens_per_second"] as! Double, 0),
@@ -189,7 +199,8 @@ struct BenchCommand: ParsableCommand {
                 if let peer { peerTimes.append(try Self.peerGeneration(python: peer, script: peerGenerationScript, workload: w)) }
             }
             let median = { (values: [Double]) in values.sorted()[values.count / 2] }
-            var row: [String: Any] = ["workload": w.name, "ms_per_token": median(finch), "tokens_per_second": 1000 / median(finch)]
+            var row: [String: Any] = ["workload": w.name, "ms_per_token": median(finch),
+                                      "tokens_per_second": 1000 / median(finch)]
             if !peerTimes.isEmpty {
                 row["peer_ms_per_token"] = median(peerTimes)
                 row["speedup"] = median(peerTimes) / median(finch)
@@ -244,13 +255,15 @@ struct BenchCommand: ParsableCommand {
         return (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
     }
 
-    static func childResult(_ workload: String, _ mode: String, steps: Int, checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {
+    static func childResult(_ workload: String, _ mode: String, steps: Int,
+                            checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
             process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         }
-        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps", "\(steps)"] + (checkpointActivations ? ["--activation-checkpointing"] : [])
+        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps",
+                             "\(steps)"] + (checkpointActivations ? ["--activation-checkpointing"] : [])
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -260,12 +273,16 @@ struct BenchCommand: ParsableCommand {
         return try JSONDecoder().decode(WorkloadBenchmark.Result.self, from: data)
     }
 
-    static func peerResult(python: String, script: String, workload: String, mode: String, steps: Int) throws -> (tokensPerSecond: Double, peakRSS: Double) {
+    static func peerResult(python: String, script: String, workload: String, mode: String,
+                           steps: Int) throws -> (tokensPerSecond: Double, peakRSS: Double) {
         let shapes: [String: [String]] = [
             "W1": [], "W2": ["--vocab", "32000"],
-            "W3": ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376", "--vocab", "8192"],
+            "W3": ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376", "--vocab",
+                   "8192"],
         ]
-        let object = try peerJSON(python: python, arguments: [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps", "\(steps)"]
+        let object = try peerJSON(python: python,
+                                  arguments: [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps",
+                                              "\(steps)"]
                                       + (shapes[workload] ?? []))
         guard let tps = object?["tokens_per_s"] as? Double, let rss = object?["peak_rss_mb"] as? Double else {
             throw ValidationError("the peer (\(python) \(script)) printed no result for \(workload) \(mode)")

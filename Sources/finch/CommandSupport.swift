@@ -23,7 +23,8 @@ extension HuggingFaceFolder {
     /// The tokenizer, or an error naming the missing file.
     func requireTokenizer() throws -> Tokenizer {
         guard let tokenizer else {
-            throw FormatError(file: (path as NSString).appendingPathComponent("tokenizer.json"), "missing: this command needs the model's tokenizer")
+            throw FormatError(file: (path as NSString).appendingPathComponent("tokenizer.json"),
+                              "missing: this command needs the model's tokenizer")
         }
         return tokenizer
     }

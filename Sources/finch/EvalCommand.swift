@@ -25,7 +25,8 @@ struct EvalCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Tokens per window of a text file (a prompt/completion file is scored one whole example at a time; this is not used there).")
     var seqLen: Int = 256
 
-    @Option(parsing: .unconditional, help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
+    @Option(parsing: .unconditional,
+            help: "Score only the first K windows of a text file (on a prompt/completion file: as --max-examples).")
     var maxWindows: Int?
 
     @Option(parsing: .unconditional, help: "Score only the first K examples of a prompt/completion file.")
@@ -106,7 +107,8 @@ struct EvalCommand: ParsableCommand {
         for row in rows {
             let record: [String: Any] = ["prompt": row.prompt, "expected": row.expected, "generated": row.generated,
                                          "correct": row.correct]
-            let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes])
+            let data = try JSONSerialization.data(withJSONObject: record,
+                                                  options: [.sortedKeys, .withoutEscapingSlashes])
             text += String(decoding: data, as: UTF8.self) + "\n"
         }
         do {

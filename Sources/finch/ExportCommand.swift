@@ -46,7 +46,8 @@ struct ExportCommand: ParsableCommand {
         let folder = try HuggingFaceFolder.load(model)
         let applied = try PEFTFormat.load(adapter, into: folder.model)
         if try applied.mergeAndUnload(from: folder.model) {
-            try Exporter.writeMergedFolder(model: folder.model, baseFolder: model, to: out, dtype: safetensorsType, dtypeName: dtype)
+            try Exporter.writeMergedFolder(model: folder.model, baseFolder: model, to: out, dtype: safetensorsType,
+                                           dtypeName: dtype)
             print("merged \(applied.adaptedPaths.count) \(applied.name) layers into \(out) (\(dtype))")
         } else {
             try PEFTFormat.save(applied, model: folder.model, to: out, baseModel: model)

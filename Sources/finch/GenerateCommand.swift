@@ -49,7 +49,8 @@ struct GenerateCommand: ParsableCommand {
         var printed = ""
         let start = Date()
         // The prompt is printed with the first token, so a request that cannot run prints only its error.
-        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options, prefix: applied?.attentionPrefix) { token in
+        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options,
+                                    prefix: applied?.attentionPrefix) { token in
             if produced.isEmpty { print(prompt, terminator: "") }
             produced.append(token)
             let text = tokenizer.decode(produced, skipSpecialTokens: true)

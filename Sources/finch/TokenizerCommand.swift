@@ -26,11 +26,13 @@ struct TokenizerCommand: ParsableCommand {
 
         func run() throws {
             guard !corpora.isEmpty else { throw ValidationError("give at least one --corpus file") }
-            let trainer = try BPETrainer(vocabularySize: vocabSize, specialTokens: specials.isEmpty ? ["<|endoftext|>"] : specials)
+            let trainer = try BPETrainer(vocabularySize: vocabSize,
+                                         specialTokens: specials.isEmpty ? ["<|endoftext|>"] : specials)
             let start = Date()
             let texts = try corpora.map { try TrainingData.readText($0) }
             guard texts.contains(where: { !$0.allSatisfy(\.isWhitespace) }) else {
-                throw FormatError(file: corpora.joined(separator: ", "), "no text to learn from (the corpus is empty or only whitespace)")
+                throw FormatError(file: corpora.joined(separator: ", "),
+                                  "no text to learn from (the corpus is empty or only whitespace)")
             }
             let words = BPETrainer.countWords(texts)
             let result = trainer.train(words: words)

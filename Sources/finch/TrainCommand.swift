@@ -26,7 +26,8 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let trainer: Trainer
         if let resume {
-            trainer = try Trainer.resume(runDirectory: resume, overrides: arguments, allowRecipeChange: allowRecipeChange,
+            trainer = try Trainer.resume(runDirectory: resume, overrides: arguments,
+                                         allowRecipeChange: allowRecipeChange,
                                            allowDataChange: allowDataChange)
         } else {
             guard let recipe = arguments.first else {
@@ -66,7 +67,8 @@ final class ProgressDisplay {
             if bar {
                 let width = 24
                 let filled = Int(Double(width) * Double(r.step) / Double(max(1, r.totalSteps)))
-                let text = "\r[" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] " + line
+                let text = "\r[" + String(repeating: "█", count: filled) + String(repeating: "·",
+                                                                                  count: width - filled) + "] " + line
                 FileHandle.standardError.write(Data(text.utf8))
                 if r.step == r.totalSteps { FileHandle.standardError.write(Data("\n".utf8)) }
             } else if r.step % logEvery == 0 || r.step == r.totalSteps {
@@ -90,6 +92,7 @@ final class ProgressDisplay {
     static func clock(_ seconds: Double) -> String {
         guard seconds.isFinite, abs(seconds) < 1e12 else { return "?" }
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
+        return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60,
+                                  s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
     }
 }

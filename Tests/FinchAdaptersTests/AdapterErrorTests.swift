@@ -24,7 +24,8 @@ struct AdapterErrorTests {
     /// A copy of a fixture adapter with its config edited.
     static func copy(_ family: String, _ kind: String, edit: (inout [String: Any]) -> Void) throws -> String {
         let dir = try Fixtures.scratchDirectory("\(family)-\(kind)")
-        try FileManager.default.copyItem(atPath: Fixtures.path(family, "\(kind)/adapter_model.safetensors"), toPath: "\(dir)/adapter_model.safetensors")
+        try FileManager.default.copyItem(atPath: Fixtures.path(family, "\(kind)/adapter_model.safetensors"),
+                                         toPath: "\(dir)/adapter_model.safetensors")
         let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path(family, "\(kind)/adapter_config.json")))
         var config = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         edit(&config)
@@ -34,8 +35,11 @@ struct AdapterErrorTests {
 
     @Test func anAdapterForAnotherArchitecture() throws {
         // GPT-2's adapter targets c_attn/c_proj/c_fc: none exist in LLaMA.
-        try Self.expectRefused(Fixtures.path("gpt2", "lora"), ["adapter_config.json", "target module 'c_proj' matches nothing", "q_proj"])
-        try Self.expectRefused(Fixtures.path("gpt2", "prefix"), ["gpt2/prefix/adapter_model.safetensors", "'prompt_embeddings' has shape [8, 256], but the model needs [8, 128]"])
+        try Self.expectRefused(Fixtures.path("gpt2", "lora"),
+                               ["adapter_config.json", "target module 'c_proj' matches nothing", "q_proj"])
+        try Self.expectRefused(Fixtures.path("gpt2", "prefix"),
+                               ["gpt2/prefix/adapter_model.safetensors",
+                                "'prompt_embeddings' has shape [8, 256], but the model needs [8, 128]"])
     }
 
     @Test func mismatchedShapes() throws {
@@ -48,19 +52,26 @@ struct AdapterErrorTests {
     @Test func ranksThatAskForMoreThanTheFileHoldsAreRefusedBeforeAllocating() throws {
         // A mistyped r would allocate petabytes; the file holds the factors, so the ranks cannot exceed it.
         let dir = try Self.copy("llama-gqa", "lora") { $0["r"] = 1_000_000_000_000 }
-        try Self.expectRefused(dir, ["adapter_config.json", "r 1000000000000 gives the targeted modules", "LoRA values, but", "the ranks do not match these weights"])
+        try Self.expectRefused(dir,
+                               ["adapter_config.json", "r 1000000000000 gives the targeted modules",
+                                "LoRA values, but", "the ranks do not match these weights"])
         let pattern = try Self.copy("llama-gqa", "lora") { $0["rank_pattern"] = ["q_proj": 100_000_000_000] }
         try Self.expectRefused(pattern, ["adapter_config.json", "r 4 and rank_pattern give"])
         let zero = try Self.copy("llama-gqa", "lora") { $0["rank_pattern"] = ["q_proj": 0] }
-        try Self.expectRefused(zero, ["adapter_config.json", "the rank for 'model.layers.0.self_attn.q_proj' is 0; ranks must be positive"])
+        try Self.expectRefused(zero,
+                               ["adapter_config.json",
+                                "the rank for 'model.layers.0.self_attn.q_proj' is 0; ranks must be positive"])
         // A prefix's table is checked against the file before the prefix is made.
         let prefix = try Self.copy("llama-gqa", "prefix") { $0["num_virtual_tokens"] = 1_000_000_000_000 }
-        try Self.expectRefused(prefix, ["adapter_model.safetensors", "has shape [8, 128], but the model needs [1000000000000, 128]"])
+        try Self.expectRefused(prefix,
+                               ["adapter_model.safetensors",
+                                "has shape [8, 128], but the model needs [1000000000000, 128]"])
     }
 
     /// The count the check uses is what injecting allocates, with rank_pattern and an adapted embedding.
     @Test func theCountedLoRAValuesAreTheInjectedOnes() throws {
-        var configuration = LoRAConfiguration(rank: 3, alpha: 6, targets: .names(["q_proj", "down_proj", "embed_tokens"]))
+        var configuration = LoRAConfiguration(rank: 3, alpha: 6,
+                                              targets: .names(["q_proj", "down_proj", "embed_tokens"]))
         configuration.rankPattern = ["down_proj": 5]
         let model = try HuggingFaceFolder.load(Fixtures.path("llama-gqa", "base")).model
         let counted = try LoRAAdapter.valueCount(in: model, configuration: configuration)

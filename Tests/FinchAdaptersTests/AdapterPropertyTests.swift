@@ -24,7 +24,9 @@ struct AdapterPropertyTests {
     func freshLoRAEqualsTheBaseExactly(_ family: String) throws {
         let model = try Self.base(family)
         let before = try Self.logits(model)
-        let adapter = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 4, alpha: 8, targets: .allLinear), seed: 3)
+        let adapter = try LoRAAdapter.inject(into: model,
+                                             configuration: LoRAConfiguration(rank: 4, alpha: 8,
+                                                                              targets: .allLinear), seed: 3)
         #expect(adapter.layers.count == (family == "gpt2" ? 8 : 14))
         #expect(try Self.logits(model) == before)
     }
@@ -38,7 +40,8 @@ struct AdapterPropertyTests {
         #expect(trainable.allSatisfy { $0.name.contains("lora_") })
         // One gradient step on the adapter (plain SGD; AdamW is the trainer's).
         let before = try Self.logits(model)
-        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil, prefix: nil), tokens: Self.tokens)
+        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil,
+                                                                       prefix: nil), tokens: Self.tokens)
         try loss.backward()
         let adapterBefore = trainable.map { $0.tensor.scalars }
         for (_, t) in trainable { try t.assign(t.detached() - t.grad! * 0.5) }
@@ -100,14 +103,16 @@ struct AdapterPropertyTests {
             for name in original.names { #expect(try saved.floats(name) == original.floats(name), "\(name)") }
             let reloadedModel = try Self.base(family)
             let reloaded = try PEFTFormat.load(out, into: reloadedModel)
-            #expect(try Self.logits(reloadedModel, reloaded.attentionPrefix) == Self.logits(model, adapter.attentionPrefix))
+            #expect(try Self.logits(reloadedModel, reloaded.attentionPrefix) == Self.logits(model,
+                                                                                            adapter.attentionPrefix))
         }
     }
 
     @Test func reparameterisedPrefixSavesItsTableForPEFT() throws {
         let model = try Self.base()
         var generator = RandomGenerator(seed: 9)
-        let prefix = try PrefixTuning(virtualTokenCount: 5, layerCount: model.layerCount, keyValueHeadCount: model.keyValueHeadCount,
+        let prefix = try PrefixTuning(virtualTokenCount: 5, layerCount: model.layerCount,
+                                      keyValueHeadCount: model.keyValueHeadCount,
                                       headDimension: model.headDimension, projectionHidden: 16, generator: &generator)
         #expect(Set(prefix.namedParameters().map(\.name)) == ["embedding.weight", "transform_in.weight", "transform_in.bias", "transform_out.weight", "transform_out.bias"])
         let out = try Fixtures.scratchDirectory()
@@ -117,7 +122,8 @@ struct AdapterPropertyTests {
         let a = try Self.logits(model, prefix), b = try Self.logits(reloadedModel, reloaded.attentionPrefix)
         #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5)
         // Its gradient reaches the MLP.
-        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil, prefix: prefix), tokens: Self.tokens)
+        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil,
+                                                                       prefix: prefix), tokens: Self.tokens)
         try loss.backward()
         #expect(prefix.namedParameters().allSatisfy { $0.tensor.grad != nil })
     }
@@ -128,15 +134,20 @@ struct AdapterPropertyTests {
         #expect(q == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"])
         let regex = try LoRAAdapter.select(paths, configuration: LoRAConfiguration(targets: .pattern(#".*\.mlp\.(up|down)_proj"#)))
         #expect(regex.count == 4)
-        let layer1 = try LoRAAdapter.select(paths, configuration: LoRAConfiguration(targets: .allLinear, layersToTransform: [1]))
+        let layer1 = try LoRAAdapter.select(paths,
+                                            configuration: LoRAConfiguration(targets: .allLinear,
+                                                                             layersToTransform: [1]))
         #expect(layer1.count == 7 && layer1.allSatisfy { $0.hasPrefix("model.layers.1.") })
-        #expect(!(try LoRAAdapter.select(paths, configuration: LoRAConfiguration(targets: .allLinear))).contains("lm_head"))
-        let patterned = LoRAConfiguration(rank: 4, alpha: 8, rankPattern: ["q_proj": 2], alphaPattern: ["layers.1.self_attn.v_proj": 3])
+        #expect(!(try LoRAAdapter.select(paths,
+                                         configuration: LoRAConfiguration(targets: .allLinear))).contains("lm_head"))
+        let patterned = LoRAConfiguration(rank: 4, alpha: 8, rankPattern: ["q_proj": 2],
+                                          alphaPattern: ["layers.1.self_attn.v_proj": 3])
         #expect(patterned.rankAndAlpha(for: "model.layers.0.self_attn.q_proj") == (2, 8))
         #expect(patterned.rankAndAlpha(for: "model.layers.1.self_attn.v_proj") == (4, 3))
         #expect(patterned.rankAndAlpha(for: "model.layers.0.self_attn.v_proj") == (4, 8))
         var generator = RandomGenerator(seed: 1)
-        let rs = try LoRALinear(base: Linear(inputDimensions: 4, outputDimensions: 4), rank: 4, alpha: 8, useRSLoRA: true,
+        let rs = try LoRALinear(base: Linear(inputDimensions: 4, outputDimensions: 4), rank: 4, alpha: 8,
+                                useRSLoRA: true,
                                 generator: &generator)
         #expect(rs.scaling == 4)
     }
@@ -152,7 +163,9 @@ struct AdapterPropertyTests {
             var trainable: [(name: String, tensor: Tensor)]
             switch kind {
             case "lora":
-                _ = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.2, targets: .allLinear,
+                _ = try LoRAAdapter.inject(into: model,
+                                           configuration: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.2,
+                                                                            targets: .allLinear,
                                                                                          fanInFanOut: family == "gpt2"), seed: 6)
                 // B starts at zero, which would leave A's gradient zero: give B values.
                 for (name, t) in model.trainableParameters() where name.contains("lora_B") {
@@ -162,7 +175,8 @@ struct AdapterPropertyTests {
                 trainable = model.trainableParameters()
             case "prefix":
                 model.freeze()
-                let p = try PrefixTuning(virtualTokenCount: 3, layerCount: model.layerCount, keyValueHeadCount: model.keyValueHeadCount,
+                let p = try PrefixTuning(virtualTokenCount: 3, layerCount: model.layerCount,
+                                         keyValueHeadCount: model.keyValueHeadCount,
                                          headDimension: model.headDimension, projectionHidden: 8, generator: &generator)
                 prefix = p
                 trainable = p.namedParameters()

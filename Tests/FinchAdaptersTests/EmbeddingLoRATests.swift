@@ -16,7 +16,8 @@ struct EmbeddingLoRATests {
     struct Expected: Decodable { let lora_loss: Double; let tied_loss: Double; let saved_loss: Double }
 
     static func expected() throws -> Expected {
-        try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path(family, "reference.json"))))
+        try JSONDecoder().decode(Expected.self,
+                                 from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path(family, "reference.json"))))
     }
 
     static func tokens() throws -> [Int32] {
@@ -32,7 +33,8 @@ struct EmbeddingLoRATests {
     }
 
     /// Every tensor's gradient against `prefix + key` in the reference, within 1e-4 of its largest entry.
-    static func expectGradients(of tensors: [(key: String, tensor: Tensor)], match reference: SafetensorsFile, prefix: String) throws {
+    static func expectGradients(of tensors: [(key: String, tensor: Tensor)], match reference: SafetensorsFile,
+                                prefix: String) throws {
         for (key, tensor) in tensors {
             let want = try reference.floats(prefix + key)
             let got = try #require(tensor.grad, "no gradient for \(key)").scalars
@@ -130,8 +132,10 @@ struct EmbeddingLoRATests {
         let tokens = try Self.tokens()
         let reference = try SafetensorsFile(path: Fixtures.path(Self.family, "reference.safetensors"))
         let logits = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
-        #expect(Self.worstDifference(Array(logits.scalars.prefix(16 * 128)), try reference.floats("tied.logits")) <= 1e-4)
-        let loss = try model.loss(tokens, batch: 2, length: 16, targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
+        #expect(Self.worstDifference(Array(logits.scalars.prefix(16 * 128)),
+                                     try reference.floats("tied.logits")) <= 1e-4)
+        let loss = try model.loss(tokens, batch: 2, length: 16,
+                                  targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
         #expect(abs(Double(try loss.item()) - (try Self.expected().tied_loss)) <= 1e-4)
         try loss.backward()
         try Self.expectGradients(of: lora.peftTensors(), match: reference, prefix: "tied.grad.")
@@ -144,7 +148,8 @@ struct EmbeddingLoRATests {
         try PEFTFormat.save(.lora(lora), model: model, to: dir + "/adapter")
         let written = try SafetensorsFile(path: dir + "/adapter/adapter_model.safetensors")
         let original = try SafetensorsFile(path: Fixtures.path(Self.family, "lora-tied/adapter_model.safetensors"))
-        let tables: Set = ["base_model.model.model.embed_tokens.base_layer.weight", "base_model.model.lm_head.base_layer.weight"]
+        let tables: Set = ["base_model.model.model.embed_tokens.base_layer.weight",
+                           "base_model.model.lm_head.base_layer.weight"]
         #expect(Set(written.names) == Set(original.names).subtracting(tables))
         for name in written.names { #expect(try written.floats(name) == original.floats(name), "\(name)") }
         #expect(try JSONValue.load(path: dir + "/adapter/adapter_config.json").object?["ensure_weight_tying"]?.bool == true)
@@ -152,7 +157,8 @@ struct EmbeddingLoRATests {
         let tokens = try Self.tokens()
         let adapted = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
         try lora.mergeAndUnload(from: model)
-        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(Self.family, "base"), to: dir + "/merged",
+        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(Self.family, "base"),
+                                       to: dir + "/merged",
                                        dtype: .f32, dtypeName: "float32")
         #expect(try JSONValue.load(path: dir + "/merged/config.json").object?["tie_word_embeddings"]?.bool == true)
         #expect(!(try SafetensorsFile(path: dir + "/merged/model.safetensors").names.contains("lm_head.weight")))
@@ -171,7 +177,8 @@ struct EmbeddingLoRATests {
             return .init(name: name, shape: source.entry(named: name)!.shape, values: values)
         }
         try SafetensorsWriter.write(items, metadata: ["format": "pt"], to: dir + "/adapter_model.safetensors")
-        try FileManager.default.copyItem(atPath: Fixtures.path(Self.family, "lora-tied/adapter_config.json"), toPath: dir + "/adapter_config.json")
+        try FileManager.default.copyItem(atPath: Fixtures.path(Self.family, "lora-tied/adapter_config.json"),
+                                         toPath: dir + "/adapter_config.json")
         let model = try HuggingFaceFolder.load(Fixtures.path(Self.family, "base")).model
         #expect { try PEFTFormat.load(dir, into: model) } throws: { error in
             "\(error)".contains("lm_head.lora_A.weight") && "\(error)".contains("ensure_weight_tying")
@@ -187,8 +194,10 @@ struct EmbeddingLoRATests {
         let tokens = try Self.tokens()
         let reference = try SafetensorsFile(path: Fixtures.path(Self.family, "reference.safetensors"))
         let logits = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
-        #expect(Self.worstDifference(Array(logits.scalars.prefix(16 * 128)), try reference.floats("saved.logits")) <= 1e-4)
-        let loss = try model.loss(tokens, batch: 2, length: 16, targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
+        #expect(Self.worstDifference(Array(logits.scalars.prefix(16 * 128)),
+                                     try reference.floats("saved.logits")) <= 1e-4)
+        let loss = try model.loss(tokens, batch: 2, length: 16,
+                                  targets: Losses.nextTokenTargets(tokens, batch: 2, length: 16), prefix: nil)
         #expect(abs(Double(try loss.item()) - (try Self.expected().saved_loss)) <= 1e-4)
         try loss.backward()
         let tensors = lora.peftTensors()
@@ -199,7 +208,8 @@ struct EmbeddingLoRATests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try PEFTFormat.save(.lora(lora), model: model, to: dir + "/adapter")
         let written = try SafetensorsFile(path: dir + "/adapter/adapter_model.safetensors")
-        let original = try SafetensorsFile(path: Fixtures.path(Self.family, "lora-saved-table/adapter_model.safetensors"))
+        let original = try SafetensorsFile(path: Fixtures.path(Self.family,
+                                                               "lora-saved-table/adapter_model.safetensors"))
         #expect(Set(written.names) == Set(original.names))
         for name in written.names { #expect(try written.floats(name) == original.floats(name), "\(name)") }
         let config = try JSONValue.load(path: dir + "/adapter/adapter_config.json").object
@@ -207,7 +217,8 @@ struct EmbeddingLoRATests {
 
         let adapted = try GradientMode.withoutGradients { try model.logits(tokens, batch: 2, length: 16, cache: nil, prefix: nil) }
         try lora.mergeAndUnload(from: model)
-        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(Self.family, "base"), to: dir + "/merged",
+        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(Self.family, "base"),
+                                       to: dir + "/merged",
                                        dtype: .f32, dtypeName: "float32")
         #expect(try JSONValue.load(path: dir + "/merged/config.json").object?["tie_word_embeddings"]?.bool == true)
         let merged = try HuggingFaceFolder.load(dir + "/merged").model

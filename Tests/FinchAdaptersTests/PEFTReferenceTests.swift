@@ -24,7 +24,8 @@ struct PEFTReferenceTests {
         let reference = try Fixtures.reference(family)
         for (name, expected) in [("lora", reference.lora_loss), ("prefix", reference.prefix_loss)] {
             let (model, adapter) = try Self.load(family, adapter: name)
-            let result = try Evaluation.windowedLoss(model: model, tokens: reference.eval_token_ids, sequenceLength: reference.window,
+            let result = try Evaluation.windowedLoss(model: model, tokens: reference.eval_token_ids,
+                                                     sequenceLength: reference.window,
                                                      maxWindows: reference.windows, prefix: adapter.attentionPrefix)
             #expect(abs(result.loss - expected) <= 1e-4, "\(family) \(name): \(result.loss) vs \(expected)")
         }
@@ -52,7 +53,8 @@ struct PEFTReferenceTests {
             let (model, adapter) = try Self.load(family, adapter: name)
             for useCache in [true, false] {
                 let out = try Generation.generate(model: model, prompt: greedy.prompt_ids,
-                                                  options: GenerationOptions(maxTokens: greedy.max_new_tokens, useCache: useCache),
+                                                  options: GenerationOptions(maxTokens: greedy.max_new_tokens,
+                                                                             useCache: useCache),
                                                   prefix: adapter.attentionPrefix)
                 #expect(out == expected, "\(family) \(name) cache \(useCache)")
             }
@@ -64,7 +66,8 @@ struct PEFTReferenceTests {
         let reference = try Fixtures.reference(family)
         let (model, adapter) = try Self.load(family, adapter: "lora")
         let tokens = Self.batch(reference)
-        let logits = try model.logits(tokens, batch: reference.windows, length: reference.window, cache: nil, prefix: nil)
+        let logits = try model.logits(tokens, batch: reference.windows, length: reference.window, cache: nil,
+                                      prefix: nil)
         let loss = try Losses.causalLanguageModel(logits: logits, tokens: tokens)
         #expect(abs(Double(try loss.item()) - reference.lora_loss) <= 1e-4)
         try loss.backward()
@@ -89,7 +92,8 @@ struct PEFTReferenceTests {
         guard case .lora(let lora) = adapter else { Issue.record("not LoRA"); return }
         try lora.mergeAndUnload(from: model)
         let out = try Fixtures.scratchDirectory("\(family)-export")
-        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(family, "base"), to: out, dtype: .f32, dtypeName: "float32")
+        try Exporter.writeMergedFolder(model: model, baseFolder: Fixtures.path(family, "base"), to: out, dtype: .f32,
+                                       dtypeName: "float32")
         let mine = try SafetensorsFile(path: "\(out)/model.safetensors")
         let peft = try SafetensorsFile(path: Fixtures.path(family, "lora-merged/model.safetensors"))
         #expect(Set(mine.names) == Set(peft.names))

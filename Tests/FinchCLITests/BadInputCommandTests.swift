@@ -21,7 +21,8 @@ struct BadInputCommandTests {
         try process.run()
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return .init(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return .init(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                     stderr: String(decoding: e, as: UTF8.self))
     }
 
     static func recipe(_ dir: String, run: String, extra: String = "") throws -> String {
@@ -56,11 +57,13 @@ struct BadInputCommandTests {
         }
         let model = try CommandLineTests.baseCopy()
         try poison("\(model)/model.safetensors")
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data",
+                                                                          Fixtures.path("llama-gqa", "eval.txt")]),
                                               ["\(model)/model.safetensors: header length", "exceeds the 100 MB limit"])
         try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "lora"), toPath: "\(dir)/lora")
         try poison("\(dir)/lora/adapter_model.safetensors")
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base, "--adapter", "\(dir)/lora", "--prompt", "a"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base,
+                                                                          "--adapter", "\(dir)/lora", "--prompt", "a"]),
                                               ["\(dir)/lora/adapter_model.safetensors: header length"])
         let recipe = try Self.recipe(dir, run: "run", extra: "checkpoint:\n  every: 4\n")
         #expect(try CommandLineTests.finch(["train", recipe, "training.steps=4"]).status == 0)
@@ -72,7 +75,8 @@ struct BadInputCommandTests {
     @Test func aNegativeSeedOnTheCommandLineIsRefusedByKey() throws {
         let dir = try Fixtures.scratchDirectory("cli-seed")
         let recipe = try Self.recipe(dir, run: "run")
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["train", recipe, "seed=-1"]), ["seed: must be 0 or positive, got -1"])
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["train", recipe, "seed=-1"]),
+                                              ["seed: must be 0 or positive, got -1"])
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/run"))
     }
 
@@ -80,7 +84,8 @@ struct BadInputCommandTests {
     @Test func exportRefusesAnOccupiedFolderUnlessForced() throws {
         let other = try CommandLineTests.baseCopy()
         let before = try Data(contentsOf: URL(fileURLWithPath: "\(other)/model.safetensors"))
-        let arguments = ["export", "--model", Self.base, "--adapter", Fixtures.path("llama-gqa", "lora"), "--out", other]
+        let arguments = ["export", "--model", Self.base, "--adapter", Fixtures.path("llama-gqa", "lora"), "--out",
+                         other]
         CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(arguments),
                                               ["\(other): already holds files (config.json, model.safetensors, tokenizer.json); pass --force"])
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(other)/model.safetensors")) == before)
@@ -89,7 +94,8 @@ struct BadInputCommandTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(other)/model.safetensors")) != before)
         // An empty folder is fine without --force.
         let empty = try Fixtures.scratchDirectory("cli-export-empty")
-        #expect(try CommandLineTests.finch(["export", "--model", Self.base, "--adapter", Fixtures.path("llama-gqa", "lora"), "--out", empty]).status == 0)
+        #expect(try CommandLineTests.finch(["export", "--model", Self.base, "--adapter",
+                                            Fixtures.path("llama-gqa", "lora"), "--out", empty]).status == 0)
     }
 
     /// Negative numbers reach the option's own range check (ArgumentParser took them for options: "Missing value").
@@ -98,13 +104,16 @@ struct BadInputCommandTests {
                                          ("--temperature", "-1", "--temperature must be 0 or more, got -1.0"),
                                          ("--top-k", "-3", "--top-k must be at least 1, got -3"),
                                          ("--seed", "-1", "--seed must be 0 or more, got -1")] {
-            CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base, "--prompt", "a", option, value]),
+            CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base,
+                                                                              "--prompt", "a", option, value]),
                                                   ["Error: \(message)"])
         }
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", Fixtures.path("llama-gqa", "eval.txt"),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
+                                                                          Fixtures.path("llama-gqa", "eval.txt"),
                                                                           "--seq-len", "-4"]), ["Error: --seq-len must be at least 2, got -4"])
         // A prompt that starts with a dash is a prompt.
-        let dashed = try CommandLineTests.finch(["generate", "--model", Self.base, "--prompt", "- item", "--max-tokens", "2"])
+        let dashed = try CommandLineTests.finch(["generate", "--model", Self.base, "--prompt", "- item",
+                                                 "--max-tokens", "2"])
         #expect(dashed.status == 0, "\(dashed.stderr)")
     }
 
@@ -115,10 +124,12 @@ struct BadInputCommandTests {
         var bytes = Data("{\"text\": \"to be\"}\n".utf8)
         bytes.append(contentsOf: [0x7B, 0xC3, 0x28, 0x7D, 0x0A])
         try bytes.write(to: URL(fileURLWithPath: "\(dir)/latin.jsonl"))
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/latin.jsonl"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
+                                                                          "\(dir)/latin.jsonl"]),
                                               ["\(dir)/latin.jsonl:2: is not UTF-8 text"])
         try "\n\n   \n".write(toFile: "\(dir)/blank.jsonl", atomically: true, encoding: .utf8)
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/blank.jsonl"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
+                                                                          "\(dir)/blank.jsonl"]),
                                               ["\(dir)/blank.jsonl: holds no records"])
         let text = try String(contentsOfFile: Fixtures.path("llama-gqa", "eval.txt"), encoding: .utf8)
         let records = stride(from: 0, to: 2000, by: 200).map { i -> String in
@@ -127,11 +138,13 @@ struct BadInputCommandTests {
             return String(decoding: data, as: UTF8.self)
         }
         try records.joined(separator: "\n").write(toFile: "\(dir)/records.jsonl", atomically: true, encoding: .utf8)
-        let scored = try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/records.jsonl", "--seq-len", "32", "--json"])
+        let scored = try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/records.jsonl",
+                                                 "--seq-len", "32", "--json"])
         #expect(scored.status == 0, "\(scored.stderr)")
         // Scored as text, the JSON punctuation and escapes would be tokens too: a different count and loss.
         try String(records.joined(separator: "\n")).write(toFile: "\(dir)/raw.txt", atomically: true, encoding: .utf8)
-        let raw = try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/raw.txt", "--seq-len", "32", "--json"])
+        let raw = try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/raw.txt", "--seq-len",
+                                              "32", "--json"])
         let a = try JSONSerialization.jsonObject(with: Data(scored.stdout.utf8)) as? [String: Any]
         let b = try JSONSerialization.jsonObject(with: Data(raw.stdout.utf8)) as? [String: Any]
         #expect((a?["predicted_tokens"] as? Int) != nil && (a?["predicted_tokens"] as? Int) != (b?["predicted_tokens"] as? Int))
@@ -147,7 +160,8 @@ struct BadInputCommandTests {
         let nan = Float.nan.bitPattern.littleEndian
         withUnsafeBytes(of: nan) { for i in 0..<4 { bytes[8 + headerLength + offsets[0] + i] = $0[i] } }
         try bytes.write(to: URL(fileURLWithPath: "\(model)/model.safetensors"))
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data",
+                                                                          Fixtures.path("llama-gqa", "eval.txt")]),
                                               ["\(model)/model.safetensors: tensor 'lm_head.weight' holds NaN or infinite values"])
     }
 
@@ -158,7 +172,8 @@ struct BadInputCommandTests {
         try FileManager.default.removeItem(atPath: "\(dir)/run/recipe.yaml")
         let run = try CommandLineTests.finch(["inspect", "\(dir)/run"])
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("recipe.yaml is missing") && run.stdout.contains("1 complete checkpoint"), "\(run.stdout)")
+        #expect(run.stdout.contains("recipe.yaml is missing") && run.stdout.contains("1 complete checkpoint"),
+                "\(run.stdout)")
         try FileManager.default.createDirectory(atPath: "\(dir)/empty", withIntermediateDirectories: true)
         CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["inspect", "\(dir)/empty"]),
                                               ["\(dir)/empty: is not a model folder, PEFT adapter folder, checkpoint or run directory"])
@@ -175,7 +190,8 @@ struct BadInputCommandTests {
         // metrics.jsonl passes 2 KB at about step 17 of 30 (the resolved recipe.yaml is about 1 KB); no checkpoint
         // is due before the end.
         let metrics = try Self.recipe(dir, run: "metrics")
-        CommandLineTests.expectOneLineFailure(try Self.finchWithFileSizeLimit(2, ["train", metrics, "training.steps=30"]),
+        CommandLineTests.expectOneLineFailure(try Self.finchWithFileSizeLimit(2,
+                                                                              ["train", metrics, "training.steps=30"]),
                                               ["\(dir)/metrics/metrics.jsonl: cannot write: File too large"])
         // The first checkpoint (step 4) writes optimizer.safetensors of about 30 KB: past a 20 KB limit.
         let checkpoint = try Self.recipe(dir, run: "checkpoint", extra: "checkpoint:\n  every: 4\n")

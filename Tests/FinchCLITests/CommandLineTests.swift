@@ -32,19 +32,22 @@ struct CommandLineTests {
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return Run(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                   stderr: String(decoding: e, as: UTF8.self))
     }
 
     /// A copy of the llama fixture's base folder.
     static func baseCopy() throws -> String {
         let dir = try Fixtures.scratchDirectory("cli")
         for file in ["config.json", "tokenizer.json", "model.safetensors"] {
-            try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base/\(file)"), toPath: "\(dir)/\(file)")
+            try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base/\(file)"),
+                                             toPath: "\(dir)/\(file)")
         }
         return dir
     }
 
-    static func expectOneLineFailure(_ run: Run, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectOneLineFailure(_ run: Run, _ fragments: [String],
+                                     sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(run.status != 0, "exit status \(run.status)", sourceLocation: sourceLocation)
         let lines = run.stderr.split(separator: "\n")
         #expect(lines.count == 1, "stderr: \(run.stderr)", sourceLocation: sourceLocation)
@@ -53,7 +56,8 @@ struct CommandLineTests {
 
     @Test func evalReportsTheReferenceLossForBothFamilies() throws {
         for family in Fixtures.families {
-            let run = try Self.finch(["eval", "--model", Fixtures.path(family, "base"), "--data", Fixtures.path(family, "eval.txt"),
+            let run = try Self.finch(["eval", "--model", Fixtures.path(family, "base"), "--data",
+                                      Fixtures.path(family, "eval.txt"),
                                       "--seq-len", "48", "--max-windows", "4", "--json"])
             #expect(run.status == 0, "\(run.stderr)")
             let object = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
@@ -64,7 +68,8 @@ struct CommandLineTests {
 
     @Test func evalRefusesWindowsLongerThanTheModelsPositions() throws {
         let base = Fixtures.path("llama-gqa", "base")
-        let run = try Self.finch(["eval", "--model", base, "--data", Fixtures.path("llama-gqa", "eval.txt"), "--seq-len", "257"])
+        let run = try Self.finch(["eval", "--model", base, "--data", Fixtures.path("llama-gqa", "eval.txt"),
+                                  "--seq-len", "257"])
         Self.expectOneLineFailure(run, ["\(base)/config.json: the model has 256 positions; --seq-len 257 does not fit"])
         // Prefix tuning's virtual tokens take positions too.
         let prefixed = try Self.finch(["eval", "--model", base, "--adapter", Fixtures.path("llama-gqa", "prefix"),
@@ -75,7 +80,8 @@ struct CommandLineTests {
     @Test func aTokenizerIsNotTrainedOnAnEmptyCorpus() throws {
         let dir = try Fixtures.scratchDirectory("cli-tokenizer")
         try " \n\n ".write(toFile: "\(dir)/empty.txt", atomically: true, encoding: .utf8)
-        Self.expectOneLineFailure(try Self.finch(["tokenizer", "train", "--corpus", "\(dir)/empty.txt", "--vocab-size", "300", "--out", "\(dir)/t.json"]),
+        Self.expectOneLineFailure(try Self.finch(["tokenizer", "train", "--corpus", "\(dir)/empty.txt", "--vocab-size",
+                                                  "300", "--out", "\(dir)/t.json"]),
                                   ["\(dir)/empty.txt: no text to learn from"])
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/t.json"))
     }
@@ -86,7 +92,8 @@ struct CommandLineTests {
                                   ["\(dir): is not a Finch run directory (no recipe.yaml); for a PEFT adapter folder, give --model, --adapter and --out"])
         // An --out that is a file.
         try "x".write(toFile: "\(dir)/taken", atomically: true, encoding: .utf8)
-        Self.expectOneLineFailure(try Self.finch(["export", "--model", Fixtures.path("llama-gqa", "base"), "--adapter", Fixtures.path("llama-gqa", "lora"),
+        Self.expectOneLineFailure(try Self.finch(["export", "--model", Fixtures.path("llama-gqa", "base"), "--adapter",
+                                                  Fixtures.path("llama-gqa", "lora"),
                                                   "--out", "\(dir)/taken"]), ["\(dir)/taken: is a file, not a folder"])
         // An --out that is the base model's own folder (here through a symbolic link) would overwrite the weights and
         // tokenizer the export reads: refused, and the base is left as it was.
@@ -94,7 +101,8 @@ struct CommandLineTests {
         try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base"), toPath: base)
         try FileManager.default.createSymbolicLink(atPath: "\(dir)/alias", withDestinationPath: base)
         let before = try Data(contentsOf: URL(fileURLWithPath: "\(base)/model.safetensors"))
-        Self.expectOneLineFailure(try Self.finch(["export", "--model", base, "--adapter", Fixtures.path("llama-gqa", "lora"), "--out", "\(dir)/alias"]),
+        Self.expectOneLineFailure(try Self.finch(["export", "--model", base, "--adapter",
+                                                  Fixtures.path("llama-gqa", "lora"), "--out", "\(dir)/alias"]),
                                   ["\(dir)/alias: is the base model's folder (\(base)); the merged model would be written over the weights it is made from"])
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(base)/model.safetensors")) == before)
         #expect(FileManager.default.fileExists(atPath: "\(base)/tokenizer.json"))
@@ -106,7 +114,8 @@ struct CommandLineTests {
         let records = (0..<4).map { "{\"prompt\": \"To be or not \($0)\", \"completion\": \" that is\"}" }
         try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
         let model = Fixtures.path("llama-gqa", "base")
-        let run = try Self.finch(["eval", "--model", model, "--data", data, "--max-examples", "2", "--predictions", out, "--json"])
+        let run = try Self.finch(["eval", "--model", model, "--data", data, "--max-examples", "2", "--predictions",
+                                  out, "--json"])
         #expect(run.status == 0, "\(run.stderr)")
         let summary = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
         #expect(summary?["examples"] as? Int == 2)
@@ -118,11 +127,13 @@ struct CommandLineTests {
         #expect(rows.first??["expected"] as? String == " that is")
         #expect(rows.first??["generated"] is String)
         #expect(rows.first??["correct"] is Bool)
-        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt"),
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data",
+                                                  Fixtures.path("llama-gqa", "eval.txt"),
                                                   "--predictions", out]),
                                   ["--predictions needs a prompt/completion JSON-lines file"])
         let unwritable = "\(dir)/no-such-folder/predictions.jsonl"
-        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", data, "--predictions", unwritable]),
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", model, "--data", data, "--predictions",
+                                                  unwritable]),
                                   [unwritable, "cannot create the predictions file"])
     }
 
@@ -131,7 +142,8 @@ struct CommandLineTests {
     @Test func evalOfACompletionFileNamesAnExampleTooLongForTheModel() throws {
         let dir = try Fixtures.scratchDirectory("cli-long-completions")
         let data = "\(dir)/requests.jsonl"
-        let nearEnd = String(repeating: "to be or not ", count: 60), tooLong = String(repeating: "to be or not ", count: 120)
+        let nearEnd = String(repeating: "to be or not ", count: 60), tooLong = String(repeating: "to be or not ",
+                                                                                      count: 120)
         let records = ["{\"prompt\": \"\(nearEnd)\", \"completion\": \" that\"}",
                        "{\"prompt\": \"\(tooLong)\", \"completion\": \" that\"}"]
         try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
@@ -147,14 +159,16 @@ struct CommandLineTests {
         let path = "\(dir)/model.safetensors"
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         try data.prefix(data.count - 100).write(to: URL(fileURLWithPath: path))
-        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data",
+                                                  Fixtures.path("llama-gqa", "eval.txt")]),
                                   [path, "truncated"])
     }
 
     @Test func anUnknownModelTypeFailsInOneLine() throws {
         let dir = try Self.baseCopy()
         let config = try String(contentsOfFile: "\(dir)/config.json", encoding: .utf8)
-        try config.replacingOccurrences(of: "\"llama\"", with: "\"qwen3\"").write(toFile: "\(dir)/config.json", atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "\"llama\"", with: "\"qwen3\"").write(toFile: "\(dir)/config.json",
+                                                                                  atomically: true, encoding: .utf8)
         Self.expectOneLineFailure(try Self.finch(["generate", "--model", dir, "--prompt", "hi"]),
                                   ["\(dir)/config.json", "model_type \"qwen3\" is not supported"])
     }
@@ -162,15 +176,18 @@ struct CommandLineTests {
     @Test func aMalformedOrMissingTokenizerFailsInOneLine() throws {
         let dir = try Self.baseCopy()
         try "{\"model\": {\"type\": \"BPE\"".write(toFile: "\(dir)/tokenizer.json", atomically: true, encoding: .utf8)
-        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data",
+                                                  Fixtures.path("llama-gqa", "eval.txt")]),
                                   ["\(dir)/tokenizer.json", "not valid JSON"])
         try FileManager.default.removeItem(atPath: "\(dir)/tokenizer.json")
-        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
+        Self.expectOneLineFailure(try Self.finch(["eval", "--model", dir, "--data",
+                                                  Fixtures.path("llama-gqa", "eval.txt")]),
                                   ["\(dir)/tokenizer.json", "missing"])
     }
 
     @Test func tokenizeAndInspectPrintJSON() throws {
-        let run = try Self.finch(["tokenize", "--model", Fixtures.path("gpt2", "base"), "--text", "Don't won't", "--json"])
+        let run = try Self.finch(["tokenize", "--model", Fixtures.path("gpt2", "base"), "--text", "Don't won't",
+                                  "--json"])
         #expect(run.status == 0)
         let object = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
         #expect(object?["ids"] as? [Int] == [36, 281, 7, 84, 264, 281, 7, 84])
@@ -190,10 +207,12 @@ struct CommandLineTests {
         let train = try Self.finch(["train", "\(dir)/straight.yaml", "training.steps=3"])
         #expect(train.status == 0, "\(train.stderr)")
         let run = try Self.finch(["inspect", "\(dir)/straight"])
-        #expect(run.stdout.hasPrefix("run directory: 2 complete checkpoints (steps 2, 3)"), "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.hasPrefix("run directory: 2 complete checkpoints (steps 2, 3)"),
+                "\(run.stdout)\(run.stderr)")
         let checkpoint = try Self.finch(["inspect", "\(dir)/straight/checkpoints/step-00000003", "--json"])
         let state = try JSONSerialization.jsonObject(with: Data(checkpoint.stdout.utf8)) as? [String: Any]
-        #expect(state?["step"] as? Int == 3 && state?["complete"] as? Bool == true, "\(checkpoint.stdout)\(checkpoint.stderr)")
+        #expect(state?["step"] as? Int == 3 && state?["complete"] as? Bool == true,
+                "\(checkpoint.stdout)\(checkpoint.stderr)")
         #expect(state?["position"] as? Int == 12)  // three batches of four sequences
     }
 
@@ -208,14 +227,16 @@ struct CommandLineTests {
         model["merges"] = [String]()
         tokenizer["model"] = model
         try JSONSerialization.data(withJSONObject: tokenizer).write(to: url)
-        let run = try Self.finch(["generate", "--model", dir, "--prompt", "the", "--max-tokens", "30", "--temperature", "1", "--seed", "3"])
+        let run = try Self.finch(["generate", "--model", dir, "--prompt", "the", "--max-tokens", "30", "--temperature",
+                                  "1", "--seed", "3"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stderr.contains("of the generated ids") && run.stderr.contains("have no token in \(dir)/tokenizer.json (300 tokens; the model has 768)"),
                 "\(run.stderr)")
     }
 
     @Test func greedyGenerationPrintsThePromptAndStopsAtMaxTokens() throws {
-        let run = try Self.finch(["generate", "--model", Fixtures.path("gpt2", "base"), "--prompt", "To be", "--max-tokens", "5"])
+        let run = try Self.finch(["generate", "--model", Fixtures.path("gpt2", "base"), "--prompt", "To be",
+                                  "--max-tokens", "5"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.hasPrefix("To be"))
         #expect(run.stderr.contains("5 tokens in"))

@@ -34,7 +34,8 @@ struct ConfigTests {
                 _ = try ModelConfig.parse(Data(text.utf8), path: "x/config.json")
                 Issue.record("accepted \(text)", sourceLocation: sourceLocation)
             } catch let e as FormatError {
-                #expect(e.file == "x/config.json" && e.message.contains(fragment), "\(e)", sourceLocation: sourceLocation)
+                #expect(e.file == "x/config.json" && e.message.contains(fragment), "\(e)",
+                        sourceLocation: sourceLocation)
             } catch {
                 Issue.record("\(error)", sourceLocation: sourceLocation)
             }
@@ -48,7 +49,8 @@ struct ConfigTests {
         refuse(Self.llama + #","rms_norm_eps":-1}"#, "rms_norm_eps must be 0 or positive, got -1.0")
         refuse(Self.llama + #","rope_theta":0}"#, "rope_theta must be positive, got 0.0")
         refuse(Self.llama + #","max_position_embeddings":0}"#, "max_position_embeddings")
-        refuse(#"{"model_type":"gpt2","vocab_size":10,"n_embd":8,"n_layer":1,"n_head":2,"layer_norm_epsilon":-0.1}"#, "layer_norm_epsilon must be 0 or positive")
+        refuse(#"{"model_type":"gpt2","vocab_size":10,"n_embd":8,"n_layer":1,"n_head":2,"layer_norm_epsilon":-0.1}"#,
+               "layer_norm_epsilon must be 0 or positive")
         refuse(#"{"model_type":"llama","vocab_size":10,"hidden_size":"8"}"#, "\"hidden_size\" must be an integer")
         refuse(#"{"model_type":"llama","vocab_size":10}"#, "missing \"hidden_size\"")
         refuse(#"{"model_type":"gpt2","vocab_size":10,"n_embd":8,"n_layer":1,"n_head":2,"activation_function":"relu"}"#, "activation_function \"relu\"")

@@ -75,7 +75,8 @@ struct SafetensorsTests {
         FileManager.default.createFile(atPath: huge, contents: Data(withUnsafeBytes(of: UInt64(200_000_000).littleEndian) { Array($0) }))
         Self.expectRefused(huge, "100 MB")
         // Tensor data cut short.
-        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: eight, in: dir),
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: eight,
+                                     in: dir),
                            "truncated: tensors end at byte")
         // Overlapping offsets.
         Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
@@ -84,11 +85,14 @@ struct SafetensorsTests {
         Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
                                      data: eight + [0, 0, 0, 0], in: dir), "hole")
         // Byte length not equal to shape × dtype size.
-        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: eight, in: dir), "needs 12 bytes")
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: eight,
+                                     in: dir), "needs 12 bytes")
         // Extra bytes after the last tensor.
-        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: eight, in: dir), "unexpected bytes")
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: eight,
+                                     in: dir), "unexpected bytes")
         // Unknown dtype, bad JSON, non-UTF-8 header, bad metadata.
-        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F42","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], in: dir), "unknown dtype 'F42'")
+        Self.expectRefused(Self.file(header: #"{"a":{"dtype":"F42","shape":[1],"data_offsets":[0,4]}}"#,
+                                     data: [0, 0, 0, 0], in: dir), "unknown dtype 'F42'")
         Self.expectRefused(Self.file(header: #"{"a":"#, data: [], in: dir), "not valid JSON")
         Self.expectRefused(Self.file(headerBytes: [0x7B, 0xFF, 0x7D], data: [], in: dir), "not valid UTF-8")
         Self.expectRefused(Self.file(header: #"{"__metadata__":{"a":1}}"#, data: [], in: dir), "__metadata__")
@@ -112,7 +116,8 @@ struct SafetensorsTests {
     /// Weights holding NaN or infinity are refused by tensor name when read as weights.
     @Test func nonFiniteWeightsAreRefusedByName() throws {
         let dir = try Fixtures.scratchDirectory()
-        try SafetensorsWriter.write([.init(name: "w", shape: [3], values: [1, .infinity, 2]), .init(name: "n", shape: [1], values: [.nan])],
+        try SafetensorsWriter.write([.init(name: "w", shape: [3], values: [1, .infinity, 2]),
+                                     .init(name: "n", shape: [1], values: [.nan])],
                                     to: "\(dir)/w.safetensors")
         let file = try SafetensorsFile(path: "\(dir)/w.safetensors")
         #expect(try file.floats("w")[1] == .infinity)  // read as data, the value is what the file holds
@@ -124,7 +129,8 @@ struct SafetensorsTests {
 
     @Test func refusesDtypesFinchDoesNotComputeInByName() throws {
         let dir = try Fixtures.scratchDirectory()
-        let path = Self.file(header: #"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8), in: dir)
+        let path = Self.file(header: #"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+                             data: [UInt8](repeating: 0, count: 8), in: dir)
         let f = try SafetensorsFile(path: path)
         #expect(throws: FormatError(file: path, "tensor 'ids' has dtype I64; Finch reads F32, F16 and BF16")) { try f.floats("ids") }
         #expect(throws: FormatError(file: path, "no tensor named 'missing'")) { try f.floats("missing") }
@@ -132,8 +138,10 @@ struct SafetensorsTests {
 
     @Test func shardedCheckpointsLoadThroughTheirIndex() throws {
         let dir = try Fixtures.scratchDirectory()
-        try SafetensorsWriter.write([.init(name: "a", shape: [2], values: [1, 2])], to: "\(dir)/model-00001-of-00002.safetensors")
-        try SafetensorsWriter.write([.init(name: "b", shape: [1], values: [3])], to: "\(dir)/model-00002-of-00002.safetensors")
+        try SafetensorsWriter.write([.init(name: "a", shape: [2], values: [1, 2])],
+                                    to: "\(dir)/model-00001-of-00002.safetensors")
+        try SafetensorsWriter.write([.init(name: "b", shape: [1], values: [3])],
+                                    to: "\(dir)/model-00002-of-00002.safetensors")
         let index = #"{"metadata":{"total_size":12},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}"#
         FileManager.default.createFile(atPath: "\(dir)/model.safetensors.index.json", contents: Data(index.utf8))
         let checkpoint = try SafetensorsCheckpoint(folder: dir)

@@ -11,7 +11,8 @@ struct TokenizerTests {
         let reference = try Fixtures.reference(family)
         for c in reference.tokenizer_cases {
             #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.ids, "\(family): \(c.text.debugDescription)")
-            #expect(tokenizer.encode(c.text, addSpecialTokens: true) == c.ids_with_special, "\(family) with specials: \(c.text.debugDescription)")
+            #expect(tokenizer.encode(c.text, addSpecialTokens: true) == c.ids_with_special,
+                    "\(family) with specials: \(c.text.debugDescription)")
             #expect(tokenizer.decode(c.ids) == c.decoded, "\(family) decode: \(c.text.debugDescription)")
         }
     }
@@ -53,14 +54,19 @@ struct TokenizerTests {
         refuse("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", "WordPiece")
         // A vocabulary that could encode nothing, and one id given to two tokens (decoding it would pick either).
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", "the BPE \"vocab\" is empty")
-        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"b\": 1, \"a\": 0, \"c\": 1}}}", "vocab entries \"b\" and \"c\" share id 1")
-        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"]]}}", "missing from the vocabulary")
-        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"normalizer\": {\"type\": \"Precompiled\"}}", "normalizer \"Precompiled\"")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"b\": 1, \"a\": 0, \"c\": 1}}}",
+               "vocab entries \"b\" and \"c\" share id 1")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"]]}}",
+               "missing from the vocabulary")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"normalizer\": {\"type\": \"Precompiled\"}}",
+               "normalizer \"Precompiled\"")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}", "BertPreTokenizer")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"post_processor\": {\"type\": \"BertProcessing\"}}", "BertProcessing")
-        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"decoder\": {\"type\": \"WordPiece\"}}", "decoder \"WordPiece\"")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"decoder\": {\"type\": \"WordPiece\"}}",
+               "decoder \"WordPiece\"")
         // Ids past 32 bits (a model reads ids as Int32: such an id stopped the process where it was converted).
-        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 4294967296}}}", "vocab entry \"a\" must map to an integer id from 0 to 2147483647, got 4294967296")
+        refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 4294967296}}}",
+               "vocab entry \"a\" must map to an integer id from 0 to 2147483647, got 4294967296")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": 1000000000000000, \"content\": \"<big>\"}]}",
                "needs an integer \"id\" from 0 to 2147483647")
         refuse("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": -1, \"content\": \"<neg>\"}]}",

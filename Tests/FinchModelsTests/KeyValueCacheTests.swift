@@ -19,7 +19,8 @@ struct KeyValueCacheTests {
         let cache = LayerCache()
         var allKeys: [Tensor] = [], allValues: [Tensor] = [], returned: [(Tensor, [Float])] = []
         for (i, t) in ([5] + Array(repeating: 1, count: 260) + [40]).enumerated() {
-            let k = Self.random([batch, t, 2, 4], seed: UInt64(2 * i)), v = Self.random([batch, t, 2, 3], seed: UInt64(2 * i + 1))
+            let k = Self.random([batch, t, 2, 4], seed: UInt64(2 * i)), v = Self.random([batch, t, 2, 3],
+                                                                                        seed: UInt64(2 * i + 1))
             allKeys.append(k)
             allValues.append(v)
             let (keys, values) = try cache.append(key: k, value: v)
@@ -34,11 +35,13 @@ struct KeyValueCacheTests {
 
     @Test func mismatchedShapesAreNamed() throws {
         let cache = LayerCache()
-        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])", lhs: [1, 2, 2, 4], rhs: [1, 3, 2, 4])) {
+        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (keys vs values, need [B, T, H, D])",
+                                                  lhs: [1, 2, 2, 4], rhs: [1, 3, 2, 4])) {
             try cache.append(key: Tensor.zeros([1, 2, 2, 4]), value: Tensor.zeros([1, 3, 2, 4]))
         }
         _ = try cache.append(key: Tensor.zeros([1, 2, 2, 4]), value: Tensor.zeros([1, 2, 2, 4]))
-        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: [1, 2, 2, 4], rhs: [1, 1, 3, 4])) {
+        #expect(throws: TensorError.shapeMismatch(op: "key/value cache (cached vs new keys)", lhs: [1, 2, 2, 4],
+                                                  rhs: [1, 1, 3, 4])) {
             try cache.append(key: Tensor.zeros([1, 1, 3, 4]), value: Tensor.zeros([1, 1, 3, 4]))
         }
         // No new positions: what is there, unchanged.

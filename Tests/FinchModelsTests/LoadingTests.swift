@@ -22,7 +22,8 @@ struct LoadingTests {
         return dir
     }
 
-    static func expectLoadError(_ folder: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectLoadError(_ folder: String, _ fragment: String,
+                                sourceLocation: SourceLocation = #_sourceLocation) {
         do {
             _ = try HuggingFaceFolder.load(folder)
             Issue.record("loaded a bad folder (expected '\(fragment)')", sourceLocation: sourceLocation)
@@ -53,7 +54,8 @@ struct LoadingTests {
     @Test func unknownModelTypeAndMissingFilesAreNamed() throws {
         let dir = try Self.editedCopy("llama-gqa") { _ in }
         let config = try String(contentsOfFile: "\(dir)/config.json", encoding: .utf8)
-        try config.replacingOccurrences(of: "\"llama\"", with: "\"falcon\"").write(toFile: "\(dir)/config.json", atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "\"llama\"", with: "\"falcon\"").write(toFile: "\(dir)/config.json",
+                                                                                   atomically: true, encoding: .utf8)
         Self.expectLoadError(dir, "config.json: model_type \"falcon\" is not supported")
         try FileManager.default.removeItem(atPath: "\(dir)/config.json")
         Self.expectLoadError(dir, "config.json: cannot read the file")
@@ -86,7 +88,8 @@ struct LoadingTests {
         try Self.editConfig(dir, ["num_hidden_layers": 2, "head_dim": 0])
         Self.expectLoadError(dir, "config.json: head_dim 0 must be positive and even")
         try Self.editConfig(dir, ["head_dim": NSNull(), "hidden_size": 2])
-        Self.expectLoadError(dir, "config.json: head_dim (hidden_size / num_attention_heads) 0 must be positive and even")
+        Self.expectLoadError(dir,
+                             "config.json: head_dim (hidden_size / num_attention_heads) 0 must be positive and even")
     }
 
     @Test func theMemoryLimitIsTheMachines() throws {
@@ -116,7 +119,8 @@ struct LoadingTests {
         let repository = URL(fileURLWithPath: Fixtures.root).deletingLastPathComponent().deletingLastPathComponent()
         configs.append(try ModelConfig.load(path: repository.appendingPathComponent("models/finch-shakespeare/config.json").path))
         for (attentionBias, mlpBias, tied) in [(true, false, false), (false, true, true), (true, true, false)] {
-            configs.append(.llama(LlamaConfig(vocabularySize: 50, hiddenSize: 24, intermediateSize: 40, layerCount: 3, headCount: 6,
+            configs.append(.llama(LlamaConfig(vocabularySize: 50, hiddenSize: 24, intermediateSize: 40, layerCount: 3,
+                                              headCount: 6,
                                               keyValueHeadCount: 2, headDimension: 8, tieWordEmbeddings: tied,
                                               attentionBias: attentionBias, mlpBias: mlpBias, maxPositionEmbeddings: 32)))
         }

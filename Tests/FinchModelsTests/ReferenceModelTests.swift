@@ -21,7 +21,8 @@ struct ReferenceModelTests {
         let logits = try GradientMode.withoutGradients {
             try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
         }
-        let expected = try SafetensorsFile(path: Fixtures.path(family, "reference.safetensors")).floats("base.logits.window0")
+        let expected = try SafetensorsFile(path: Fixtures.path(family,
+                                                               "reference.safetensors")).floats("base.logits.window0")
         #expect(logits.count == expected.count)
         let worst = zip(logits.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst <= 1e-4, "\(family): worst logit difference \(worst)")
@@ -56,11 +57,13 @@ struct ReferenceModelTests {
         let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
         let positions = folder.config.maxPositions, prompt = [1, 2, 3]
         let fits = positions - prompt.count + 1
-        let produced = try Generation.generate(model: folder.model, prompt: prompt, options: GenerationOptions(maxTokens: fits))
+        let produced = try Generation.generate(model: folder.model, prompt: prompt,
+                                               options: GenerationOptions(maxTokens: fits))
         #expect(produced.count == fits)
         var calls = 0
         #expect(throws: TensorError.self) {
-            _ = try Generation.generate(model: folder.model, prompt: prompt, options: GenerationOptions(maxTokens: fits + 1)) { _ in calls += 1 }
+            _ = try Generation.generate(model: folder.model, prompt: prompt,
+                                        options: GenerationOptions(maxTokens: fits + 1)) { _ in calls += 1 }
         }
         #expect(calls == 0)
     }

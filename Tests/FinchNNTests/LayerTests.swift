@@ -39,7 +39,8 @@ struct LayerTests {
         let heads = try (0..<a.headCount).map { h -> Tensor in
             let kv = h / group
             let qh = try q.slice(axis: 2, (h * d)..<((h + 1) * d))
-            let kh = try k.slice(axis: 2, (kv * d)..<((kv + 1) * d)), vh = try v.slice(axis: 2, (kv * d)..<((kv + 1) * d))
+            let kh = try k.slice(axis: 2, (kv * d)..<((kv + 1) * d)), vh = try v.slice(axis: 2,
+                                                                                       (kv * d)..<((kv + 1) * d))
             let scores = try qh.matmul(kh, transposeOther: true) * (1 / Float(d).squareRoot()) + causal
             return try scores.softmax().matmul(vh)
         }
@@ -47,7 +48,8 @@ struct LayerTests {
     }
 
     /// Runs `f` on fresh leaves of `inputs` with `seed` as the output's gradient: the output and every gradient.
-    static func valuesAndGradients(_ inputs: [Tensor], seed: UInt64, _ f: ([Tensor]) throws -> Tensor) throws -> [[Float]] {
+    static func valuesAndGradients(_ inputs: [Tensor], seed: UInt64,
+                                   _ f: ([Tensor]) throws -> Tensor) throws -> [[Float]] {
         let leaves = inputs.map { $0.detached().requiringGrad() }
         let y = try f(leaves)
         try y.backward(seed: normal(y.shape, seed: seed))
@@ -79,7 +81,8 @@ struct LayerTests {
         let norm = RMSNorm(dimensions: 40, epsilon: 1e-5)
         try norm.weight.assign(Self.normal([40], seed: 3))
         let x = Self.normal([3, 5, 40], seed: 4, std: 2)
-        let fused = try Self.valuesAndGradients([x, norm.weight], seed: 5) { try $0[0].rmsNorm(weight: $0[1], epsilon: 1e-5) }
+        let fused = try Self.valuesAndGradients([x, norm.weight],
+                                                seed: 5) { try $0[0].rmsNorm(weight: $0[1], epsilon: 1e-5) }
         let plain = try Self.valuesAndGradients([x, norm.weight], seed: 5) { t in
             try t[0] * (t[0].squared().mean(axis: 2, keepDims: true) + 1e-5).rsqrt() * t[1]
         }
@@ -101,7 +104,8 @@ struct LayerTests {
     func gatedMLPsFusedDownProjectionMatchesTheTwoOps(_ bias: Bool) throws {
         // Rows enough for the fused path (it splits by rows), hidden width not a multiple of the vector width.
         let mlp = GatedMLP(dimensions: 16, hiddenDimensions: 52, bias: bias)
-        for (i, layer) in [mlp.gateProj, mlp.upProj, mlp.downProj].enumerated() { try Self.randomize(layer, seed: UInt64(20 + i)) }
+        for (i, layer) in [mlp.gateProj, mlp.upProj,
+                           mlp.downProj].enumerated() { try Self.randomize(layer, seed: UInt64(20 + i)) }
         mlp.unfreeze()
         let x = Self.normal([4, 150, 16], seed: 6)
         let weights = mlp.namedParameters().map(\.tensor)
@@ -119,7 +123,8 @@ struct LayerTests {
 
     @Test func attentionWithACacheEqualsTheFullPass() throws {
         let rotary = try RotaryTable(headDimension: 8, theta: 10_000, maxPositions: 64)
-        let attention = Attention(dimensions: 16, headCount: 4, keyValueHeadCount: 2, headDimension: 8, bias: false, rotary: rotary)
+        let attention = Attention(dimensions: 16, headCount: 4, keyValueHeadCount: 2, headDimension: 8, bias: false,
+                                  rotary: rotary)
         for (i, layer) in [attention.qProj, attention.kProj, attention.vProj, attention.oProj].enumerated() {
             try Self.randomize(layer, seed: UInt64(30 + i))
         }
@@ -127,9 +132,11 @@ struct LayerTests {
         try GradientMode.withoutGradients {
             let full = try attention(x, positionOffset: 0, cache: nil, prefix: nil).scalars
             let cache = LayerCache()
-            var stepped: [Float] = try attention(x.slice(axis: 1, 0..<5), positionOffset: 0, cache: cache, prefix: nil).scalars
+            var stepped: [Float] = try attention(x.slice(axis: 1, 0..<5), positionOffset: 0, cache: cache,
+                                                 prefix: nil).scalars
             for t in 5..<9 {
-                stepped += try attention(x.slice(axis: 1, t..<(t + 1)), positionOffset: t, cache: cache, prefix: nil).scalars
+                stepped += try attention(x.slice(axis: 1, t..<(t + 1)), positionOffset: t, cache: cache,
+                                         prefix: nil).scalars
             }
             #expect(cache.length == 9)
             Self.expectClose(stepped, full, "cached against full")
@@ -149,7 +156,8 @@ struct LayerTests {
 
     @Test func modulesAreNamedByPathAndReplacedInTheirSlots() throws {
         let pair = Pair()
-        #expect(pair.namedParameters().map(\.name) == ["first.weight", "first.bias", "second.weight", "blocks.0.weight"])
+        #expect(pair.namedParameters().map(\.name) == ["first.weight", "first.bias", "second.weight",
+                                                       "blocks.0.weight"])
         pair.freeze()
         #expect(pair.trainableParameters().isEmpty)
         let replacement = Linear(inputDimensions: 2, outputDimensions: 3)

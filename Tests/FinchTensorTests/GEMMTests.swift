@@ -42,7 +42,8 @@ struct GEMMTests {
                     GEMM.multiplyReference(transposeA: tA, transposeB: tB, m: 1, n: n, k: k, alpha: alpha,
                                            a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &slow, ldc: ldc)
                     let worst = zip(fast, slow).map { abs($0 - $1) }.max() ?? 0
-                    #expect(fast.allSatisfy(\.isFinite) && worst < 1e-4, "n \(n) k \(k) tA \(tA) tB \(tB) alpha \(alpha) beta \(beta): \(worst)")
+                    #expect(fast.allSatisfy(\.isFinite) && worst < 1e-4,
+                            "n \(n) k \(k) tA \(tA) tB \(tB) alpha \(alpha) beta \(beta): \(worst)")
                 }
             }
         }

@@ -12,22 +12,26 @@ struct GradientCheckTests {
 
     @Test(arguments: broadcastPairs)
     func add(_ shapes: ([Int], [Int])) throws {
-        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] + $0[1] }
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1),
+                                 Inputs.normal(shapes.1, seed: 2)]) { try $0[0] + $0[1] }
     }
 
     @Test(arguments: broadcastPairs)
     func subtract(_ shapes: ([Int], [Int])) throws {
-        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] - $0[1] }
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1),
+                                 Inputs.normal(shapes.1, seed: 2)]) { try $0[0] - $0[1] }
     }
 
     @Test(arguments: broadcastPairs)
     func multiply(_ shapes: ([Int], [Int])) throws {
-        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.normal(shapes.1, seed: 2)]) { try $0[0] * $0[1] }
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1),
+                                 Inputs.normal(shapes.1, seed: 2)]) { try $0[0] * $0[1] }
     }
 
     @Test(arguments: broadcastPairs)
     func divide(_ shapes: ([Int], [Int])) throws {
-        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1), Inputs.uniform(shapes.1, 0.5, 1.5, seed: 2)]) { try $0[0] / $0[1] }
+        try GradientCheck.check([Inputs.normal(shapes.0, seed: 1),
+                                 Inputs.uniform(shapes.1, 0.5, 1.5, seed: 2)]) { try $0[0] / $0[1] }
     }
 
     @Test func scalarOps() throws {
@@ -114,7 +118,8 @@ struct GradientCheckTests {
 
     @Test(arguments: [[4, 6], [2, 3, 8]])
     func layerNorm(_ shape: [Int]) throws {
-        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5), b = Inputs.normal([shape.last!], seed: 6)
+        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5), b = Inputs.normal([shape.last!],
+                                                                                                   seed: 6)
         try GradientCheck.check([x, w, b]) { try $0[0].layerNorm(weight: $0[1], bias: $0[2], epsilon: 1e-5) }
         try GradientCheck.check([x, w]) { try $0[0].layerNorm(weight: $0[1], bias: nil, epsilon: 1e-5) }
     }
@@ -186,8 +191,10 @@ struct GradientCheckTests {
         let q = Inputs.normal([2, 70, 4, 4], seed: 1), k = Inputs.normal([2, 70, 2, 4], seed: 2), v = Inputs.normal([2, 70, 2, 4], seed: 3)
         let seed = Inputs.normal([2, 70, 4, 4], seed: 6)
         func prefixGradients(othersTrain: Bool) throws -> [[Float]] {
-            let pk = Inputs.normal([2, 3, 2, 4], seed: 4).requiringGrad(), pv = Inputs.normal([2, 3, 2, 4], seed: 5).requiringGrad()
-            let (qq, kk, vv) = othersTrain ? (q.detached().requiringGrad(), k.detached().requiringGrad(), v.detached().requiringGrad())
+            let pk = Inputs.normal([2, 3, 2, 4], seed: 4).requiringGrad(), pv = Inputs.normal([2, 3, 2, 4],
+                                                                                              seed: 5).requiringGrad()
+            let (qq, kk, vv) = othersTrain ? (q.detached().requiringGrad(), k.detached().requiringGrad(),
+                                              v.detached().requiringGrad())
                                            : (q.detached(), k.detached(), v.detached())
             try Tensor.scaledDotProductAttention(query: qq, key: kk, value: vv, prefix: (pk, pv)).backward(seed: seed)
             return [pk.grad!.scalars, pv.grad!.scalars]
@@ -197,11 +204,15 @@ struct GradientCheckTests {
 
     @Test func attentionNamesAPrefixThatDoesNotFitTheKeys() throws {
         let q = Tensor.zeros([2, 3, 4, 8]), k = Tensor.zeros([2, 3, 2, 8]), v = Tensor.zeros([2, 3, 2, 8])
-        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: [2, 5, 4, 8], rhs: [2, 3, 2, 8])) {
-            try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: (Tensor.zeros([2, 5, 4, 8]), Tensor.zeros([2, 5, 4, 8])))
+        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: [2, 5, 4, 8],
+                                                  rhs: [2, 3, 2, 8])) {
+            try Tensor.scaledDotProductAttention(query: q, key: k, value: v,
+                                                 prefix: (Tensor.zeros([2, 5, 4, 8]), Tensor.zeros([2, 5, 4, 8])))
         }
-        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: [1, 5, 2, 8], rhs: [2, 3, 2, 8])) {
-            try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: (Tensor.zeros([2, 5, 2, 8]), Tensor.zeros([1, 5, 2, 8])))
+        #expect(throws: TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: [1, 5, 2, 8],
+                                                  rhs: [2, 3, 2, 8])) {
+            try Tensor.scaledDotProductAttention(query: q, key: k, value: v,
+                                                 prefix: (Tensor.zeros([2, 5, 2, 8]), Tensor.zeros([1, 5, 2, 8])))
         }
     }
 

@@ -97,23 +97,30 @@ struct PackedAttentionTests {
     /// Rows `range` of batch row `bi` of x [B, T, H, D], as [1, range.count, H, D].
     static func slice(_ x: Tensor, _ bi: Int, _ range: Range<Int>) throws -> Tensor {
         let row = h * d, s = x.scalars, t = x.shape[1]
-        return try Tensor(shape: [1, range.count, h, d], scalars: Array(s[((bi * t + range.lowerBound) * row)..<((bi * t + range.upperBound) * row)]))
+        return try Tensor(shape: [1, range.count, h, d],
+                          scalars: Array(s[((bi * t + range.lowerBound) * row)..<((bi * t + range.upperBound) * row)]))
     }
 
     @Test(arguments: [(short, 0), (short, 3), (long, 0), (long, 3)])
     func eachRecordAttendsAsIfAlone(_ packing: Packing, _ p: Int) throws {
         let t = packing.t
-        let q = Inputs.normal([2, t, Self.h, Self.d], seed: 1).requiringGrad(), k = Inputs.normal([2, t, Self.h, Self.d], seed: 2).requiringGrad()
+        let q = Inputs.normal([2, t, Self.h, Self.d],
+                              seed: 1).requiringGrad(), k = Inputs.normal([2, t, Self.h, Self.d],
+                                                                          seed: 2).requiringGrad()
         let v = Inputs.normal([2, t, Self.h, Self.d], seed: 3).requiringGrad()
-        let pk = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 4), pv = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 5)
+        let pk = Inputs.normal([2, max(p, 1), Self.h, Self.d],
+                               seed: 4), pv = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 5)
         let prefix = p > 0 ? (key: pk, value: pv) : nil
         let seed = Inputs.normal([2, t, Self.h, Self.d], seed: 6)
-        let packed = try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: prefix, firstKeys: packing.firstKeys)
+        let packed = try Tensor.scaledDotProductAttention(query: q, key: k, value: v, prefix: prefix,
+                                                          firstKeys: packing.firstKeys)
         try packed.backward(seed: seed)
         for (bi, s) in packing.starts.enumerated() {
             for (n, start) in s.enumerated() {
                 let range = start..<(n + 1 < s.count ? s[n + 1] : t)
-                let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(), try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi, range).requiringGrad())
+                let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(),
+                                    try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi,
+                                                                                                 range).requiringGrad())
                 let p1 = try prefix.map { (key: try Self.slice2($0.key, bi), value: try Self.slice2($0.value, bi)) }
                 let alone = try Tensor.scaledDotProductAttention(query: q1, key: k1, value: v1, prefix: p1)
                 try alone.backward(seed: try Self.slice(seed, bi, range))
@@ -128,15 +135,19 @@ struct PackedAttentionTests {
     /// A prefix [B, P, H, D] for batch row `bi` alone.
     static func slice2(_ x: Tensor, _ bi: Int) throws -> Tensor {
         let per = x.count / x.shape[0]
-        return try Tensor(shape: [1] + Array(x.shape.dropFirst()), scalars: Array(x.scalars[(bi * per)..<((bi + 1) * per)]))
+        return try Tensor(shape: [1] + Array(x.shape.dropFirst()),
+                          scalars: Array(x.scalars[(bi * per)..<((bi + 1) * per)]))
     }
 
     @Test func packedGradientsMatchFiniteDifferences() throws {
-        let inputs = [Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1), Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2),
-                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3), Inputs.normal([2, 2, Self.h, Self.d], seed: 4),
+        let inputs = [Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1),
+                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2),
+                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3), Inputs.normal([2, 2, Self.h, Self.d],
+                                                                                         seed: 4),
                       Inputs.normal([2, 2, Self.h, Self.d], seed: 5)]
         try GradientCheck.check(inputs) { x in
-            try Tensor.scaledDotProductAttention(query: x[0], key: x[1], value: x[2], prefix: (x[3], x[4]), firstKeys: Self.firstKeys)
+            try Tensor.scaledDotProductAttention(query: x[0], key: x[1], value: x[2], prefix: (x[3], x[4]),
+                                                 firstKeys: Self.firstKeys)
         }
     }
 

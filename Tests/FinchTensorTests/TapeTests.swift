@@ -246,7 +246,8 @@ struct KernelTests {
         }
         func withinBound(_ got: [Float], _ exact: [Double], _ bound: [Double], _ what: String,
                          sourceLocation: SourceLocation = #_sourceLocation) {
-            #expect(got.count == exact.count, "\(what): \(got.count) values, expected \(exact.count)", sourceLocation: sourceLocation)
+            #expect(got.count == exact.count, "\(what): \(got.count) values, expected \(exact.count)",
+                    sourceLocation: sourceLocation)
             let outside = zip(got.indices, got).filter { abs(Double($1) - exact[$0]) > bound[$0] }
             #expect(outside.isEmpty, "\(what): \(outside.count) values outside float32 rounding, first at \(outside.first.map { "\($0.0): \($0.1) vs \(exact[$0.0]) ± \(bound[$0.0])" } ?? "")",
                     sourceLocation: sourceLocation)
@@ -281,13 +282,15 @@ struct KernelTests {
             let w = w0.detached().requiringGrad()
             for _ in 0..<2 { try Tensor.swiGLUProjected(gate: gate0.detached(), up: up0.detached(), weight: w).backward(seed: seed) }
             // The second product may be summed onto the first in the kernel: twice the sum, rounded the same.
-            withinBound(w.grad!.scalars, dWExact.map { 2 * $0 }, dWBound.map { 2 * $0 + 0x1p-23 * $0 }, "accumulated dW")
+            withinBound(w.grad!.scalars, dWExact.map { 2 * $0 }, dWBound.map { 2 * $0 + 0x1p-23 * $0 },
+                        "accumulated dW")
         }
     }
 
     @Test func swiGLUProjectedNamesAShapeMismatch() throws {
         let gate = Tensor.zeros([4, 6]), up = Tensor.zeros([4, 6])
-        #expect(throws: TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])", lhs: [4, 6], rhs: [3, 5])) {
+        #expect(throws: TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])",
+                                                  lhs: [4, 6], rhs: [3, 5])) {
             try Tensor.swiGLUProjected(gate: gate, up: up, weight: Tensor.zeros([3, 5]))
         }
         #expect(throws: TensorError.shapeMismatch(op: "swiGLU (gate vs up)", lhs: [4, 6], rhs: [4, 5])) {

@@ -9,14 +9,16 @@ import TestSupport
 struct BadRunTests {
     @Test func aNegativeSeedIsRefusedByKey() {
         RecipeTests.expectError(RecipeTests.minimal + "seed: -5\n", "r.yaml:4: seed: must be 0 or positive, got -5")
-        RecipeTests.expectError(RecipeTests.minimal, overrides: ["seed=-1"], "r.yaml: seed: must be 0 or positive, got -1")
+        RecipeTests.expectError(RecipeTests.minimal, overrides: ["seed=-1"],
+                                "r.yaml: seed: must be 0 or positive, got -1")
     }
 
     /// The resolved recipe a run directory keeps reads back as the same recipe whatever its strings hold (found by
     /// the recipe fuzzer: carriage returns in a double-quoted target were folded into spaces, so the run's own
     /// recipe.yaml no longer matched its checkpoints).
     @Test func aResolvedRecipeReadsBackWhateverItsStringsHold() throws {
-        let odd = ["a\r\rb", "tab\there", "new\nline", "quote\"and\\slash", "nel\u{85}ls\u{2028}ps\u{2029}", "mid\u{FEFF}bom", "bell\u{7}", "  padded ", "null", "1e5", "é → ✓"]
+        let odd = ["a\r\rb", "tab\there", "new\nline", "quote\"and\\slash", "nel\u{85}ls\u{2028}ps\u{2029}",
+                   "mid\u{FEFF}bom", "bell\u{7}", "  padded ", "null", "1e5", "é → ✓"]
         let list = odd.map { JSONValue.quoted($0) }.joined(separator: ", ")
         let loaded = try RecipeLoader.parse(RecipeTests.minimal + "adapter:\n  targets: [\(list)]\n", file: "r.yaml")
         #expect(loaded.recipe.adapter.lora?.targets == .names(odd))
@@ -49,7 +51,8 @@ struct BadRunTests {
         let good = Checkpoint.complete(runDirectory: "\(dir)/run").last!
         let before = try TrainingSupport.bytes("\(good.path)/trainable.safetensors")
         do {
-            try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=1e39"], allowRecipeChange: true).run()
+            try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=1e39"],
+                               allowRecipeChange: true).run()
             Issue.record("training went on with infinite weights")
         } catch let error as TrainingError {
             #expect(error.message.hasPrefix("step 5: the update at learning rate "), "\(error)")
@@ -90,9 +93,11 @@ struct BadRunTests {
         #expect(told.count == 1 && told.first?.0 == 7 && told.first?.1 == 5)
         // A short run whose every gradient is zero is told at its end; one small step among large ones is not.
         var short = VanishingGradientWatch()
-        #expect([0.0, 0.0].enumerated().compactMap { short.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 1) } == [2])
+        #expect([0.0,
+                 0.0].enumerated().compactMap { short.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 1) } == [2])
         var healthy = VanishingGradientWatch()
-        #expect([1.0, 1e-7, 0.8].enumerated().compactMap { healthy.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 2) }.isEmpty)
+        #expect([1.0, 1e-7,
+                 0.8].enumerated().compactMap { healthy.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 2) }.isEmpty)
     }
 
     /// An optimizer moment with the right number of values in another shape (transposed) is refused on resume.
@@ -144,7 +149,9 @@ struct BadRunTests {
         #expect { try TrainingData.format(of: "\(dir)/blank.jsonl", text: try TrainingData.readText("\(dir)/blank.jsonl")) } throws: {
             "\($0)" == "\(dir)/blank.jsonl: holds no records (a JSON-lines file with only blank lines)"
         }
-        try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true, encoding: .utf8)
-        #expect(try TrainingData.format(of: "\(dir)/ok.jsonl", text: try TrainingData.readText("\(dir)/ok.jsonl")) == .completion)
+        try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true,
+                                                                   encoding: .utf8)
+        #expect(try TrainingData.format(of: "\(dir)/ok.jsonl",
+                                        text: try TrainingData.readText("\(dir)/ok.jsonl")) == .completion)
     }
 }

@@ -45,7 +45,8 @@ struct PackingTests {
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         let tokenizer = try Tokenizer(path: Fixtures.path("llama-gqa", "base/tokenizer.json"))
         let eos: Int32 = 2
-        let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: true, endOfText: eos)
+        let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64,
+                                         packing: true, endOfText: eos)
         #expect(data.format == .completion)
         let recordLength = tokenizer.encode("Command: call friend 0 now\nJSON:", addSpecialTokens: true).count
             + tokenizer.encode(" {\"intent\":\"call\",\"n\":0}", addSpecialTokens: false).count + 1
@@ -93,7 +94,8 @@ struct EmptyTrainingDataTests {
         #expect { try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 16, packing: packing, endOfText: 2) }
             throws: { "\($0)" == "\(path):2: the prompt is \(promptLength) tokens, so with data.seq_len 16 no completion token fits in a window with its prompt; raise data.seq_len or shorten the prompt" }
         // A longer window keeps it whole.
-        let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: packing, endOfText: 2)
+        let whole = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64,
+                                          packing: packing, endOfText: 2)
         #expect(whole.sequences.allSatisfy { $0.targetMask.contains(true) })
     }
 }
@@ -112,12 +114,14 @@ struct PackedRecordLossTests {
         let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
         let tokenizer = try #require(folder.tokenizer)
         func summedLoss(packing: Bool) throws -> (loss: Double, targets: Int, windows: Int) {
-            let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64, packing: packing, endOfText: 2)
+            let data = try TrainingData.load(path: path, format: .auto, tokenizer: tokenizer, sequenceLength: 64,
+                                             packing: packing, endOfText: 2)
             var total = 0.0, count = 0
             for s in data.sequences {
                 let targets = Losses.nextTokenTargets(s.tokens, batch: 1, length: 64, mask: s.targetMask)
                 let n = targets.filter { $0 != Losses.ignoreIndex }.count
-                let loss = try folder.model.loss(s.tokens, batch: 1, length: 64, targets: targets, prefix: nil, recordStarts: s.recordStarts)
+                let loss = try folder.model.loss(s.tokens, batch: 1, length: 64, targets: targets, prefix: nil,
+                                                 recordStarts: s.recordStarts)
                 total += Double(try loss.item()) * Double(n)
                 count += n
             }
@@ -126,7 +130,8 @@ struct PackedRecordLossTests {
         let packed = try summedLoss(packing: true), alone = try summedLoss(packing: false)
         #expect(packed.windows < alone.windows, "the records should share windows")
         #expect(packed.targets == alone.targets)
-        #expect(abs(packed.loss - alone.loss) <= 1e-5 * abs(alone.loss), "\(family): packed \(packed.loss), alone \(alone.loss)")
+        #expect(abs(packed.loss - alone.loss) <= 1e-5 * abs(alone.loss),
+                "\(family): packed \(packed.loss), alone \(alone.loss)")
     }
 }
 
@@ -150,7 +155,8 @@ struct TrimmedBatchTests {
         let tokens = batch.flatMap(\.tokens), mask = batch.flatMap(\.targetMask)
         let all = Losses.nextTokenTargets(tokens, batch: batch.count, length: 64, mask: mask)
         let starts = packing ? batch.flatMap { $0.recordStarts! } : nil
-        let whole = try session.model.loss(tokens, batch: batch.count, length: 64, targets: all, prefix: nil, recordStarts: starts)
+        let whole = try session.model.loss(tokens, batch: batch.count, length: 64, targets: all, prefix: nil,
+                                           recordStarts: starts)
         #expect(targets == all.filter { $0 != Losses.ignoreIndex }.count)
         #expect(abs(try loss.item() - whole.item()) <= 1e-5 * abs(try whole.item()))
     }

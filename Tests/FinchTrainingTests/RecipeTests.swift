@@ -6,7 +6,8 @@ import TestSupport
 
 @Suite("strict recipes")
 struct RecipeTests {
-    static func expectError(_ yaml: String, overrides: [String] = [], _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectError(_ yaml: String, overrides: [String] = [], _ expected: String,
+                            sourceLocation: SourceLocation = #_sourceLocation) {
         do {
             _ = try RecipeLoader.parse(yaml, file: "r.yaml", overrides: overrides)
             Issue.record("accepted", sourceLocation: sourceLocation)
@@ -28,19 +29,26 @@ struct RecipeTests {
     @Test func anUnknownKeyNamesFileLineAndTheClosestKey() {
         Self.expectError(Self.minimal + "optimizer:\n  lr: 1\n  wieght_decay: 0.1\n",
                          "r.yaml:6: unknown key 'optimizer.wieght_decay' (did you mean 'optimizer.weight_decay'?)")
-        Self.expectError(Self.minimal + "learning_rate: 0.1\n", "r.yaml:4: unknown key 'learning_rate' (did you mean 'optimizer.lr'?)")
-        Self.expectError(Self.minimal + "adaptor:\n  rank: 4\n", "r.yaml:4: unknown section 'adaptor' (did you mean 'adapter'?)")
+        Self.expectError(Self.minimal + "learning_rate: 0.1\n",
+                         "r.yaml:4: unknown key 'learning_rate' (did you mean 'optimizer.lr'?)")
+        Self.expectError(Self.minimal + "adaptor:\n  rank: 4\n",
+                         "r.yaml:4: unknown section 'adaptor' (did you mean 'adapter'?)")
     }
 
     @Test func aWrongTypeNamesTheKeyAndWhatWasExpected() {
-        Self.expectError(Self.minimal + "training:\n  steps: ten\n", "r.yaml:5: training.steps: expected an integer, got 'ten'")
-        Self.expectError("model: m\ndata:\n  train: t.txt\n  packing: maybe\n", "r.yaml:4: data.packing: expected true or false, got 'maybe'")
+        Self.expectError(Self.minimal + "training:\n  steps: ten\n",
+                         "r.yaml:5: training.steps: expected an integer, got 'ten'")
+        Self.expectError("model: m\ndata:\n  train: t.txt\n  packing: maybe\n",
+                         "r.yaml:4: data.packing: expected true or false, got 'maybe'")
         Self.expectError(Self.minimal + "optimizer:\n  schedule: cosin\n",
                          "r.yaml:5: optimizer.schedule: expected one of constant, linear, cosine, got 'cosin' (did you mean 'cosine'?)")
-        Self.expectError(Self.minimal + "optimizer:\n  betas: 0.9\n", "r.yaml:5: optimizer.betas: expected a list of two numbers, got '0.9'")
+        Self.expectError(Self.minimal + "optimizer:\n  betas: 0.9\n",
+                         "r.yaml:5: optimizer.betas: expected a list of two numbers, got '0.9'")
         Self.expectError(Self.minimal + "adapter:\n  rank: 0\n", "r.yaml:5: adapter.rank: must be positive, got 0")
-        Self.expectError(Self.minimal + "eval:\n  every: 5\n", "r.yaml:5: eval.every: evaluates on data.validation, which is not set")
-        Self.expectError(Self.minimal, overrides: ["eval.max_batches=2"], "r.yaml: eval.max_batches: limits evaluation on data.validation, which is not set")
+        Self.expectError(Self.minimal + "eval:\n  every: 5\n",
+                         "r.yaml:5: eval.every: evaluates on data.validation, which is not set")
+        Self.expectError(Self.minimal, overrides: ["eval.max_batches=2"],
+                         "r.yaml: eval.max_batches: limits evaluation on data.validation, which is not set")
         Self.expectError("model: m\ndata: t.txt\n", "r.yaml:2: data: expected a section of keys (data.train, data.validation, data.format, …), got 't.txt'")
         Self.expectError(Self.minimal, overrides: ["data=t.txt"], "override 'data=t.txt': 'data' is a section; override one of its keys (data.train, data.validation, data.format, …)")
     }
@@ -50,19 +58,24 @@ struct RecipeTests {
     }
 
     @Test func overridesAreTypeCheckedTheSameWay() throws {
-        let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml", overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
+        let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml",
+                                       overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
         #expect(r.learningRate == 0.02 && r.adapter.lora?.targets == .names(["q_proj", "k_proj"]))
-        Self.expectError(Self.minimal, overrides: ["training.batch_size=big"], "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
+        Self.expectError(Self.minimal, overrides: ["training.batch_size=big"],
+                         "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
         Self.expectError(Self.minimal, overrides: ["optimizer.lerning_rate=1"], "override 'optimizer.lerning_rate=1': unknown key 'optimizer.lerning_rate' (did you mean 'optimizer.lr'?)")
         Self.expectError(Self.minimal, overrides: ["steps"], "override 'steps': expected key.path=value")
         // The run's length on the command line replaces the file's other way of giving it; both at once is an error.
         let byEpochs = Self.minimal + "training:\n  epochs: 4\n"
         let short = try RecipeLoader.parse(byEpochs, file: "r.yaml", overrides: ["training.steps=6"]).recipe
         #expect(short.steps == 6 && short.epochs == nil)
-        let bySteps = try RecipeLoader.parse(Self.minimal + "training:\n  steps: 9\n", file: "r.yaml", overrides: ["training.epochs=2"]).recipe
+        let bySteps = try RecipeLoader.parse(Self.minimal + "training:\n  steps: 9\n", file: "r.yaml",
+                                             overrides: ["training.epochs=2"]).recipe
         #expect(bySteps.steps == nil && bySteps.epochs == 2)
-        Self.expectError(byEpochs, overrides: ["training.steps=6", "training.epochs=2"], "r.yaml: training.epochs: give training.steps or training.epochs, not both")
-        Self.expectError(Self.minimal + "training:\n  epochs: 4\n  steps: 6\n", "r.yaml:5: training.epochs: give training.steps or training.epochs, not both")
+        Self.expectError(byEpochs, overrides: ["training.steps=6", "training.epochs=2"],
+                         "r.yaml: training.epochs: give training.steps or training.epochs, not both")
+        Self.expectError(Self.minimal + "training:\n  epochs: 4\n  steps: 6\n",
+                         "r.yaml:5: training.epochs: give training.steps or training.epochs, not both")
     }
 
     @Test func aKeyOfAnotherAdapterTypeIsRefused() throws {
@@ -74,7 +87,8 @@ struct RecipeTests {
                          "override 'adapter.virtual_tokens=8': adapter.virtual_tokens: 8 configures prefix tuning, but adapter.type is none (full fine-tuning), so it would change nothing; remove it, or set adapter.type: prefix")
         // Switching the type on the command line tries another method on the file: its own keys are let through,
         // a key of the old type given beside the switch is not.
-        let switched = try RecipeLoader.parse(Self.minimal + "adapter:\n  targets: [all-linear]\n", file: "r.yaml", overrides: ["adapter.type=prefix"])
+        let switched = try RecipeLoader.parse(Self.minimal + "adapter:\n  targets: [all-linear]\n", file: "r.yaml",
+                                              overrides: ["adapter.type=prefix"])
         #expect(switched.recipe.adapter.kind == .prefix && !switched.resolvedYAML.contains("all-linear"))
         Self.expectError(Self.minimal, overrides: ["adapter.type=prefix", "adapter.rank=4"],
                          "override 'adapter.rank=4': adapter.rank: 4 configures LoRA, but adapter.type is prefix, so it would change nothing; remove it, or set adapter.type: lora")
@@ -89,7 +103,8 @@ struct RecipeTests {
     }
 
     /// Writes `yaml` to `name` in `dir` and expects building a session from it to fail with an error `check` accepts.
-    static func expectSessionError(_ yaml: String, _ dir: String, _ name: String, sourceLocation: SourceLocation = #_sourceLocation,
+    static func expectSessionError(_ yaml: String, _ dir: String, _ name: String,
+                                   sourceLocation: SourceLocation = #_sourceLocation,
                                    _ check: @escaping (String) -> Bool) throws {
         let recipe = try TrainingSupport.write(yaml, to: "\(dir)/\(name)")
         #expect(sourceLocation: sourceLocation) { try TrainingSession(try RecipeLoader.load(path: recipe)) } throws: { check("\($0)") }
@@ -140,7 +155,8 @@ struct RecipeTests {
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/never"))
         // An output.dir that is a file, or under one.
         let file = try TrainingSupport.write("not a folder", to: "\(dir)/taken")
-        for (out, message) in [(file, "\(file): is a file, not a folder"), ("\(file)/run", "\(file)/run: cannot create the folder: Not a directory")] {
+        for (out, message) in [(file, "\(file): is a file, not a folder"),
+                               ("\(file)/run", "\(file)/run: cannot create the folder: Not a directory")] {
             let r = try TrainingSupport.write("model: \(dir)/base\ndata:\n  train: \(dir)/train.txt\n  seq_len: 32\noutput:\n  dir: \(out)\n", to: "\(dir)/o.yaml")
             #expect { try Trainer.start(try RecipeLoader.load(path: r)) } throws: { "\($0)" == "\(dir)/o.yaml:6: output.dir: \(message)" }
         }

@@ -13,7 +13,8 @@ struct ResumeTests {
                                                        to: "\(dir)/straight.yaml")
         try Trainer.start(try RecipeLoader.load(path: straightRecipe)).run()
 
-        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/paused\n"),
+        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter,
+                                                                            extra: "output:\n  dir: \(dir)/paused\n"),
                                                      to: "\(dir)/paused.yaml")
         try Trainer.start(try RecipeLoader.load(path: pausedRecipe)).run(stopAfter: 3)
         try Trainer.resume(runDirectory: "\(dir)/paused").run(stopAfter: 7)
@@ -33,7 +34,9 @@ struct ResumeTests {
     func everyAdapterKindLowersTheValidationLoss(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("lowers-\(adapter)")
         let recipe = try TrainingSupport.write(
-            TrainingSupport.recipe(dir, adapter: adapter, steps: 16, extra: "output:\n  dir: \(dir)/run\n").replacingOccurrences(of: "lr: 0.005", with: "lr: 0.01"),
+            TrainingSupport.recipe(dir, adapter: adapter, steps: 16,
+                                   extra: "output:\n  dir: \(dir)/run\n").replacingOccurrences(of: "lr: 0.005",
+                                                                                               with: "lr: 0.01"),
             to: "\(dir)/r.yaml")
         var evaluations: [Double] = []
         let trainer = try Trainer.start(try RecipeLoader.load(path: recipe))
@@ -89,13 +92,15 @@ struct ResumeTests {
         let recipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run\n"), to: "\(dir)/r.yaml")
         var first: Trainer? = try Trainer.start(try RecipeLoader.load(path: recipe))
         try first?.run(stopAfter: 4)
-        try FileManager.default.createDirectory(atPath: "\(dir)/run/checkpoints/.partial-step-00000008", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(dir)/run/checkpoints/.partial-step-00000008",
+                                                withIntermediateDirectories: true)
         let inUse = "\(dir)/run: is in use by another process (pid \(getpid())); wait for it to end or stop it first"
         #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: { "\($0)" == inUse }
         let other = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: "lora", extra: "output:\n  dir: \(dir)/run2\n"), to: "\(dir)/o.yaml")
         let second = try Trainer.start(try RecipeLoader.load(path: other))
         #expect { try Trainer.start(try RecipeLoader.load(path: other)) } throws: { "\($0)" == inUse.replacingOccurrences(of: "/run:", with: "/run2:") }
-        #expect(FileManager.default.fileExists(atPath: "\(dir)/run/checkpoints/.partial-step-00000008"), "the holder's partial checkpoint stays")
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/run/checkpoints/.partial-step-00000008"),
+                "the holder's partial checkpoint stays")
         withExtendedLifetime(second) {}
         first = nil
         try Trainer.resume(runDirectory: "\(dir)/run").run()
@@ -118,7 +123,8 @@ struct ResumeTests {
         let dir = try TrainingSupport.stoppedLoRARun()
         let original = try String(contentsOfFile: "\(dir)/train.txt", encoding: .utf8)
         // One word changed: the same file name and size class, other sequences.
-        try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
+        try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt",
+                                                                            atomically: true, encoding: .utf8)
         #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: {
             "\($0)" == "data.train ('\(dir)/train.txt') is not the data checkpoint step 4 was trained on: its sequences differ (the file or the tokenizer changed since); restore it to resume exactly, or pass --allow-data-change to go on with the new data"
         }

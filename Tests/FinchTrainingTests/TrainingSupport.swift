@@ -13,14 +13,16 @@ enum TrainingSupport {
         try String(text[cut...]).write(toFile: "\(dir)/val.txt", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: "\(dir)/base", withIntermediateDirectories: true)
         for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-            try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base/\(file)"), toPath: "\(dir)/base/\(file)")
+            try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "base/\(file)"),
+                                             toPath: "\(dir)/base/\(file)")
         }
         return dir
     }
 
     static func recipe(_ dir: String, adapter: String, steps: Int = 12, extra: String = "") -> String {
         // Each adapter type's own keys only: another type's would be refused.
-        let keys = ["lora": "  rank: 4\n  dropout: 0.1\n  targets: [q_proj, v_proj, down_proj]\n", "prefix": "  virtual_tokens: 4\n"][adapter] ?? ""
+        let keys = ["lora": "  rank: 4\n  dropout: 0.1\n  targets: [q_proj, v_proj, down_proj]\n",
+                    "prefix": "  virtual_tokens: 4\n"][adapter] ?? ""
         return """
         model: \(dir)/base
         seed: 7

@@ -20,8 +20,10 @@ final class Scratch {
     }()
     /// Thirty sequences of eight tokens, for the batch loader.
     private(set) lazy var smallData: TrainingData = {
-        let path = write(Data(String(repeating: "to be or not to be, that is the question. ", count: 40).utf8), to: "small.txt")
-        guard let data = try? TrainingData.load(path: path, format: .text, tokenizer: fixtureTokenizers[0], sequenceLength: 8,
+        let path = write(Data(String(repeating: "to be or not to be, that is the question. ", count: 40).utf8),
+                         to: "small.txt")
+        guard let data = try? TrainingData.load(path: path, format: .text, tokenizer: fixtureTokenizers[0],
+                                                sequenceLength: 8,
                                                 packing: true, endOfText: 2) else { preconditionFailure("the small data does not load") }
         return data
     }()
@@ -43,7 +45,8 @@ final class Scratch {
     /// Writes `bytes` to `name` under the scratch folder and returns its path.
     func write(_ bytes: Data, to name: String) -> String {
         let path = (root as NSString).appendingPathComponent(name)
-        guard FileManager.default.createFile(atPath: path, contents: bytes) else { preconditionFailure("cannot write \(path)") }
+        guard FileManager.default.createFile(atPath: path,
+                                             contents: bytes) else { preconditionFailure("cannot write \(path)") }
         return path
     }
 

@@ -59,7 +59,8 @@ enum FuzzTarget: String, CaseIterable {
 
     static func safetensorsIndex(_ bytes: Data, _ scratch: Scratch) {
         let folder = scratch.folder("index")
-        scratch.copy(scratch.fixture("llama-gqa/lora/adapter_model.safetensors"), to: "index/model-00001-of-00001.safetensors")
+        scratch.copy(scratch.fixture("llama-gqa/lora/adapter_model.safetensors"),
+                     to: "index/model-00001-of-00001.safetensors")
         _ = scratch.write(bytes, to: "index/model.safetensors.index.json")
         guard let checkpoint = try? SafetensorsCheckpoint(folder: folder) else { return }
         for name in checkpoint.names {
@@ -100,7 +101,8 @@ enum FuzzTarget: String, CaseIterable {
 
     static func adapterConfig(_ bytes: Data, _ scratch: Scratch) {
         let folder = scratch.folder("adapter")
-        scratch.copy(scratch.fixture("llama-gqa/lora/adapter_model.safetensors"), to: "adapter/adapter_model.safetensors")
+        scratch.copy(scratch.fixture("llama-gqa/lora/adapter_model.safetensors"),
+                     to: "adapter/adapter_model.safetensors")
         _ = scratch.write(bytes, to: "adapter/adapter_config.json")
         // A fresh model each time (an adapter is injected into it); its weights do not matter to the adapter.
         guard let model = try? CausalLanguageModelFactory.make(scratch.fixtureConfig) else {
@@ -144,6 +146,7 @@ enum FuzzTarget: String, CaseIterable {
                                                 packing: first & 4 != 0, endOfText: 2) else { return }
         precondition(data.sequences.allSatisfy { $0.tokens.count == length && $0.targetMask.count == length },
                      "a sequence is not \(length) tokens long")
-        precondition(data.sequences.allSatisfy { ($0.recordStarts?.count ?? length) == length }, "record starts do not cover the window")
+        precondition(data.sequences.allSatisfy { ($0.recordStarts?.count ?? length) == length },
+                     "record starts do not cover the window")
     }
 }

@@ -26,7 +26,8 @@ public final class LoRAAdapter {
     /// - Throws: when a target matches no module (the error lists the model's Linear and Embedding names).
     /// The configuration kept is the one given, with `fanInFanOut` set from the model's layout: true when a
     /// targeted weight is stored transposed in the model's files.
-    public static func inject(into model: Module, configuration given: LoRAConfiguration, seed: UInt64 = 0) throws -> LoRAAdapter {
+    public static func inject(into model: Module, configuration given: LoRAConfiguration,
+                              seed: UInt64 = 0) throws -> LoRAAdapter {
         var configuration = given
         let (candidates, chosen) = try targets(in: model, configuration: configuration)
         try AdapterError.checkFitsInMemory(try valueCount(of: candidates, chosen: chosen, configuration: configuration),
@@ -65,7 +66,8 @@ public final class LoRAAdapter {
             }
             layers.append((path, lora))
         }
-        let saved = try saveModules(in: model, candidates: candidates, adapted: Set(chosen), configuration: configuration)
+        let saved = try saveModules(in: model, candidates: candidates, adapted: Set(chosen),
+                                    configuration: configuration)
         return LoRAAdapter(configuration: configuration, layers: layers, embeddings: embeddings, savedModules: saved)
     }
 
@@ -104,13 +106,15 @@ public final class LoRAAdapter {
 
     /// The one rule for a head tied to an embedding that an adapter changes: with `ensure_weight_tying` it
     /// shares the change (returns true); otherwise it is untied first and keeps the base table.
-    static func prepareTiedHead(of model: Module, for table: Embedding, configuration: LoRAConfiguration) throws -> Bool {
+    static func prepareTiedHead(of model: Module, for table: Embedding,
+                                configuration: LoRAConfiguration) throws -> Bool {
         guard let lm = model as? any CausalLanguageModel, lm.outputWeight === table.weight else { return false }
         if configuration.ensureWeightTying { return true }
         do {
             try lm.untieWordEmbeddings()
         } catch {
-            throw AdapterError("the embedding cannot be adapted apart from the head tied to it (\(error))", setting: .targets)
+            throw AdapterError("the embedding cannot be adapted apart from the head tied to it (\(error))",
+                               setting: .targets)
         }
         return false
     }
@@ -129,7 +133,8 @@ public final class LoRAAdapter {
             }
             for (path, module) in matches {
                 guard !adapted.contains(path) else {
-                    throw AdapterError("module '\(path)' is both a LoRA target and in modules_to_save; choose one", setting: .modulesToSave)
+                    throw AdapterError("module '\(path)' is both a LoRA target and in modules_to_save; choose one",
+                                       setting: .modulesToSave)
                 }
                 let copy: Module
                 if let table = module as? Embedding {
@@ -142,7 +147,8 @@ public final class LoRAAdapter {
                 do {
                     try model.replaceModule(at: path, with: copy)
                 } catch {
-                    throw AdapterError("module '\(path)' cannot be in modules_to_save (\(error))", setting: .modulesToSave)
+                    throw AdapterError("module '\(path)' cannot be in modules_to_save (\(error))",
+                                       setting: .modulesToSave)
                 }
                 saved.append((path, copy))
             }
@@ -152,7 +158,8 @@ public final class LoRAAdapter {
 
     /// The module paths a configuration selects among `paths` (of which `linear` are Linear modules;
     /// `all-linear` selects only those, as PEFT's does).
-    static func select(_ paths: [String], linear: Set<String>? = nil, configuration: LoRAConfiguration) throws -> [String] {
+    static func select(_ paths: [String], linear: Set<String>? = nil,
+                       configuration: LoRAConfiguration) throws -> [String] {
         let leafNames = Array(Set(paths.map { $0.split(separator: ".").last.map(String.init) ?? $0 })).sorted()
         var selected: [String]
         switch configuration.targets {

@@ -43,7 +43,8 @@ public final class LoRAEmbedding: Module, EmbeddingLayer {
         scaling = (useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank))
         lora_embedding_A = Tensor.zeros([rank, base.count])
         lora_embedding_B = loadable ? Tensor.zeros([base.dimensions, rank])
-                                    : Tensor.randomNormal([base.dimensions, rank], standardDeviation: 1, generator: &generator)
+                                    : Tensor.randomNormal([base.dimensions, rank], standardDeviation: 1,
+                                                          generator: &generator)
         super.init()
         base.freeze()
         lora_embedding_A.requiresGrad = true

@@ -46,9 +46,11 @@ public final class LoRALinear: Module, LinearLayer {
         switch initialization {
         case .kaimingUniform:
             let bound = 1 / Float(inputs).squareRoot()
-            lora_A = Linear(weight: Tensor.randomUniform([rank, inputs], low: -bound, high: bound, generator: &generator))
+            lora_A = Linear(weight: Tensor.randomUniform([rank, inputs], low: -bound, high: bound,
+                                                         generator: &generator))
         case .gaussian:
-            lora_A = Linear(weight: Tensor.randomNormal([rank, inputs], standardDeviation: 1 / Float(rank), generator: &generator))
+            lora_A = Linear(weight: Tensor.randomNormal([rank, inputs], standardDeviation: 1 / Float(rank),
+                                                        generator: &generator))
         case .zeros:
             lora_A = Linear(weight: Tensor.zeros([rank, inputs]))
         }

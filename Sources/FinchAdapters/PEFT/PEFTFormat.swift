@@ -163,7 +163,8 @@ public enum PEFTFormat {
         // The file's table is checked before the prefix is made, so a mistyped num_virtual_tokens allocates nothing.
         let expectedShape = [p, 2 * layers * d]
         guard let entry = weights.entry(named: "prompt_embeddings") else {
-            throw FormatError(file: weights.path, "missing tensor 'prompt_embeddings' (expected shape \(expectedShape))")
+            throw FormatError(file: weights.path,
+                              "missing tensor 'prompt_embeddings' (expected shape \(expectedShape))")
         }
         guard entry.shape == expectedShape else {
             throw FormatError(file: weights.path, "tensor 'prompt_embeddings' has shape \(entry.shape), but the model needs \(expectedShape) (\(p) virtual tokens × 2 × \(layers) layers × \(d))")
@@ -171,7 +172,8 @@ public enum PEFTFormat {
         var generator = RandomGenerator(seed: 0)
         let prefix: PrefixTuning
         do {
-            prefix = try PrefixTuning(virtualTokenCount: p, layerCount: layers, keyValueHeadCount: model.keyValueHeadCount,
+            prefix = try PrefixTuning(virtualTokenCount: p, layerCount: layers,
+                                      keyValueHeadCount: model.keyValueHeadCount,
                                       headDimension: model.headDimension, generator: &generator)
         } catch let e as AdapterError {
             throw fail(e.message)
@@ -186,7 +188,8 @@ public enum PEFTFormat {
     // MARK: Writing
 
     /// Writes `adapter` as a PEFT folder. A prefix with the reparameterisation MLP is collapsed to its table.
-    public static func save(_ adapter: Adapter, model: any CausalLanguageModel, to folder: String, baseModel: String? = nil) throws {
+    public static func save(_ adapter: Adapter, model: any CausalLanguageModel, to folder: String,
+                            baseModel: String? = nil) throws {
         try Folder.create(folder)
         let items: [SafetensorsWriter.Item]
         var config: [String: Any]
@@ -200,8 +203,10 @@ public enum PEFTFormat {
             config = prefixConfig(prefix, model: model)
         }
         config["base_model_name_or_path"] = baseModel ?? NSNull()
-        try SafetensorsWriter.write(items, metadata: ["format": "pt"], to: (folder as NSString).appendingPathComponent(weightsFile))
-        let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try SafetensorsWriter.write(items, metadata: ["format": "pt"],
+                                    to: (folder as NSString).appendingPathComponent(weightsFile))
+        let data = try JSONSerialization.data(withJSONObject: config,
+                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try AtomicFile.write(data + Data("\n".utf8), to: (folder as NSString).appendingPathComponent(configFile))
     }
 

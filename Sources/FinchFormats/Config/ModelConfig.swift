@@ -62,7 +62,8 @@ public enum ModelConfig: Sendable, Equatable {
         case "llama": return .llama(try LlamaConfig(fields))
         case "gpt2": return .gpt2(try GPT2Config(fields))
         default:
-            throw FormatError(file: path, "model_type \"\(type)\" is not supported (Finch implements \"llama\" and \"gpt2\")")
+            throw FormatError(file: path,
+                              "model_type \"\(type)\" is not supported (Finch implements \"llama\" and \"gpt2\")")
         }
     }
 }

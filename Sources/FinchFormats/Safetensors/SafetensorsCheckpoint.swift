@@ -20,7 +20,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             guard let map = try JSONValue.load(path: indexPath)["weight_map"]?.object,
                   map.values.allSatisfy({ $0.string != nil })
             else {
-                throw FormatError(file: indexPath, "expected a JSON object with a \"weight_map\" of tensor name → shard file")
+                throw FormatError(file: indexPath,
+                                  "expected a JSON object with a \"weight_map\" of tensor name → shard file")
             }
             let weightMap = map.mapValues { $0.string! }
             var opened: [String: SafetensorsFile] = [:]
@@ -33,7 +34,8 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             }
             for (name, shard) in weightMap {
                 guard let file = opened[shard], file.entry(named: name) != nil else {
-                    throw FormatError(file: indexPath, "tensor '\(name)' is listed in shard '\(shard)' but is not in it")
+                    throw FormatError(file: indexPath,
+                                      "tensor '\(name)' is listed in shard '\(shard)' but is not in it")
                 }
                 location[name] = file
             }

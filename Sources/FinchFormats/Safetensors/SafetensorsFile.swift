@@ -109,7 +109,8 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw FormatError(file: path, "tensor '\(name)': shape must be a list of non-negative integers")
         }
         guard let offsets = integers(fields["data_offsets"]), offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
-            throw FormatError(file: path, "tensor '\(name)': data_offsets must be two integers [begin, end] with begin ≤ end")
+            throw FormatError(file: path,
+                              "tensor '\(name)': data_offsets must be two integers [begin, end] with begin ≤ end")
         }
         var elements = 1
         for d in shape {
@@ -149,10 +150,12 @@ public final class SafetensorsFile: @unchecked Sendable {
     public func readFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws {
         guard let e = entry(named: name) else { throw FormatError(file: path, "no tensor named '\(name)'") }
         guard e.dtype.isLoadable else {
-            throw FormatError(file: path, "tensor '\(name)' has dtype \(e.dtype.rawValue); Finch reads F32, F16 and BF16")
+            throw FormatError(file: path,
+                              "tensor '\(name)' has dtype \(e.dtype.rawValue); Finch reads F32, F16 and BF16")
         }
         guard destination.count == e.elementCount else {
-            throw FormatError(file: path, "tensor '\(name)' has \(e.elementCount) elements, expected \(destination.count)")
+            throw FormatError(file: path,
+                              "tensor '\(name)' has \(e.elementCount) elements, expected \(destination.count)")
         }
         DTypeConversion.toFloat32(rawBytes(e), dtype: e.dtype, into: destination)
     }
@@ -177,17 +180,20 @@ public final class SafetensorsFile: @unchecked Sendable {
 
 /// float32 ⇄ float16 / bfloat16, little-endian as safetensors stores them.
 public enum DTypeConversion {
-    public static func toFloat32(_ source: UnsafeRawBufferPointer, dtype: SafetensorsDType, into out: UnsafeMutableBufferPointer<Float>) {
+    public static func toFloat32(_ source: UnsafeRawBufferPointer, dtype: SafetensorsDType,
+                                 into out: UnsafeMutableBufferPointer<Float>) {
         switch dtype {
         case .f32:
             for i in 0..<out.count { out[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
         case .f16:
             for i in 0..<out.count {
-                out[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+                out[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i,
+                                                                                             as: UInt16.self))))
             }
         case .bf16:
             for i in 0..<out.count {
-                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i,
+                                                                                            as: UInt16.self))) << 16)
             }
         default:
             preconditionFailure("internal: \(dtype) is not a float type Finch converts")

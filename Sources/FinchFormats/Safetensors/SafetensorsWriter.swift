@@ -23,7 +23,8 @@ public enum SafetensorsWriter {
         var names = Set<String>()
         for item in items {
             guard item.dtype.isLoadable else {
-                throw FormatError(file: path, "tensor '\(item.name)': Finch writes F32, F16 or BF16, not \(item.dtype.rawValue)")
+                throw FormatError(file: path,
+                                  "tensor '\(item.name)': Finch writes F32, F16 or BF16, not \(item.dtype.rawValue)")
             }
             guard item.shape.reduce(1, *) == item.values.count else {
                 throw FormatError(file: path, "tensor '\(item.name)': shape \(item.shape) does not hold \(item.values.count) values")

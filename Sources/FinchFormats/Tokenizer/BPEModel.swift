@@ -48,7 +48,8 @@ final class BPEModel: @unchecked Sendable {
             }
         }
         if let dropout = json["dropout"]?.number, dropout > 0 {
-            throw FormatError(file: file, "BPE dropout \(dropout) is not supported (tokenization must be deterministic)")
+            throw FormatError(file: file,
+                              "BPE dropout \(dropout) is not supported (tokenization must be deterministic)")
         }
         unknownToken = json["unk_token"]?.string
         byteFallback = json["byte_fallback"]?.bool ?? false
@@ -68,7 +69,8 @@ final class BPEModel: @unchecked Sendable {
                 throw FormatError(file: file, "merge \(rank) must be [\"a\", \"b\"] or \"a b\"")
             }
             guard let a = vocabulary[parts[0]], let b = vocabulary[parts[1]] else {
-                throw FormatError(file: file, "merge \(rank) (\(parts[0]) \(parts[1])) uses a token missing from the vocabulary")
+                throw FormatError(file: file,
+                                  "merge \(rank) (\(parts[0]) \(parts[1])) uses a token missing from the vocabulary")
             }
             guard let merged = vocabulary[parts[0] + parts[1]] else {
                 throw FormatError(file: file, "merge \(rank) (\(parts[0]) \(parts[1])) makes \"\(parts[0] + parts[1])\", which is missing from the vocabulary")
@@ -133,7 +135,8 @@ final class BPEModel: @unchecked Sendable {
         var alive = [Bool](repeating: true, count: n)
         var heap = MinHeap()
         for i in 0..<(n - 1) {
-            if let m = merges[Pair(a: ids[i], b: ids[i + 1])] { heap.push(Candidate(rank: m.rank, left: i, right: i + 1)) }
+            if let m = merges[Pair(a: ids[i],
+                                   b: ids[i + 1])] { heap.push(Candidate(rank: m.rank, left: i, right: i + 1)) }
         }
         while let c = heap.pop() {
             guard alive[c.left], alive[c.right], next[c.left] == c.right,

@@ -32,7 +32,8 @@ public struct BPETrainer {
             // Line by line keeps the regex on short strings; GPT-2's pattern never joins across "\n" except in
             // whitespace runs, which become their own pieces either way.
             for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-                for piece in splitter.apply([String(line) + "\n"], isFirstSegment: true) { counts[piece, default: 0] += 1 }
+                for piece in splitter.apply([String(line) + "\n"],
+                                            isFirstSegment: true) { counts[piece, default: 0] += 1 }
             }
         }
         return counts
@@ -103,13 +104,15 @@ public struct BPETrainer {
     public func tokenizerJSON(_ result: Result) throws -> Data {
         var vocab: [String: Int] = [:]
         for (i, t) in result.tokens.enumerated() { vocab[t] = i }
-        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                                        "use_regex": true]
         let json: [String: Any] = [
             "version": "1.0",
             "truncation": NSNull(),
             "padding": NSNull(),
             "added_tokens": specialTokens.enumerated().map { i, t in
-                ["id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true] as [String: Any]
+                ["id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false,
+                 "special": true] as [String: Any]
             },
             "normalizer": NSNull(),
             "pre_tokenizer": byteLevel,

@@ -27,7 +27,8 @@ indirect enum PostProcessor {
                 } else if entry["Sequence"] != nil {
                     items.append(.sequence)
                 } else {
-                    throw FormatError(file: file, "TemplateProcessing item \(entry.summary) is neither SpecialToken nor Sequence")
+                    throw FormatError(file: file,
+                                      "TemplateProcessing item \(entry.summary) is neither SpecialToken nor Sequence")
                 }
             }
             var ids: [String: [Int]] = [:]
@@ -41,7 +42,8 @@ indirect enum PostProcessor {
                 ids[name] = list
             }
             for case .special(let name) in items where ids[name] == nil {
-                throw FormatError(file: file, "TemplateProcessing uses special token \"\(name)\" missing from \"special_tokens\"")
+                throw FormatError(file: file,
+                                  "TemplateProcessing uses special token \"\(name)\" missing from \"special_tokens\"")
             }
             self = .template(items: items, specialIds: ids)
         default:

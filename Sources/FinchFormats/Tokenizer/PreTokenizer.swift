@@ -26,14 +26,16 @@ indirect enum PreTokenizer {
             guard let list = json["pretokenizers"]?.array else { throw FormatError(file: file, "Sequence pre_tokenizer without \"pretokenizers\"") }
             self = .sequence(try list.map { try PreTokenizer($0, file: file) })
         case "ByteLevel":
-            self = .byteLevel(addPrefixSpace: json["add_prefix_space"]?.bool ?? true, useRegex: json["use_regex"]?.bool ?? true)
+            self = .byteLevel(addPrefixSpace: json["add_prefix_space"]?.bool ?? true,
+                              useRegex: json["use_regex"]?.bool ?? true)
         case "Split":
             if json["invert"]?.bool == true { throw FormatError(file: file, "Split pre_tokenizer with \"invert\": true is not supported") }
             let name = json["behavior"]?.string ?? "Isolated"
             guard let behavior = SplitBehavior(rawValue: name) else {
                 throw FormatError(file: file, "Split pre_tokenizer behavior \"\(name)\" is not supported (Finch implements Removed, Isolated, MergedWithPrevious, MergedWithNext)")
             }
-            self = .split(pattern: try TextPattern(json["pattern"], file: file, owner: "Split pre_tokenizer"), behavior: behavior)
+            self = .split(pattern: try TextPattern(json["pattern"], file: file, owner: "Split pre_tokenizer"),
+                          behavior: behavior)
         case "Metaspace":
             let replacement = json["replacement"]?.string ?? "▁"
             var scheme = json["prepend_scheme"]?.string ?? "always"
@@ -46,7 +48,8 @@ indirect enum PreTokenizer {
             let pattern = (json["individual_digits"]?.bool ?? false) ? #"\p{N}"# : #"\p{N}+"#
             self = .split(pattern: TextPattern(regex: try NSRegularExpression(pattern: pattern)), behavior: .isolated)
         case "Whitespace":
-            self = .split(pattern: TextPattern(regex: try NSRegularExpression(pattern: #"\w+|[^\w\s]+"#)), behavior: .matchesOnly)
+            self = .split(pattern: TextPattern(regex: try NSRegularExpression(pattern: #"\w+|[^\w\s]+"#)),
+                          behavior: .matchesOnly)
         case "WhitespaceSplit":
             self = .split(pattern: TextPattern(regex: try NSRegularExpression(pattern: #"\s+"#)), behavior: .removed)
         default:

@@ -18,7 +18,8 @@ indirect enum TokenDecoder {
             self = .sequence(try list.map { try TokenDecoder($0, file: file) })
         case "ByteLevel": self = .byteLevel
         case "Replace":
-            self = .replace(pattern: try TextPattern(json["pattern"], file: file, owner: "Replace decoder"), content: json["content"]?.string ?? "")
+            self = .replace(pattern: try TextPattern(json["pattern"], file: file, owner: "Replace decoder"),
+                            content: json["content"]?.string ?? "")
         case "ByteFallback": self = .byteFallback
         case "Fuse": self = .fuse
         case "Strip":

@@ -21,7 +21,8 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
     /// Restores a generator from a saved `state` (four words).
     public init(state: [UInt64]) throws {
         guard state.count == 4, state.contains(where: { $0 != 0 }) else {
-            throw TensorError.invalidArgument(op: "RandomGenerator", message: "expected 4 state words, not all zero; got \(state)")
+            throw TensorError.invalidArgument(op: "RandomGenerator",
+                                              message: "expected 4 state words, not all zero; got \(state)")
         }
         (s0, s1, s2, s3) = (state[0], state[1], state[2], state[3])
     }

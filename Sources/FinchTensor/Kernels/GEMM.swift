@@ -66,7 +66,8 @@ public enum GEMM {
             // One row of C (decoding a token): a matrix-vector product, c = B · a when B is stored [n, k] and
             // Bᵀ · a when stored [k, n]. sgemm would first copy all of B into its packed layout, which costs
             // more than the product (on a 32,000-token head, 4× as much); sgemv reads B once.
-            cblas_sgemv(CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(transposeB ? n : k), Int32(transposeB ? k : n),
+            cblas_sgemv(CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(transposeB ? n : k),
+                        Int32(transposeB ? k : n),
                         alpha, b, Int32(ldb), a, Int32(transposeA ? lda : 1), beta, c, 1)
             return
         }

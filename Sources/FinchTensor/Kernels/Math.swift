@@ -32,10 +32,14 @@ enum Math {
 
     /// Lane-wise maximum and minimum. The standard library's `pointwiseMax`/`clamped` are not inlined
     /// here (a call per eight lanes showed up at 3 % of a W3 training step); a compare and a select are.
-    @inline(__always) static func max8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .> a) }
-    @inline(__always) static func min8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .< a) }
-    @inline(__always) static func max4(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: b .> a) }
-    @inline(__always) static func max2(_ a: SIMD2<Float>, _ b: SIMD2<Float>) -> SIMD2<Float> { a.replacing(with: b, where: b .> a) }
+    @inline(__always) static func max8(_ a: SIMD8<Float>,
+                                       _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .> a) }
+    @inline(__always) static func min8(_ a: SIMD8<Float>,
+                                       _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .< a) }
+    @inline(__always) static func max4(_ a: SIMD4<Float>,
+                                       _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: b .> a) }
+    @inline(__always) static func max2(_ a: SIMD2<Float>,
+                                       _ b: SIMD2<Float>) -> SIMD2<Float> { a.replacing(with: b, where: b .> a) }
 
     /// `exp` on eight lanes at once (the same arithmetic, lane by lane). Transparent rather than
     /// `@inline(__always)`: with the latter the optimiser still left nine out-of-line calls (5 % of a W2 step).

@@ -55,7 +55,8 @@ extension Tensor {
 
     /// Writes e^(x − m) to y (y may be x) and returns their sum.
     @inline(__always)
-    static func expShiftedSum(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ m: Float) -> Float {
+    static func expShiftedSum(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int,
+                              _ m: Float) -> Float {
         var s8 = SIMD8<Float>()
         var j = 0
         while j + 8 <= n {

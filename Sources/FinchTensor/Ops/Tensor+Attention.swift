@@ -36,14 +36,17 @@ extension Tensor {
         }
         if let prefix {
             guard prefix.key.rank == 4, prefix.value.rank == 4, prefix.key.shape[1] == prefix.value.shape[1] else {
-                throw TensorError.shapeMismatch(op: "attention (prefix key vs prefix value)", lhs: prefix.key.shape, rhs: prefix.value.shape)
+                throw TensorError.shapeMismatch(op: "attention (prefix key vs prefix value)", lhs: prefix.key.shape,
+                                                rhs: prefix.value.shape)
             }
             guard key.rank == 4, value.rank == 4,
                   prefix.key.shape[0] == key.shape[0], Array(prefix.key.shape[2...]) == Array(key.shape[2...]) else {
-                throw TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: prefix.key.shape, rhs: key.shape)
+                throw TensorError.shapeMismatch(op: "attention (prefix key vs key)", lhs: prefix.key.shape,
+                                                rhs: key.shape)
             }
             guard prefix.value.shape[0] == value.shape[0], Array(prefix.value.shape[2...]) == Array(value.shape[2...]) else {
-                throw TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: prefix.value.shape, rhs: value.shape)
+                throw TensorError.shapeMismatch(op: "attention (prefix value vs value)", lhs: prefix.value.shape,
+                                                rhs: value.shape)
             }
         }
         return try attention(query: query, key: key, value: value, prefix: prefix, causal: causal,
@@ -57,7 +60,8 @@ extension Tensor {
     static func attention(query q: Tensor, key k: Tensor, value v: Tensor, prefix: (key: Tensor, value: Tensor)?,
                           causal: Bool, scale: Float, firstKeys: [Int32]? = nil) throws -> Tensor {
         guard q.rank == 4, k.rank == 4, v.rank == 4 else {
-            throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, T, H, D])", lhs: q.shape, rhs: k.shape)
+            throw TensorError.shapeMismatch(op: "attention (query vs key, need [B, T, H, D])", lhs: q.shape,
+                                            rhs: k.shape)
         }
         let (b, t, hq, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
         let (s, hkv, dv) = (k.shape[1], k.shape[2], v.shape[3])
@@ -71,7 +75,8 @@ extension Tensor {
             throw TensorError.invalidArgument(op: "attention", message: "causal attention needs at least as many keys (\(s)) as queries (\(t))")
         }
         let pl = prefix?.key.shape[1] ?? 0
-        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: pl + s, prefix: pl, causal: causal, scale: scale,
+        let shape = AttentionShape(b: b, t: t, hq: hq, hkv: hkv, d: d, dv: dv, l: pl + s, prefix: pl, causal: causal,
+                                   scale: scale,
                                    firstKeys: firstKeys)
         // Only each row's log-sum-exp is kept for the backward, which recomputes the probabilities block by
         // block: [B, Hq, T] floats instead of [B, Hq, T, L].
@@ -121,7 +126,8 @@ struct AttentionShape {
 
     /// Where query i of batch row `bi` starts seeing real keys (past the prefix): `prefix` unless its record
     /// starts later in a packed sequence.
-    @inline(__always) func firstVisible(_ bi: Int, _ i: Int) -> Int { prefix + (firstKeys.map { Int($0[bi * t + i]) } ?? 0) }
+    @inline(__always) func firstVisible(_ bi: Int,
+                                        _ i: Int) -> Int { prefix + (firstKeys.map { Int($0[bi * t + i]) } ?? 0) }
 
     /// Calls `body(batch, kvHead)` for every pair, split across the cores.
     func forEachTask(_ body: (Int, Int) -> Void) {
@@ -163,19 +169,22 @@ struct AttentionShape {
             beta = 1
         }
         if width > lo {
-            GEMM.sgemm(false, false, rows, dim, width - lo, alpha, a + lo, width, k + (lo - prefix) * hkv * dim, hkv * dim, beta, c, ldc)
+            GEMM.sgemm(false, false, rows, dim, width - lo, alpha, a + lo, width, k + (lo - prefix) * hkv * dim,
+                       hkv * dim, beta, c, ldc)
         }
     }
 
     /// dK[...] += alpha · A[rows, ...]ᵀ · B[rows, dim] over the columns of `timesKeys`, into the prefix's rows
     /// `dpk` and the rest's `dk` (either may be nil: not wanted).
     @inline(__always)
-    func addToKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, from lo: Int, dim: Int, alpha: Float, _ bm: UnsafePointer<Float>, ldb: Int,
+    func addToKeys(_ a: UnsafePointer<Float>, rows: Int, width: Int, from lo: Int, dim: Int, alpha: Float,
+                   _ bm: UnsafePointer<Float>, ldb: Int,
                    dpk: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?) {
         let p = min(prefix, width)
         if p > 0, let dpk { GEMM.sgemm(true, false, p, dim, rows, alpha, a, width, bm, ldb, 1, dpk, hkv * dim) }
         if width > lo, let dk {
-            GEMM.sgemm(true, false, width - lo, dim, rows, alpha, a + lo, width, bm, ldb, 1, dk + (lo - prefix) * hkv * dim, hkv * dim)
+            GEMM.sgemm(true, false, width - lo, dim, rows, alpha, a + lo, width, bm, ldb, 1,
+                       dk + (lo - prefix) * hkv * dim, hkv * dim)
         }
     }
 
@@ -183,7 +192,8 @@ struct AttentionShape {
     /// up to each row's first visible key and past its last; columns P..<lo untouched), with each row's
     /// log-sum-exp of the scaled scores into `lse`.
     @inline(__always)
-    func probabilities(_ qBlock: UnsafePointer<Float>, pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, rows: Int, first i0: Int,
+    func probabilities(_ qBlock: UnsafePointer<Float>, pk: UnsafePointer<Float>?, k: UnsafePointer<Float>, rows: Int,
+                       first i0: Int,
                        width: Int, from lo: Int, into ab: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>?, batch bi: Int) {
         timesKeys(qBlock, lda: hq * d, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pk, k: k, into: ab)
         for r in 0..<rows {
@@ -218,7 +228,8 @@ struct AttentionShape {
     @inline(__always)
     func offsets(_ bi: Int, _ kvh: Int) -> (k: Int, v: Int, pk: Int, pv: Int) {
         let s = l - prefix
-        return ((bi * s * hkv + kvh) * d, (bi * s * hkv + kvh) * dv, (bi * prefix * hkv + kvh) * d, (bi * prefix * hkv + kvh) * dv)
+        return ((bi * s * hkv + kvh) * d, (bi * s * hkv + kvh) * dv, (bi * prefix * hkv + kvh) * d,
+                (bi * prefix * hkv + kvh) * dv)
     }
 
     func forward(q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
@@ -235,7 +246,8 @@ struct AttentionShape {
                 let lseBase = lse + (bi * hq + h) * t
                 for i0 in stride(from: 0, to: t, by: block) {
                     let rows = min(block, t - i0), width = visible(i0 + rows - 1), lo = firstColumn(bi, i0, rows: rows)
-                    probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width, from: lo,
+                    probabilities(qBase + i0 * hq * d, pk: pkBase, k: kBase, rows: rows, first: i0, width: width,
+                                  from: lo,
                                   into: scratch, lse: lseBase + i0, batch: bi)
                     // O[block] = A[block] · V[0..<width]
                     weightedKeys(scratch, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase, k: vBase,
@@ -264,7 +276,8 @@ struct AttentionShape {
                     let gb = gBase + i0 * hq * dv, qb = qBase + i0 * hq * d
                     // The block's probabilities again: scores, minus the saved log-sum-exp, exponentiated over each
                     // row's visible keys (the prefix and f..<n), zero elsewhere from lo on.
-                    timesKeys(qb, lda: hq * d, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase, k: kBase, into: ab)
+                    timesKeys(qb, lda: hq * d, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase,
+                              k: kBase, into: ab)
                     let lseRows = lse + (bi * hq + h) * t + i0
                     for r in 0..<rows {
                         let row = ab + r * width, n = visible(i0 + r), f = firstVisible(bi, i0 + r), shift = lseRows[r]
@@ -282,7 +295,8 @@ struct AttentionShape {
                               dpk: dpv.map { $0 + at.pv }, dk: dvOut.map { $0 + at.v })
                     guard dq != nil || dk != nil || dpk != nil, let v else { continue }
                     // dA = dO[block] · V[...]ᵀ, then dZ = A ⊙ (dA − rowsum(dA ⊙ A)) over the prefix and lo..<width
-                    timesKeys(gb, lda: hq * dv, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase, k: v + at.v, into: scratch)
+                    timesKeys(gb, lda: hq * dv, rows: rows, width: width, from: lo, dim: dv, alpha: 1, pk: pvBase,
+                              k: v + at.v, into: scratch)
                     for r in 0..<rows {
                         let z = scratch + r * width, ar = ab + r * width
                         if lo == prefix {  // no keys skipped between the prefix and lo: one pass over the row
@@ -295,7 +309,8 @@ struct AttentionShape {
                         }
                     }
                     if let dq {  // dQ[block] = scale · dZ · K[...]
-                        weightedKeys(scratch, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase, k: kBase,
+                        weightedKeys(scratch, rows: rows, width: width, from: lo, dim: d, alpha: scale, pk: pkBase,
+                                     k: kBase,
                                      into: dq + (bi * t * hq + h) * d + i0 * hq * d, ldc: hq * d)
                     }
                     // dK[...] += scale · dZᵀ · Q[block]

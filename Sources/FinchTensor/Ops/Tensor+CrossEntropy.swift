@@ -8,12 +8,14 @@ extension Tensor {
     /// dx[r, j] = g · (softmax(x_r)[j] − 1[j = t_r]) / count, and 0 on ignored rows.
     public func crossEntropy(targets: [Int32], ignoreIndex: Int32 = -100) throws -> Tensor {
         guard rank >= 1 else {
-            throw TensorError.invalidArgument(op: "crossEntropy", message: "logits need a class axis, got shape \(shape)")
+            throw TensorError.invalidArgument(op: "crossEntropy",
+                                              message: "logits need a class axis, got shape \(shape)")
         }
         let v = shape[rank - 1]
         let rows = count / max(v, 1)
         guard targets.count == rows else {
-            throw TensorError.shapeMismatch(op: "crossEntropy (logits rows vs targets)", lhs: shape, rhs: [targets.count])
+            throw TensorError.shapeMismatch(op: "crossEntropy (logits rows vs targets)", lhs: shape,
+                                            rhs: [targets.count])
         }
         if let bad = targets.first(where: { $0 != ignoreIndex && ($0 < 0 || Int($0) >= v) }) {
             throw TensorError.invalidArgument(op: "crossEntropy", message: "target \(bad) is outside 0..<\(v) and is not the ignore index \(ignoreIndex)")

@@ -4,14 +4,16 @@ extension Tensor {
     /// - Throws: when an index is outside `0..<V` or the index count does not match `indexShape`.
     public func gatherRows(_ indices: [Int32], indexShape: [Int]) throws -> Tensor {
         guard rank == 2 else {
-            throw TensorError.invalidArgument(op: "gatherRows", message: "the table must be [rows, width], got shape \(shape)")
+            throw TensorError.invalidArgument(op: "gatherRows",
+                                              message: "the table must be [rows, width], got shape \(shape)")
         }
         guard indexShape.reduce(1, *) == indices.count else {
             throw TensorError.invalidArgument(op: "gatherRows", message: "index shape \(indexShape) holds \(indexShape.reduce(1, *)) indices, got \(indices.count)")
         }
         let v = shape[0], d = shape[1]
         if let bad = indices.first(where: { $0 < 0 || Int($0) >= v }) {
-            throw TensorError.invalidArgument(op: "gatherRows", message: "index \(bad) is outside the table's \(v) rows")
+            throw TensorError.invalidArgument(op: "gatherRows",
+                                              message: "index \(bad) is outside the table's \(v) rows")
         }
         let y = Tensor(uninitializedShape: indexShape + [d])
         let src = storage.pointer, dst = y.storage.pointer

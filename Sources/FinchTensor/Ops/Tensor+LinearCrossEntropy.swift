@@ -10,11 +10,13 @@ extension Tensor {
     public static func linearCrossEntropy(hidden: Tensor, weight: Tensor, targets: [Int32], ignoreIndex: Int32 = -100,
                                           chunkRows: Int? = nil) throws -> Tensor {
         guard hidden.rank == 2, weight.rank == 2, hidden.shape[1] == weight.shape[1] else {
-            throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs weight [V, d])", lhs: hidden.shape, rhs: weight.shape)
+            throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs weight [V, d])", lhs: hidden.shape,
+                                            rhs: weight.shape)
         }
         let (n, d, v) = (hidden.shape[0], hidden.shape[1], weight.shape[0])
         guard targets.count == n else {
-            throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden rows vs targets)", lhs: hidden.shape, rhs: [targets.count])
+            throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden rows vs targets)", lhs: hidden.shape,
+                                            rhs: [targets.count])
         }
         if let bad = targets.first(where: { $0 != ignoreIndex && ($0 < 0 || Int($0) >= v) }) {
             throw TensorError.invalidArgument(op: "linearCrossEntropy", message: "target \(bad) is outside 0..<\(v) and is not the ignore index \(ignoreIndex)")

@@ -3,7 +3,8 @@
 ///   self [..., M, K] (or [..., K, M] with transposeSelf), other [K, N] or [..., K, N]
 ///   (or [N, K] / [..., N, K] with transposeOther)  →  [..., M, N]
 extension Tensor {
-    public func matmul(_ other: Tensor, transposeSelf tA: Bool = false, transposeOther tB: Bool = false) throws -> Tensor {
+    public func matmul(_ other: Tensor, transposeSelf tA: Bool = false,
+                       transposeOther tB: Bool = false) throws -> Tensor {
         let a = self, b = other
         guard a.rank >= 2, b.rank >= 2 else {
             throw TensorError.shapeMismatch(op: "matmul (needs rank ≥ 2)", lhs: a.shape, rhs: b.shape)

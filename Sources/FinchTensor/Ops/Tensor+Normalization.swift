@@ -50,7 +50,8 @@ extension Tensor {
 
     /// RMSNorm's gradients from what its forward kept, s: the output (x̂ = s / w, w ⊙ x̂ = s) or the input
     /// (x̂ = s · r, w ⊙ x̂ = w ⊙ s · r).
-    static func rmsNormBackward(_ g: Tensor, kept s: Tensor, isOutput: Bool, weight w: Tensor, rstd: Tensor, rows: Int, d: Int,
+    static func rmsNormBackward(_ g: Tensor, kept s: Tensor, isOutput: Bool, weight w: Tensor, rstd: Tensor, rows: Int,
+                                d: Int,
                                 input xNeeds: Bool, weight wNeeds: Bool) -> [Tensor?] {
         let gp = g.storage.pointer, sp = s.storage.pointer, wp = w.storage.pointer, rp = rstd.storage.pointer
         // The weight's gradient first (the input's may then be written over what was kept): Σ_rows g ⊙ x̂, the
@@ -95,7 +96,8 @@ extension Tensor {
                     let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
                     let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
                     let a8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c), as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c),
+                                                               as: SIMD8<Float>.self)
                     j += 8
                 }
                 while j < d { dr[j] = inv * (gr[j] * wp[j] - sr[j] * ip[j] * b * c); j += 1 }

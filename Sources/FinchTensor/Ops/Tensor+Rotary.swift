@@ -15,7 +15,8 @@ public struct RotaryTable: Sendable {
 
     public init(headDimension: Int, theta: Float, maxPositions: Int) throws {
         guard headDimension > 0, headDimension % 2 == 0 else {
-            throw TensorError.invalidArgument(op: "RotaryTable", message: "head dimension must be even and positive, got \(headDimension)")
+            throw TensorError.invalidArgument(op: "RotaryTable",
+                                              message: "head dimension must be even and positive, got \(headDimension)")
         }
         self.headDimension = headDimension
         self.theta = theta
@@ -40,11 +41,13 @@ extension Tensor {
     /// [B, H, T, D]; use 1 for [B, T, H, D]). Position `offset + t` for index t along it.
     public func rotaryEmbedding(_ table: RotaryTable, offset: Int = 0, sequenceAxis: Int = -2) throws -> Tensor {
         guard rank >= 2, shape[rank - 1] == table.headDimension else {
-            throw TensorError.shapeMismatch(op: "rotaryEmbedding (x vs [T, head dim])", lhs: shape, rhs: [-1, table.headDimension])
+            throw TensorError.shapeMismatch(op: "rotaryEmbedding (x vs [T, head dim])", lhs: shape,
+                                            rhs: [-1, table.headDimension])
         }
         let axis = try normalizedAxis(sequenceAxis, op: "rotaryEmbedding")
         guard axis < rank - 1 else {
-            throw TensorError.invalidArgument(op: "rotaryEmbedding", message: "the sequence axis must come before the head dimension")
+            throw TensorError.invalidArgument(op: "rotaryEmbedding",
+                                              message: "the sequence axis must come before the head dimension")
         }
         let t = shape[axis]
         guard offset >= 0, offset + t <= table.maxPositions else {
@@ -52,7 +55,8 @@ extension Tensor {
         }
         // Rows of D between consecutive positions (the axes after T, before D).
         let rowsPerPosition = shape[(axis + 1)..<(rank - 1)].reduce(1, *)
-        let y = Tensor.rotate(self, table, offset: offset, positions: t, rowsPerPosition: rowsPerPosition, inverse: false)
+        let y = Tensor.rotate(self, table, offset: offset, positions: t, rowsPerPosition: rowsPerPosition,
+                              inverse: false)
         if Tensor.needsGradient(self) {
             y.recordBackward("rotaryEmbedding", inputs: [self]) { g in
                 [Tensor.rotate(g, table, offset: offset, positions: t, rowsPerPosition: rowsPerPosition, inverse: true)]
@@ -61,7 +65,8 @@ extension Tensor {
         return y
     }
 
-    static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, positions t: Int, rowsPerPosition: Int, inverse: Bool) -> Tensor {
+    static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, positions t: Int, rowsPerPosition: Int,
+                       inverse: Bool) -> Tensor {
         let d = table.headDimension, h = d / 2
         let rows = x.count / d
         let y = Tensor(uninitializedShape: x.shape)

@@ -10,7 +10,8 @@ extension Tensor {
         let y = Tensor(uninitializedShape: gate.shape)
         let gp = gate.storage.pointer, upp = up.storage.pointer, yp = y.storage.pointer
         Parallel.forChunks(count: y.count) { r in
-            SwiGLUKernel.forward(gate: gp + r.lowerBound, up: upp + r.lowerBound, out: yp + r.lowerBound, count: r.count)
+            SwiGLUKernel.forward(gate: gp + r.lowerBound, up: upp + r.lowerBound, out: yp + r.lowerBound,
+                                 count: r.count)
         }
         guard needsGradient(gate, up) else { return y }
         let savedGate = gate.detached(), savedUp = up.detached()
@@ -44,7 +45,8 @@ extension Tensor {
     public static func swiGLUProjected(gate: Tensor, up: Tensor, weight: Tensor) throws -> Tensor {
         guard gate.shape == up.shape else { throw TensorError.shapeMismatch(op: "swiGLU (gate vs up)", lhs: gate.shape, rhs: up.shape) }
         guard weight.rank == 2, gate.rank >= 1, weight.shape[1] == gate.shape[gate.rank - 1] else {
-            throw TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])", lhs: gate.shape, rhs: weight.shape)
+            throw TensorError.shapeMismatch(op: "swiGLUProjected (gated values vs weight [out, hidden])",
+                                            lhs: gate.shape, rhs: weight.shape)
         }
         let hidden = weight.shape[1], outputs = weight.shape[0], rows = gate.count / max(hidden, 1)
         // Few rows (the product would be split by columns, or not at all) save nothing worth a second path.
@@ -57,7 +59,8 @@ extension Tensor {
             let gp = gate.storage.pointer, upp = up.storage.pointer, wp = weight.storage.pointer, yp = values.pointer
             SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
                 SwiGLUKernel.forward(gate: gp + lo * hidden, up: upp + lo * hidden, out: scratch, count: n * hidden)
-                GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs, outputs)
+                GEMM.sgemm(false, true, n, outputs, hidden, 1, scratch, hidden, wp, hidden, 0, yp + lo * outputs,
+                           outputs)
             }
         }
         guard needsGradient(gate, up, weight) else { return y }
@@ -70,7 +73,8 @@ extension Tensor {
             if weightNeeds {
                 let sum = sums.count > 2 ? sums[2] : nil
                 let dw = sum ?? Tensor(uninitializedShape: [outputs, hidden])
-                SwiGLUKernel.weightGradient(gradient: dp, gate: gp, up: upp, rows: rows, width: hidden, outputs: outputs,
+                SwiGLUKernel.weightGradient(gradient: dp, gate: gp, up: upp, rows: rows, width: hidden,
+                                            outputs: outputs,
                                             blockRows: min(blockRows, SwiGLUKernel.blockRows), adding: sum != nil,
                                             into: dw.storage.pointer)
                 dWeight = dw
@@ -83,7 +87,8 @@ extension Tensor {
             let dgp = dGate?.storage.pointer, dup = dUp?.storage.pointer
             SwiGLUKernel.inRowBlocks(rows: rows, width: hidden, blockRows: blockRows) { lo, n, scratch in
                 // The gated values' gradient for these rows, g · W, then through the gate.
-                GEMM.sgemm(false, false, n, hidden, outputs, 1, dp + lo * outputs, outputs, wp, hidden, 0, scratch, hidden)
+                GEMM.sgemm(false, false, n, hidden, outputs, 1, dp + lo * outputs, outputs, wp, hidden, 0, scratch,
+                           hidden)
                 let o = lo * hidden
                 SwiGLUKernel.backward(gradient: scratch, gate: gp + o, up: upp + o,
                                       dGate: dgp.map { $0 + o }, dUp: dup.map { $0 + o }, count: n * hidden)
@@ -111,7 +116,8 @@ enum SwiGLUKernel {
         blockRows * width * outputs >= minimumBlockWork ? blockRows : Int.max
     }
 
-    static func forward(gate gp: UnsafePointer<Float>, up upp: UnsafePointer<Float>, out yp: UnsafeMutablePointer<Float>, count: Int) {
+    static func forward(gate gp: UnsafePointer<Float>, up upp: UnsafePointer<Float>,
+                        out yp: UnsafeMutablePointer<Float>, count: Int) {
         var i = 0
         while i + 8 <= count {
             let g8 = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
@@ -138,7 +144,8 @@ enum SwiGLUKernel {
             let sigma = 1 / (1 + Math.exp8(-g8))
             if let dup { UnsafeMutableRawPointer(dup + i).storeBytes(of: d8 * g8 * sigma, as: SIMD8<Float>.self) }
             if let dgp {
-                UnsafeMutableRawPointer(dgp + i).storeBytes(of: d8 * u8 * sigma * (1 + g8 * (1 - sigma)), as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dgp + i).storeBytes(of: d8 * u8 * sigma * (1 + g8 * (1 - sigma)),
+                                                            as: SIMD8<Float>.self)
             }
             i += 8
         }
@@ -154,7 +161,8 @@ enum SwiGLUKernel {
     /// dW[outputs, width] (+)= gᵀ · swiGLU(gate, up) over `rows` rows, each core taking a contiguous share of
     /// the columns and making its columns' gated values again for a block of rows at a time; `adding` sums into
     /// what dW holds (gradient accumulation).
-    static func weightGradient(gradient dp: UnsafePointer<Float>, gate gp: UnsafePointer<Float>, up upp: UnsafePointer<Float>,
+    static func weightGradient(gradient dp: UnsafePointer<Float>, gate gp: UnsafePointer<Float>,
+                               up upp: UnsafePointer<Float>,
                                rows: Int, width: Int, outputs: Int, blockRows: Int, adding: Bool,
                                into dw: UnsafeMutablePointer<Float>) {
         let parts = min(Parallel.coreCount, max(1, width / 8))
@@ -184,7 +192,8 @@ enum SwiGLUKernel {
     /// Calls `body(firstRow, rowCount, scratch)` for consecutive blocks of at most `blockRows` rows, the
     /// cores taking the contiguous shares of the rows that `GEMM.multiply` gives them; `scratch` holds
     /// `rowCount × width` floats of the core's own.
-    static func inRowBlocks(rows: Int, width: Int, blockRows: Int, _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+    static func inRowBlocks(rows: Int, width: Int, blockRows: Int,
+                            _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         let parts = Parallel.coreCount
         let share = (rows + parts - 1) / parts
         withoutActuallyEscaping(body) { body in

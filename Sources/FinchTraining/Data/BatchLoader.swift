@@ -21,7 +21,8 @@ public struct BatchLoader: Sendable {
     public private(set) var cursor: DataCursor
     private var order: [Int]
 
-    public init(data: TrainingData, batchSize: Int, shuffle: Bool, seed: UInt64, cursor: DataCursor = DataCursor(epoch: 0, position: 0)) {
+    public init(data: TrainingData, batchSize: Int, shuffle: Bool, seed: UInt64,
+                cursor: DataCursor = DataCursor(epoch: 0, position: 0)) {
         self.data = data
         self.batchSize = batchSize
         self.shuffle = shuffle

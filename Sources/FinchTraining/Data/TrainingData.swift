@@ -54,11 +54,13 @@ public struct TrainingData: Sendable {
         return f.hex
     }
 
-    public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer, sequenceLength: Int,
+    public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer,
+                            sequenceLength: Int,
                             packing: Bool, endOfText: Int32) throws -> TrainingData {
         let text = try readText(path)
         let format = try resolveFormat(requested, path: path, text: text)
-        let (records, lines) = try tokenize(text, format: format, path: path, tokenizer: tokenizer, endOfText: endOfText)
+        let (records, lines) = try tokenize(text, format: format, path: path, tokenizer: tokenizer,
+                                            endOfText: endOfText)
         guard records.contains(where: { $0.tokens.count >= 2 }) else {
             throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
         }
@@ -114,7 +116,10 @@ public struct TrainingData: Sendable {
                     }
                     let p = tokenizer.encode(prompt, addSpecialTokens: true).map(Int32.init)
                     let c = tokenizer.encode(completion, addSpecialTokens: false).map(Int32.init) + [endOfText]
-                    records.append(TokenSequence(tokens: p + c, targetMask: [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)))
+                    records.append(TokenSequence(tokens: p + c,
+                                                 targetMask: [Bool](repeating: false,
+                                                                    count: p.count) + [Bool](repeating: true,
+                                                                                             count: c.count)))
                 }
             }
         }
@@ -157,7 +162,8 @@ public struct TrainingData: Sendable {
         }
         if object["prompt"] != nil && object["completion"] != nil { return .completion }
         if object["text"] != nil { return .jsonl }
-        throw RecipeError(file: path, line: index + 1, "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
+        throw RecipeError(file: path, line: index + 1,
+                          "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
     }
 
     /// Concatenates records and cuts full windows; a stream shorter than one window becomes one padded sequence.
@@ -187,7 +193,8 @@ public struct TrainingData: Sendable {
             if r.tokens.count > length {
                 flush()
                 out += pack([r], length: length, pad: pad).map {
-                    TokenSequence(tokens: $0.tokens, targetMask: $0.targetMask, recordStarts: [Int32](repeating: 0, count: length))
+                    TokenSequence(tokens: $0.tokens, targetMask: $0.targetMask,
+                                  recordStarts: [Int32](repeating: 0, count: length))
                 }
                 let cut = r.tokens.count / length * length
                 if cut < r.tokens.count {

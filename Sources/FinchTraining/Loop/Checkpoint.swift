@@ -84,14 +84,17 @@ public enum Checkpoint {
             moments.append(.init(name: "exp_avg." + name, shape: t.shape, values: m.first.scalars))
             moments.append(.init(name: "exp_avg_sq." + name, shape: t.shape, values: m.second.scalars))
         }
-        try SafetensorsWriter.write(moments, metadata: ["format": "finch", "optimizer": "AdamW", "step": "\(session.optimizer.step)"],
+        try SafetensorsWriter.write(moments,
+                                    metadata: ["format": "finch", "optimizer": "AdamW",
+                                               "step": "\(session.optimizer.step)"],
                                     to: "\(temporary)/optimizer.safetensors")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(state), to: "\(temporary)/state.json")
         try AtomicFile.write(Data(session.loaded.resolvedYAML.utf8), to: "\(temporary)/recipe.yaml")
         if let adapter = session.adapter {
-            try PEFTFormat.save(adapter, model: session.model, to: "\(temporary)/adapter", baseModel: session.recipe.model)
+            try PEFTFormat.save(adapter, model: session.model, to: "\(temporary)/adapter",
+                                baseModel: session.recipe.model)
         }
         try AtomicFile.write(Data("step \(state.step)\n".utf8), to: "\(temporary)/\(completeMarker)")
         syncDirectory(temporary)
@@ -127,7 +130,8 @@ public enum Checkpoint {
     /// Puts a checkpoint's tensors, moments and generator states back into `session`.
     static func restore(_ path: String, into session: TrainingSession) throws -> CheckpointState {
         guard let stateData = FileManager.default.contents(atPath: "\(path)/state.json") else {
-            throw RecipeError(file: "\(path)/state.json", "missing or unreadable (was the run directory changed while this ran?)")
+            throw RecipeError(file: "\(path)/state.json",
+                              "missing or unreadable (was the run directory changed while this ran?)")
         }
         let state = try CheckpointState.read(stateData, file: "\(path)/state.json", totalSteps: session.totalSteps)
         let weights = try SafetensorsFile(path: "\(path)/trainable.safetensors")
@@ -135,13 +139,15 @@ public enum Checkpoint {
         var saved: [String: (first: [Float], second: [Float])] = [:]
         for (name, tensor) in session.trainable {
             guard let entry = weights.entry(named: name), entry.shape == tensor.shape else {
-                throw RecipeError(file: weights.path, "tensor '\(name)' is missing or has another shape than \(tensor.shape)")
+                throw RecipeError(file: weights.path,
+                                  "tensor '\(name)' is missing or has another shape than \(tensor.shape)")
             }
             try weights.readFiniteFloats(name, into: tensor.storage.buffer)
             // Shapes, not only counts: a transposed moment has the right number of values in the wrong places.
             for key in ["exp_avg." + name, "exp_avg_sq." + name] {
                 guard let entry = optimizer.entry(named: key), entry.shape == tensor.shape else {
-                    throw RecipeError(file: optimizer.path, "tensor '\(key)' is missing or has another shape than \(tensor.shape)")
+                    throw RecipeError(file: optimizer.path,
+                                      "tensor '\(key)' is missing or has another shape than \(tensor.shape)")
                 }
             }
             saved[name] = (try optimizer.floats("exp_avg." + name), try optimizer.floats("exp_avg_sq." + name))

@@ -84,10 +84,13 @@ final class MetricsLog {
             """
         for i in 0...4 {
             let l = lo + (hi - lo) * Double(i) / 4
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3f</text>\n", left - 6, y(l) + 4, l)
-            svg += String(format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>\n", left, y(l), w - right, y(l))
+            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3f</text>\n", left - 6, y(l) + 4,
+                          l)
+            svg += String(format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>\n", left,
+                          y(l), w - right, y(l))
             let s = Int((maxStep * Double(i) / 4).rounded())
-            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%ld</text>\n", x(s), h - bottom + 16, s)
+            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%ld</text>\n", x(s),
+                          h - bottom + 16, s)
         }
         svg += "<text x=\"\((left + w - right) / 2)\" y=\"\(h - 8)\" text-anchor=\"middle\">step</text>\n"
         svg += "<text x=\"14\" y=\"\((top + h - bottom) / 2)\" transform=\"rotate(-90 14 \((top + h - bottom) / 2))\" text-anchor=\"middle\">loss</text>\n"
@@ -97,7 +100,8 @@ final class MetricsLog {
         if !validation.isEmpty {
             svg += "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"\(points(validation))\"/>\n"
             for v in validation {
-                svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#d62728\"/>\n", x(v.step), y(v.loss))
+                svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#d62728\"/>\n", x(v.step),
+                              y(v.loss))
             }
         }
         svg += "<text x=\"\(w - right - 180)\" y=\"18\" fill=\"#1f77b4\">— training loss</text>\n"

@@ -57,8 +57,10 @@ public final class Trainer {
             throw RecipeError(file: loaded.file, line: loaded.lines["output.dir"], "output.dir: \(error)")
         }
         let lock = try Self.lock(run)
-        try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: (run as NSString).appendingPathComponent("recipe.yaml"))
-        let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0, lock: lock)
+        try AtomicFile.write(Data(loaded.resolvedYAML.utf8),
+                             to: (run as NSString).appendingPathComponent("recipe.yaml"))
+        let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0),
+                              startStep: 0, lock: lock)
         try trainer.metrics.open(keepingThrough: -1)
         return trainer
     }
@@ -110,7 +112,8 @@ public final class Trainer {
         if !changed.isEmpty {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
         }
-        let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor, startStep: state.step, lock: lock)
+        let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor,
+                              startStep: state.step, lock: lock)
         try trainer.metrics.open(keepingThrough: state.step)
         return trainer
     }
@@ -127,7 +130,8 @@ public final class Trainer {
         self.runDirectory = runDirectory
         self.startStep = startStep
         let r = session.recipe
-        loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed), cursor: cursor)
+        loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed),
+                             cursor: cursor)
         metrics = MetricsLog(runDirectory: runDirectory)
         dataFingerprint = session.trainData.fingerprint
     }
@@ -164,7 +168,8 @@ public final class Trainer {
             // A finite gradient can still step a weight to infinity (a learning rate far too high): caught here,
             // before a checkpoint would keep it.
             if let broken = session.trainable.first(where: { !$0.tensor.isFinite }) {
-                throw nonFinite("the update at learning rate \(lr) made '\(broken.name)' hold NaN or infinite values", step: step + 1)
+                throw nonFinite("the update at learning rate \(lr) made '\(broken.name)' hold NaN or infinite values",
+                                step: step + 1)
             }
             for (_, t) in session.trainable { t.zeroGrad() }
             if let steps = vanishing.observe(norm: norm, stepsRun: step + 1 - startStep, isLast: step + 1 == end) {
@@ -193,7 +198,9 @@ public final class Trainer {
         }
         startStep = end
         if lastCheckpoint < 0 && end > 0 && Checkpoint.complete(runDirectory: runDirectory).last?.step != end {
-            onEvent(.checkpoint(step: end, path: try checkpoint(step: end, learningRate: session.schedule.learningRate(at: end - 1))))
+            onEvent(.checkpoint(step: end,
+                                path: try checkpoint(step: end,
+                                                     learningRate: session.schedule.learningRate(at: end - 1))))
         }
         try metrics.drawSVG()
         if end == total { try finish() }
@@ -212,7 +219,8 @@ public final class Trainer {
     func finish() throws {
         let r = session.recipe
         if let adapter = session.adapter {
-            try PEFTFormat.save(adapter, model: session.model, to: (runDirectory as NSString).appendingPathComponent("adapter"), baseModel: r.model)
+            try PEFTFormat.save(adapter, model: session.model,
+                                to: (runDirectory as NSString).appendingPathComponent("adapter"), baseModel: r.model)
         }
         let wantsMerged = r.exportMerged || session.adapter == nil
         guard wantsMerged else { return }
@@ -220,7 +228,8 @@ public final class Trainer {
         let out = (runDirectory as NSString).appendingPathComponent("merged")
         // An adapter that cannot be merged (a prefix) has its folder as the result.
         if let adapter = session.adapter, try !adapter.mergeAndUnload(from: session.model) { return }
-        try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype, dtypeName: r.exportType.rawValue)
+        try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype,
+                                       dtypeName: r.exportType.rawValue)
     }
 
     func nonFinite(_ problem: String, step: Int) -> TrainingError {

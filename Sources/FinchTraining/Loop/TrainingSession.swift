@@ -139,7 +139,8 @@ public final class TrainingSession {
         // Packed records attend only within themselves; a sequence without records is one (it starts at 0).
         let starts = batch.contains { $0.recordStarts != nil }
             ? batch.flatMap { $0.recordStarts?.prefix(t) ?? [Int32](repeating: 0, count: t)[...] } : nil
-        let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets, prefix: adapter?.attentionPrefix,
+        let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets,
+                                  prefix: adapter?.attentionPrefix,
                                   recordStarts: starts)
         return (loss, targets.filter { $0 != Losses.ignoreIndex }.count, batch.count * t)
     }
@@ -153,7 +154,8 @@ public final class TrainingSession {
             var total = 0.0, count = 0
             var start = 0, batches = 0
             while start < validationData.sequences.count && batches < (recipe.evalBatches ?? .max) {
-                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize, validationData.sequences.count)])
+                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize,
+                                                                       validationData.sequences.count)])
                 let (loss, targets, _) = try self.loss(batch)
                 if targets > 0 {
                     total += Double(try loss.item()) * Double(targets)

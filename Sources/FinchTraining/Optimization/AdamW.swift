@@ -20,7 +20,8 @@ public final class AdamW {
     public private(set) var step = 0
     public private(set) var moments: [String: Moments] = [:]
 
-    public init(parameters: [(name: String, tensor: Tensor)], betas: (Float, Float) = (0.9, 0.999), epsilon: Float = 1e-8,
+    public init(parameters: [(name: String, tensor: Tensor)], betas: (Float, Float) = (0.9, 0.999),
+                epsilon: Float = 1e-8,
                 weightDecay: Float = 0) {
         self.parameters = parameters
         beta1 = betas.0
@@ -82,7 +83,8 @@ public final class AdamW {
     public func restore(step: Int, moments saved: [String: (first: [Float], second: [Float])]) throws {
         for (name, p) in parameters {
             guard let s = saved[name], s.first.count == p.count, s.second.count == p.count, let m = moments[name] else {
-                throw TensorError.invalidArgument(op: "AdamW.restore", message: "no saved moments of \(p.count) values for '\(name)'")
+                throw TensorError.invalidArgument(op: "AdamW.restore",
+                                                  message: "no saved moments of \(p.count) values for '\(name)'")
             }
             m.first.storage.buffer.update(from: s.first)
             m.second.storage.buffer.update(from: s.second)

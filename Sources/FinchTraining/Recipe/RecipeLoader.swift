@@ -162,7 +162,8 @@ public enum RecipeLoader {
                 let isSection = RecipeSchema.fields.contains { $0.key.hasPrefix(key + ".") }
                 guard isSection else {
                     if RecipeSchema.byKey[key] != nil {
-                        throw RecipeError(file: file, line: k.mark?.line, "\(key): expected \(RecipeSchema.byKey[key]!.kind.expected), got a mapping")
+                        throw RecipeError(file: file, line: k.mark?.line,
+                                          "\(key): expected \(RecipeSchema.byKey[key]!.kind.expected), got a mapping")
                     }
                     let sections = Array(Set(RecipeSchema.fields.compactMap { $0.key.split(separator: ".").first.map(String.init) })).sorted()
                     let near = closest(key, among: sections).map { " (did you mean '\($0)'?)" } ?? suggestion(for: key)
@@ -366,7 +367,8 @@ public enum RecipeLoader {
 
     static func yamlProblem(_ error: YamlError) -> String {
         switch error {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _,
+                                                                                      _): return problem
         default: return "\(error)".split(separator: "\n").first.map(String.init) ?? "syntax error"
         }
     }

@@ -66,7 +66,8 @@ public enum RecipeSchema {
     static func field<T>(_ key: String, _ kind: RecipeField.Kind, _ summary: String, required: Bool = false,
                          adapter: AdapterSpec.Kind? = nil, wrap: @escaping @Sendable (T) -> RecipeValue,
                          unwrap: @escaping @Sendable (RecipeValue) -> T?,
-                         _ get: @escaping @Sendable (Recipe) -> T?, _ set: @escaping @Sendable (inout Recipe, T) -> Void,
+                         _ get: @escaping @Sendable (Recipe) -> T?, _ set: @escaping @Sendable (inout Recipe,
+                                                                                                T) -> Void,
                          check: Check<T>? = nil) -> RecipeField {
         RecipeField(key: key, kind: kind, required: required, summary: summary, adapterType: adapter,
                     read: { get($0).map(wrap) },
@@ -74,22 +75,27 @@ public enum RecipeSchema {
                     check: { r in get(r).flatMap { check?($0, r) } })
     }
     static func s(_ k: String, _ summary: String, required: Bool = false, adapter: AdapterSpec.Kind? = nil,
-                  _ get: @escaping @Sendable (Recipe) -> String?, _ set: @escaping @Sendable (inout Recipe, String) -> Void,
+                  _ get: @escaping @Sendable (Recipe) -> String?, _ set: @escaping @Sendable (inout Recipe,
+                                                                                              String) -> Void,
                   check: Check<String>? = nil) -> RecipeField {
         field(k, .string, summary, required: required, adapter: adapter, wrap: RecipeValue.string,
               unwrap: { if case .string(let x) = $0 { x } else { nil } }, get, set, check: check)
     }
-    static func i(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil, _ get: @escaping @Sendable (Recipe) -> Int?,
+    static func i(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil,
+                  _ get: @escaping @Sendable (Recipe) -> Int?,
                   _ set: @escaping @Sendable (inout Recipe, Int) -> Void, check: Check<Int>? = nil) -> RecipeField {
         field(k, .int, summary, adapter: adapter, wrap: RecipeValue.int,
               unwrap: { if case .int(let x) = $0 { x } else { nil } }, get, set, check: check)
     }
-    static func f(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil, _ get: @escaping @Sendable (Recipe) -> Double?,
-                  _ set: @escaping @Sendable (inout Recipe, Double) -> Void, check: Check<Double>? = nil) -> RecipeField {
+    static func f(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil,
+                  _ get: @escaping @Sendable (Recipe) -> Double?,
+                  _ set: @escaping @Sendable (inout Recipe,
+                                              Double) -> Void, check: Check<Double>? = nil) -> RecipeField {
         field(k, .float, summary, adapter: adapter, wrap: RecipeValue.float,
               unwrap: { if case .float(let x) = $0 { x } else { nil } }, get, set, check: check)
     }
-    static func b(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil, _ get: @escaping @Sendable (Recipe) -> Bool?,
+    static func b(_ k: String, _ summary: String, adapter: AdapterSpec.Kind? = nil,
+                  _ get: @escaping @Sendable (Recipe) -> Bool?,
                   _ set: @escaping @Sendable (inout Recipe, Bool) -> Void) -> RecipeField {
         field(k, .bool, summary, adapter: adapter, wrap: RecipeValue.bool,
               unwrap: { if case .bool(let x) = $0 { x } else { nil } }, get, set)
@@ -108,12 +114,14 @@ public enum RecipeSchema {
               unwrap: { if case .string(let x) = $0 { E(rawValue: x) } else { nil } }, get, set, check: check)
     }
 
-    static func positive<T: Comparable & Numeric>(_ v: T, _: Recipe) -> String? { v > 0 ? nil : "must be positive, got \(v)" }
+    static func positive<T: Comparable & Numeric>(_ v: T,
+                                                  _: Recipe) -> String? { v > 0 ? nil : "must be positive, got \(v)" }
     static func notNegative<T: Comparable & Numeric>(_ v: T, _: Recipe) -> String? { v >= 0 ? nil : "must be 0 or positive, got \(v)" }
 
     /// Every key, in the order of the resolved recipe and of the checks.
     public static let fields: [RecipeField] = [
-        s("model", "Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).", required: true,
+        s("model", "Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).",
+          required: true,
           { $0.model }, { $0.model = $1 }),
         c("model_init", "pretrained (read model.safetensors) or random (transformers' initialisation, for pretraining; needs adapter.type none).",
           { $0.modelInit }, { $0.modelInit = $1 },
@@ -124,7 +132,8 @@ public enum RecipeSchema {
         // The type first: the keys after it belong to one type each and have no value under another.
         c("adapter.type", "lora, prefix, or none (full fine-tuning: every base weight trains).", { $0.adapter.kind },
           { r, kind in if r.adapter.kind != kind { r.adapter = AdapterSpec(defaultsOf: kind) } }),
-        i("adapter.rank", "LoRA rank r.", adapter: .lora, { $0.adapter.lora?.rank }, { $0.adapter.lora?.rank = $1 }, check: positive),
+        i("adapter.rank", "LoRA rank r.", adapter: .lora, { $0.adapter.lora?.rank }, { $0.adapter.lora?.rank = $1 },
+          check: positive),
         f("adapter.alpha", "LoRA alpha; the update is scaled by alpha / r (alpha / √r with rslora).", adapter: .lora,
           { $0.adapter.lora?.alpha }, { $0.adapter.lora?.alpha = $1 }, check: positive),
         f("adapter.dropout", "Dropout on the LoRA input during training.", adapter: .lora,
@@ -142,86 +151,107 @@ public enum RecipeSchema {
                     if case .pattern? = r.adapter.lora?.targets { return }
                     r.adapter.lora?.targets = names == ["all-linear"] ? .allLinear : .names(names)
                 }, check: { v, _ in v.isEmpty ? "must name at least one module" : nil }),
-        s("adapter.target_regex", "A regular expression over full module paths; replaces adapter.targets when set.", adapter: .lora,
+        s("adapter.target_regex", "A regular expression over full module paths; replaces adapter.targets when set.",
+          adapter: .lora,
           { if case .pattern(let p)? = $0.adapter.lora?.targets { p } else { nil } }, { $0.adapter.lora?.targets = .pattern($1) },
           check: { v, _ in (try? NSRegularExpression(pattern: v)) != nil ? nil : "'\(v)' is not a valid regular expression" }),
-        field("adapter.layers", .intList, "Only these layer indices get LoRA (default: all).", adapter: .lora, wrap: RecipeValue.ints,
+        field("adapter.layers", .intList, "Only these layer indices get LoRA (default: all).", adapter: .lora,
+              wrap: RecipeValue.ints,
               unwrap: { if case .ints(let x) = $0 { x } else { nil } },
               { $0.adapter.lora?.layersToTransform }, { $0.adapter.lora?.layersToTransform = $1 }),
         b("adapter.rslora", "Scale by alpha / √r (rank-stabilised LoRA).", adapter: .lora,
           { $0.adapter.lora?.useRSLoRA }, { $0.adapter.lora?.useRSLoRA = $1 }),
-        strings("adapter.modules_to_save", "LoRA: modules trained whole and saved in the adapter (PEFT's modules_to_save), e.g. [embed_tokens].",
+        strings("adapter.modules_to_save",
+                "LoRA: modules trained whole and saved in the adapter (PEFT's modules_to_save), e.g. [embed_tokens].",
                 adapter: .lora, { $0.adapter.lora?.modulesToSave }, { $0.adapter.lora?.modulesToSave = $1 }),
         b("adapter.ensure_weight_tying", "With embed_tokens among the targets of a model whose head is tied to it: the head reads the adapted table too (PEFT's ensure_weight_tying); otherwise the head keeps the base table.",
           adapter: .lora, { $0.adapter.lora?.ensureWeightTying }, { $0.adapter.lora?.ensureWeightTying = $1 }),
-        field("adapter.init", .choice(["kaiming", "gaussian"]), "LoRA A initialisation: kaiming (uniform) or gaussian; B starts at zero.",
+        field("adapter.init", .choice(["kaiming", "gaussian"]),
+              "LoRA A initialisation: kaiming (uniform) or gaussian; B starts at zero.",
               adapter: .lora, wrap: RecipeValue.string, unwrap: { if case .string(let x) = $0 { x } else { nil } },
               { r in r.adapter.lora.map { $0.initialization == .gaussian ? "gaussian" : "kaiming" } },
               { r, name in r.adapter.lora?.initialization = name == "gaussian" ? .gaussian : .kaimingUniform }),
         i("adapter.virtual_tokens", "Prefix tuning: virtual key/value positions per layer.", adapter: .prefix,
           { $0.adapter.prefix?.virtualTokens }, { $0.adapter.prefix?.virtualTokens = $1 }, check: positive),
-        i("adapter.projection_hidden", "Prefix tuning: width of the reparameterisation MLP (0 trains the table directly).", adapter: .prefix,
+        i("adapter.projection_hidden",
+          "Prefix tuning: width of the reparameterisation MLP (0 trains the table directly).", adapter: .prefix,
           { $0.adapter.prefix?.projectionHidden }, { $0.adapter.prefix?.projectionHidden = $1 }, check: notNegative),
 
-        s("data.train", "Training data file: .txt (plain text), .jsonl with \"text\", or .jsonl with \"prompt\"/\"completion\".",
+        s("data.train",
+          "Training data file: .txt (plain text), .jsonl with \"text\", or .jsonl with \"prompt\"/\"completion\".",
           required: true, { $0.trainData }, { $0.trainData = $1 }),
-        s("data.validation", "Validation data file, same formats (default: none).", { $0.validationData }, { $0.validationData = $1 }),
+        s("data.validation", "Validation data file, same formats (default: none).", { $0.validationData },
+          { $0.validationData = $1 }),
         c("data.format", "auto (by extension and fields), text, jsonl, or completion (loss on the completion only).",
           { $0.dataFormat }, { $0.dataFormat = $1 }),
         i("data.seq_len", "Tokens per training sequence (a batch runs only as far as its last target, not through the padding after it).",
           { $0.sequenceLength }, { $0.sequenceLength = $1 }, check: { v, _ in v >= 2 ? nil : "must be at least 2, got \(v)" }),
         b("data.packing", "Pack whole JSON-lines records into each sequence, never splitting one that fits; each attends only to itself (false: one record per sequence, padded).",
           { $0.packing }, { $0.packing = $1 }),
-        b("data.shuffle", "Shuffle sequences each epoch (seeded by seed and epoch).", { $0.shuffle }, { $0.shuffle = $1 }),
+        b("data.shuffle", "Shuffle sequences each epoch (seeded by seed and epoch).", { $0.shuffle },
+          { $0.shuffle = $1 }),
 
-        f("optimizer.lr", "Peak learning rate of AdamW.", { $0.learningRate }, { $0.learningRate = $1 }, check: positive),
+        f("optimizer.lr", "Peak learning rate of AdamW.", { $0.learningRate }, { $0.learningRate = $1 },
+          check: positive),
         field("optimizer.betas", .floatPair, "AdamW beta1, beta2.", wrap: RecipeValue.floats,
               unwrap: { if case .floats(let x) = $0 { x } else { nil } }, { $0.betas }, { $0.betas = $1 },
               check: { v, _ in v.allSatisfy { $0 >= 0 && $0 < 1 } ? nil : "each must be in [0, 1), got \(v)" }),
         f("optimizer.eps", "AdamW epsilon.", { $0.epsilon }, { $0.epsilon = $1 }, check: positive),
         f("optimizer.weight_decay", "Decoupled weight decay (PyTorch AdamW) on every trainable tensor.",
           { $0.weightDecay }, { $0.weightDecay = $1 }, check: notNegative),
-        c("optimizer.schedule", "Learning-rate schedule after warmup: constant, linear (to min_lr) or cosine (to min_lr).",
+        c("optimizer.schedule",
+          "Learning-rate schedule after warmup: constant, linear (to min_lr) or cosine (to min_lr).",
           { $0.schedule }, { $0.schedule = $1 }),
         i("optimizer.warmup_steps", "Linear warmup: lr·(step+1)/warmup_steps for the first warmup_steps steps.",
           { $0.warmupSteps }, { $0.warmupSteps = $1 }, check: notNegative),
-        f("optimizer.min_lr", "The floor linear and cosine decay end at.", { $0.minimumLearningRate }, { $0.minimumLearningRate = $1 },
+        f("optimizer.min_lr", "The floor linear and cosine decay end at.", { $0.minimumLearningRate },
+          { $0.minimumLearningRate = $1 },
           check: { v, r in v >= 0 && v <= r.learningRate ? nil : "must be between 0 and optimizer.lr (\(r.learningRate)), got \(v)" }),
-        f("optimizer.max_grad_norm", "Clip gradients to this global L2 norm (0: no clipping).", { $0.maxGradNorm }, { $0.maxGradNorm = $1 },
+        f("optimizer.max_grad_norm", "Clip gradients to this global L2 norm (0: no clipping).", { $0.maxGradNorm },
+          { $0.maxGradNorm = $1 },
           check: { v, _ in v >= 0 ? nil : "must be 0 (off) or positive, got \(v)" }),
 
-        i("training.batch_size", "Sequences per micro-batch (no more than data.train gives).", { $0.batchSize }, { $0.batchSize = $1 },
+        i("training.batch_size", "Sequences per micro-batch (no more than data.train gives).", { $0.batchSize },
+          { $0.batchSize = $1 },
           check: positive),
         i("training.grad_accum", "Micro-batches accumulated per optimizer step.", { $0.gradientAccumulation },
           { $0.gradientAccumulation = $1 }, check: positive),
         b("training.activation_checkpointing",
           "Recompute each decoder layer's activations (all but the last layer's) in the backward pass instead of keeping them: far less memory, about a third more time.",
           { $0.activationCheckpointing }, { $0.activationCheckpointing = $1 }),
-        i("training.steps", "Optimizer steps to run (default: from training.epochs).", { $0.steps }, { $0.steps = $1 }, check: positive),
-        f("training.epochs", "Passes over the training data, when training.steps is not given (default 1).", { $0.epochs }, { $0.epochs = $1 },
+        i("training.steps", "Optimizer steps to run (default: from training.epochs).", { $0.steps }, { $0.steps = $1 },
+          check: positive),
+        f("training.epochs", "Passes over the training data, when training.steps is not given (default 1).",
+          { $0.epochs }, { $0.epochs = $1 },
           check: { v, r in v <= 0 ? "must be positive, got \(v)" : r.steps != nil ? "give training.steps or training.epochs, not both" : nil }),
 
-        i("eval.every", "Evaluate on data.validation every N steps (0: only at the end).", { $0.evalEvery }, { $0.evalEvery = $1 },
+        i("eval.every", "Evaluate on data.validation every N steps (0: only at the end).", { $0.evalEvery },
+          { $0.evalEvery = $1 },
           check: { v, r in v < 0 ? "must be 0 or positive, got \(v)"
               : v > 0 && r.validationData == nil ? "evaluates on data.validation, which is not set" : nil }),
-        i("eval.max_batches", "Evaluate on at most this many validation batches (default: all).", { $0.evalBatches }, { $0.evalBatches = $1 },
+        i("eval.max_batches", "Evaluate on at most this many validation batches (default: all).", { $0.evalBatches },
+          { $0.evalBatches = $1 },
           check: { v, r in v <= 0 ? "must be positive, got \(v)"
               : r.validationData == nil ? "limits evaluation on data.validation, which is not set" : nil }),
 
-        i("checkpoint.every", "Write a checkpoint every N steps (0: only at the end).", { $0.checkpointEvery }, { $0.checkpointEvery = $1 },
+        i("checkpoint.every", "Write a checkpoint every N steps (0: only at the end).", { $0.checkpointEvery },
+          { $0.checkpointEvery = $1 },
           check: notNegative),
         i("checkpoint.keep", "Complete checkpoints kept; older ones are removed once a newer one is complete.",
           { $0.checkpointKeep }, { $0.checkpointKeep = $1 }, check: { v, _ in v >= 1 ? nil : "must be at least 1, got \(v)" }),
 
         i("logging.every", "Log a metrics line every N steps.", { $0.logEvery }, { $0.logEvery = $1 },
           check: { v, _ in v >= 1 ? nil : "must be at least 1, got \(v)" }),
-        c("logging.progress", "auto (a bar on a terminal, lines otherwise), bar, or plain.", { $0.progress }, { $0.progress = $1 }),
+        c("logging.progress", "auto (a bar on a terminal, lines otherwise), bar, or plain.", { $0.progress },
+          { $0.progress = $1 }),
 
-        s("output.dir", "Run directory (default: runs/ + the recipe file's name).", { $0.outputDirectory.isEmpty ? nil : $0.outputDirectory },
+        s("output.dir", "Run directory (default: runs/ + the recipe file's name).",
+          { $0.outputDirectory.isEmpty ? nil : $0.outputDirectory },
           { $0.outputDirectory = $1 }),
         b("output.export_merged", "Also write the merged model (Hugging Face folder) to RUN_DIR/merged at the end.",
           { $0.exportMerged }, { $0.exportMerged = $1 }),
-        c("output.export_dtype", "dtype of the merged export: float32, float16 or bfloat16.", { $0.exportType }, { $0.exportType = $1 }),
+        c("output.export_dtype", "dtype of the merged export: float32, float16 or bfloat16.", { $0.exportType },
+          { $0.exportType = $1 }),
     ]
 
     public static let byKey: [String: RecipeField] = Dictionary(uniqueKeysWithValues: fields.map { ($0.key, $0) })
