@@ -111,8 +111,7 @@ public final class FileLock {
             guard reason == EWOULDBLOCK else {
                 throw FormatError(file: path, "cannot lock: \(String(cString: strerror(reason)))")
             }
-            let holder = count > 0 ? String(decoding: bytes[..<count],
-                                            as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
+            let holder = count > 0 ? String(decoding: bytes[..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
             throw FormatError(file: what, "is in use by another process\(holder.isEmpty ? "" : " (pid \(holder))"); wait for it to end or stop it first")
         }
         let pid = Array("\(getpid())\n".utf8)

@@ -19,8 +19,7 @@ public enum Evaluation {
 
     /// Window starts: every full window, or the whole text as one window when it is shorter than one.
     public static func windows(tokenCount: Int, sequenceLength: Int, maxWindows: Int?) -> [Range<Int>] {
-        var ranges = stride(from: 0, through: tokenCount - sequenceLength,
-                            by: sequenceLength).map { $0..<($0 + sequenceLength) }
+        var ranges = stride(from: 0, through: tokenCount - sequenceLength, by: sequenceLength).map { $0..<($0 + sequenceLength) }
         if ranges.isEmpty && tokenCount >= 2 { ranges = [0..<tokenCount] }
         if let maxWindows { ranges = Array(ranges.prefix(maxWindows)) }
         return ranges
@@ -54,8 +53,7 @@ public enum Evaluation {
                 }
                 let ids = group.flatMap { tokens[$0].map(Int32.init) }
                 let targets = Losses.nextTokenTargets(ids, batch: group.count, length: length)
-                let loss = try model.loss(ids, batch: group.count, length: length, targets: targets,
-                                          prefix: prefix).item()
+                let loss = try model.loss(ids, batch: group.count, length: length, targets: targets, prefix: prefix).item()
                 let count = group.count * (length - 1)
                 total += Double(loss) * Double(count)
                 predicted += count

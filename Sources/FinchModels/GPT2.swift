@@ -137,8 +137,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     }
 
     public func storesTransposed(_ name: String) -> Bool {
-        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
-         ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
+        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
     }
 
     public func isIgnorableCheckpointKey(_ name: String) -> Bool {

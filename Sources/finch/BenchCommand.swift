@@ -89,8 +89,7 @@ struct BenchCommand: ParsableCommand {
         var rows: [[String: Any]] = []
         for w in chosen {
             for mode in chosenModes {
-                var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double,
-                                                                            peakRSS: Double)] = []
+                var finchRuns: [WorkloadBenchmark.Result] = [], peerRuns: [(tokensPerSecond: Double, peakRSS: Double)] = []
                 for _ in 0..<repetitions {
                     finchRuns.append(try Self.childResult(w.name, mode.rawValue, steps: steps,
                                                           checkpointActivations: activationCheckpointing))

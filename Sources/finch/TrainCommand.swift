@@ -67,8 +67,7 @@ final class ProgressDisplay {
             if bar {
                 let width = 24
                 let filled = Int(Double(width) * Double(r.step) / Double(max(1, r.totalSteps)))
-                let text = "\r[" + String(repeating: "█", count: filled) + String(repeating: "·",
-                                                                                  count: width - filled) + "] " + line
+                let text = "\r[" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] " + line
                 FileHandle.standardError.write(Data(text.utf8))
                 if r.step == r.totalSteps { FileHandle.standardError.write(Data("\n".utf8)) }
             } else if r.step % logEvery == 0 || r.step == r.totalSteps {

@@ -24,9 +24,7 @@ struct AdapterPropertyTests {
     func freshLoRAEqualsTheBaseExactly(_ family: String) throws {
         let model = try Self.base(family)
         let before = try Self.logits(model)
-        let adapter = try LoRAAdapter.inject(into: model,
-                                             configuration: LoRAConfiguration(rank: 4, alpha: 8,
-                                                                              targets: .allLinear), seed: 3)
+        let adapter = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 4, alpha: 8, targets: .allLinear), seed: 3)
         #expect(adapter.layers.count == (family == "gpt2" ? 8 : 14))
         #expect(try Self.logits(model) == before)
     }
@@ -40,8 +38,7 @@ struct AdapterPropertyTests {
         #expect(trainable.allSatisfy { $0.name.contains("lora_") })
         // One gradient step on the adapter (plain SGD; AdamW is the trainer's).
         let before = try Self.logits(model)
-        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil,
-                                                                       prefix: nil), tokens: Self.tokens)
+        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil, prefix: nil), tokens: Self.tokens)
         try loss.backward()
         let adapterBefore = trainable.map { $0.tensor.scalars }
         for (_, t) in trainable { try t.assign(t.detached() - t.grad! * 0.5) }
@@ -103,8 +100,7 @@ struct AdapterPropertyTests {
             for name in original.names { #expect(try saved.floats(name) == original.floats(name), "\(name)") }
             let reloadedModel = try Self.base(family)
             let reloaded = try PEFTFormat.load(out, into: reloadedModel)
-            #expect(try Self.logits(reloadedModel, reloaded.attentionPrefix) == Self.logits(model,
-                                                                                            adapter.attentionPrefix))
+            #expect(try Self.logits(reloadedModel, reloaded.attentionPrefix) == Self.logits(model, adapter.attentionPrefix))
         }
     }
 
@@ -122,8 +118,7 @@ struct AdapterPropertyTests {
         let a = try Self.logits(model, prefix), b = try Self.logits(reloadedModel, reloaded.attentionPrefix)
         #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5)
         // Its gradient reaches the MLP.
-        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil,
-                                                                       prefix: prefix), tokens: Self.tokens)
+        let loss = try Losses.causalLanguageModel(logits: model.logits(Self.tokens, batch: 2, length: 12, cache: nil, prefix: prefix), tokens: Self.tokens)
         try loss.backward()
         #expect(prefix.namedParameters().allSatisfy { $0.tensor.grad != nil })
     }
@@ -134,9 +129,7 @@ struct AdapterPropertyTests {
         #expect(q == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"])
         let regex = try LoRAAdapter.select(paths, configuration: LoRAConfiguration(targets: .pattern(#".*\.mlp\.(up|down)_proj"#)))
         #expect(regex.count == 4)
-        let layer1 = try LoRAAdapter.select(paths,
-                                            configuration: LoRAConfiguration(targets: .allLinear,
-                                                                             layersToTransform: [1]))
+        let layer1 = try LoRAAdapter.select(paths, configuration: LoRAConfiguration(targets: .allLinear, layersToTransform: [1]))
         #expect(layer1.count == 7 && layer1.allSatisfy { $0.hasPrefix("model.layers.1.") })
         #expect(!(try LoRAAdapter.select(paths,
                                          configuration: LoRAConfiguration(targets: .allLinear))).contains("lm_head"))
@@ -163,9 +156,7 @@ struct AdapterPropertyTests {
             var trainable: [(name: String, tensor: Tensor)]
             switch kind {
             case "lora":
-                _ = try LoRAAdapter.inject(into: model,
-                                           configuration: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.2,
-                                                                            targets: .allLinear,
+                _ = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 2, alpha: 4, dropout: 0.2, targets: .allLinear,
                                                                                          fanInFanOut: family == "gpt2"), seed: 6)
                 // B starts at zero, which would leave A's gradient zero: give B values.
                 for (name, t) in model.trainableParameters() where name.contains("lora_B") {

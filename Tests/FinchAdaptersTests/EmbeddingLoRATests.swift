@@ -208,8 +208,7 @@ struct EmbeddingLoRATests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try PEFTFormat.save(.lora(lora), model: model, to: dir + "/adapter")
         let written = try SafetensorsFile(path: dir + "/adapter/adapter_model.safetensors")
-        let original = try SafetensorsFile(path: Fixtures.path(Self.family,
-                                                               "lora-saved-table/adapter_model.safetensors"))
+        let original = try SafetensorsFile(path: Fixtures.path(Self.family, "lora-saved-table/adapter_model.safetensors"))
         #expect(Set(written.names) == Set(original.names))
         for name in written.names { #expect(try written.floats(name) == original.floats(name), "\(name)") }
         let config = try JSONValue.load(path: dir + "/adapter/adapter_config.json").object

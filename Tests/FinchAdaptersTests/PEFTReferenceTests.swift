@@ -53,8 +53,7 @@ struct PEFTReferenceTests {
             let (model, adapter) = try Self.load(family, adapter: name)
             for useCache in [true, false] {
                 let out = try Generation.generate(model: model, prompt: greedy.prompt_ids,
-                                                  options: GenerationOptions(maxTokens: greedy.max_new_tokens,
-                                                                             useCache: useCache),
+                                                  options: GenerationOptions(maxTokens: greedy.max_new_tokens, useCache: useCache),
                                                   prefix: adapter.attentionPrefix)
                 #expect(out == expected, "\(family) \(name) cache \(useCache)")
             }

@@ -57,13 +57,11 @@ struct BadInputCommandTests {
         }
         let model = try CommandLineTests.baseCopy()
         try poison("\(model)/model.safetensors")
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data",
-                                                                          Fixtures.path("llama-gqa", "eval.txt")]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
                                               ["\(model)/model.safetensors: header length", "exceeds the 100 MB limit"])
         try FileManager.default.copyItem(atPath: Fixtures.path("llama-gqa", "lora"), toPath: "\(dir)/lora")
         try poison("\(dir)/lora/adapter_model.safetensors")
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base,
-                                                                          "--adapter", "\(dir)/lora", "--prompt", "a"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base, "--adapter", "\(dir)/lora", "--prompt", "a"]),
                                               ["\(dir)/lora/adapter_model.safetensors: header length"])
         let recipe = try Self.recipe(dir, run: "run", extra: "checkpoint:\n  every: 4\n")
         #expect(try CommandLineTests.finch(["train", recipe, "training.steps=4"]).status == 0)
@@ -104,12 +102,10 @@ struct BadInputCommandTests {
                                          ("--temperature", "-1", "--temperature must be 0 or more, got -1.0"),
                                          ("--top-k", "-3", "--top-k must be at least 1, got -3"),
                                          ("--seed", "-1", "--seed must be 0 or more, got -1")] {
-            CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base,
-                                                                              "--prompt", "a", option, value]),
+            CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["generate", "--model", Self.base, "--prompt", "a", option, value]),
                                                   ["Error: \(message)"])
         }
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
-                                                                          Fixtures.path("llama-gqa", "eval.txt"),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", Fixtures.path("llama-gqa", "eval.txt"),
                                                                           "--seq-len", "-4"]), ["Error: --seq-len must be at least 2, got -4"])
         // A prompt that starts with a dash is a prompt.
         let dashed = try CommandLineTests.finch(["generate", "--model", Self.base, "--prompt", "- item",
@@ -124,12 +120,10 @@ struct BadInputCommandTests {
         var bytes = Data("{\"text\": \"to be\"}\n".utf8)
         bytes.append(contentsOf: [0x7B, 0xC3, 0x28, 0x7D, 0x0A])
         try bytes.write(to: URL(fileURLWithPath: "\(dir)/latin.jsonl"))
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
-                                                                          "\(dir)/latin.jsonl"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/latin.jsonl"]),
                                               ["\(dir)/latin.jsonl:2: is not UTF-8 text"])
         try "\n\n   \n".write(toFile: "\(dir)/blank.jsonl", atomically: true, encoding: .utf8)
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data",
-                                                                          "\(dir)/blank.jsonl"]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", Self.base, "--data", "\(dir)/blank.jsonl"]),
                                               ["\(dir)/blank.jsonl: holds no records"])
         let text = try String(contentsOfFile: Fixtures.path("llama-gqa", "eval.txt"), encoding: .utf8)
         let records = stride(from: 0, to: 2000, by: 200).map { i -> String in
@@ -160,8 +154,7 @@ struct BadInputCommandTests {
         let nan = Float.nan.bitPattern.littleEndian
         withUnsafeBytes(of: nan) { for i in 0..<4 { bytes[8 + headerLength + offsets[0] + i] = $0[i] } }
         try bytes.write(to: URL(fileURLWithPath: "\(model)/model.safetensors"))
-        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data",
-                                                                          Fixtures.path("llama-gqa", "eval.txt")]),
+        CommandLineTests.expectOneLineFailure(try CommandLineTests.finch(["eval", "--model", model, "--data", Fixtures.path("llama-gqa", "eval.txt")]),
                                               ["\(model)/model.safetensors: tensor 'lm_head.weight' holds NaN or infinite values"])
     }
 
@@ -190,8 +183,7 @@ struct BadInputCommandTests {
         // metrics.jsonl passes 2 KB at about step 17 of 30 (the resolved recipe.yaml is about 1 KB); no checkpoint
         // is due before the end.
         let metrics = try Self.recipe(dir, run: "metrics")
-        CommandLineTests.expectOneLineFailure(try Self.finchWithFileSizeLimit(2,
-                                                                              ["train", metrics, "training.steps=30"]),
+        CommandLineTests.expectOneLineFailure(try Self.finchWithFileSizeLimit(2, ["train", metrics, "training.steps=30"]),
                                               ["\(dir)/metrics/metrics.jsonl: cannot write: File too large"])
         // The first checkpoint (step 4) writes optimizer.safetensors of about 30 KB: past a 20 KB limit.
         let checkpoint = try Self.recipe(dir, run: "checkpoint", extra: "checkpoint:\n  every: 4\n")

@@ -142,8 +142,7 @@ struct CommandLineTests {
     @Test func evalOfACompletionFileNamesAnExampleTooLongForTheModel() throws {
         let dir = try Fixtures.scratchDirectory("cli-long-completions")
         let data = "\(dir)/requests.jsonl"
-        let nearEnd = String(repeating: "to be or not ", count: 60), tooLong = String(repeating: "to be or not ",
-                                                                                      count: 120)
+        let nearEnd = String(repeating: "to be or not ", count: 60), tooLong = String(repeating: "to be or not ", count: 120)
         let records = ["{\"prompt\": \"\(nearEnd)\", \"completion\": \" that\"}",
                        "{\"prompt\": \"\(tooLong)\", \"completion\": \" that\"}"]
         try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
@@ -167,8 +166,7 @@ struct CommandLineTests {
     @Test func anUnknownModelTypeFailsInOneLine() throws {
         let dir = try Self.baseCopy()
         let config = try String(contentsOfFile: "\(dir)/config.json", encoding: .utf8)
-        try config.replacingOccurrences(of: "\"llama\"", with: "\"qwen3\"").write(toFile: "\(dir)/config.json",
-                                                                                  atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "\"llama\"", with: "\"qwen3\"").write(toFile: "\(dir)/config.json", atomically: true, encoding: .utf8)
         Self.expectOneLineFailure(try Self.finch(["generate", "--model", dir, "--prompt", "hi"]),
                                   ["\(dir)/config.json", "model_type \"qwen3\" is not supported"])
     }

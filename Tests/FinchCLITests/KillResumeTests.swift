@@ -86,8 +86,7 @@ struct KillResumeTests {
         let b = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/killed/adapter/adapter_model.safetensors"))
         #expect(a == b, "the adapter after \(kills) kills differs from the straight run's")
         func losses(_ run: String) throws -> [Substring] {
-            try String(contentsOfFile: "\(run)/metrics.jsonl",
-                       encoding: .utf8).split(separator: "\n").filter { $0.contains("\"loss\"") }
+            try String(contentsOfFile: "\(run)/metrics.jsonl", encoding: .utf8).split(separator: "\n").filter { $0.contains("\"loss\"") }
                 .map { line in line.split(separator: ",").filter { $0.contains("\"loss\"") || $0.contains("\"step\"") }.joined(separator: ",")[...] }
         }
         let la = try losses("\(dir)/straight"), lb = try losses("\(dir)/killed")

@@ -19,8 +19,7 @@ struct KeyValueCacheTests {
         let cache = LayerCache()
         var allKeys: [Tensor] = [], allValues: [Tensor] = [], returned: [(Tensor, [Float])] = []
         for (i, t) in ([5] + Array(repeating: 1, count: 260) + [40]).enumerated() {
-            let k = Self.random([batch, t, 2, 4], seed: UInt64(2 * i)), v = Self.random([batch, t, 2, 3],
-                                                                                        seed: UInt64(2 * i + 1))
+            let k = Self.random([batch, t, 2, 4], seed: UInt64(2 * i)), v = Self.random([batch, t, 2, 3], seed: UInt64(2 * i + 1))
             allKeys.append(k)
             allValues.append(v)
             let (keys, values) = try cache.append(key: k, value: v)

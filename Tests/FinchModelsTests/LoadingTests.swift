@@ -54,8 +54,7 @@ struct LoadingTests {
     @Test func unknownModelTypeAndMissingFilesAreNamed() throws {
         let dir = try Self.editedCopy("llama-gqa") { _ in }
         let config = try String(contentsOfFile: "\(dir)/config.json", encoding: .utf8)
-        try config.replacingOccurrences(of: "\"llama\"", with: "\"falcon\"").write(toFile: "\(dir)/config.json",
-                                                                                   atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: "\"llama\"", with: "\"falcon\"").write(toFile: "\(dir)/config.json", atomically: true, encoding: .utf8)
         Self.expectLoadError(dir, "config.json: model_type \"falcon\" is not supported")
         try FileManager.default.removeItem(atPath: "\(dir)/config.json")
         Self.expectLoadError(dir, "config.json: cannot read the file")

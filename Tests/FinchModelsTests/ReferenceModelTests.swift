@@ -21,8 +21,7 @@ struct ReferenceModelTests {
         let logits = try GradientMode.withoutGradients {
             try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
         }
-        let expected = try SafetensorsFile(path: Fixtures.path(family,
-                                                               "reference.safetensors")).floats("base.logits.window0")
+        let expected = try SafetensorsFile(path: Fixtures.path(family, "reference.safetensors")).floats("base.logits.window0")
         #expect(logits.count == expected.count)
         let worst = zip(logits.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
         #expect(worst <= 1e-4, "\(family): worst logit difference \(worst)")

@@ -39,8 +39,7 @@ struct LayerTests {
         let heads = try (0..<a.headCount).map { h -> Tensor in
             let kv = h / group
             let qh = try q.slice(axis: 2, (h * d)..<((h + 1) * d))
-            let kh = try k.slice(axis: 2, (kv * d)..<((kv + 1) * d)), vh = try v.slice(axis: 2,
-                                                                                       (kv * d)..<((kv + 1) * d))
+            let kh = try k.slice(axis: 2, (kv * d)..<((kv + 1) * d)), vh = try v.slice(axis: 2, (kv * d)..<((kv + 1) * d))
             let scores = try qh.matmul(kh, transposeOther: true) * (1 / Float(d).squareRoot()) + causal
             return try scores.softmax().matmul(vh)
         }
@@ -104,8 +103,7 @@ struct LayerTests {
     func gatedMLPsFusedDownProjectionMatchesTheTwoOps(_ bias: Bool) throws {
         // Rows enough for the fused path (it splits by rows), hidden width not a multiple of the vector width.
         let mlp = GatedMLP(dimensions: 16, hiddenDimensions: 52, bias: bias)
-        for (i, layer) in [mlp.gateProj, mlp.upProj,
-                           mlp.downProj].enumerated() { try Self.randomize(layer, seed: UInt64(20 + i)) }
+        for (i, layer) in [mlp.gateProj, mlp.upProj, mlp.downProj].enumerated() { try Self.randomize(layer, seed: UInt64(20 + i)) }
         mlp.unfreeze()
         let x = Self.normal([4, 150, 16], seed: 6)
         let weights = mlp.namedParameters().map(\.tensor)
@@ -132,11 +130,11 @@ struct LayerTests {
         try GradientMode.withoutGradients {
             let full = try attention(x, positionOffset: 0, cache: nil, prefix: nil).scalars
             let cache = LayerCache()
-            var stepped: [Float] = try attention(x.slice(axis: 1, 0..<5), positionOffset: 0, cache: cache,
-                                                 prefix: nil).scalars
+            var stepped: [Float] = try attention(x.slice(axis: 1,
+                                                         0..<5), positionOffset: 0, cache: cache, prefix: nil).scalars
             for t in 5..<9 {
-                stepped += try attention(x.slice(axis: 1, t..<(t + 1)), positionOffset: t, cache: cache,
-                                         prefix: nil).scalars
+                stepped += try attention(x.slice(axis: 1,
+                                                 t..<(t + 1)), positionOffset: t, cache: cache, prefix: nil).scalars
             }
             #expect(cache.length == 9)
             Self.expectClose(stepped, full, "cached against full")

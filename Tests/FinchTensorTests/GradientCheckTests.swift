@@ -118,8 +118,7 @@ struct GradientCheckTests {
 
     @Test(arguments: [[4, 6], [2, 3, 8]])
     func layerNorm(_ shape: [Int]) throws {
-        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5), b = Inputs.normal([shape.last!],
-                                                                                                   seed: 6)
+        let x = Inputs.normal(shape), w = Inputs.normal([shape.last!], seed: 5), b = Inputs.normal([shape.last!], seed: 6)
         try GradientCheck.check([x, w, b]) { try $0[0].layerNorm(weight: $0[1], bias: $0[2], epsilon: 1e-5) }
         try GradientCheck.check([x, w]) { try $0[0].layerNorm(weight: $0[1], bias: nil, epsilon: 1e-5) }
     }
@@ -191,8 +190,7 @@ struct GradientCheckTests {
         let q = Inputs.normal([2, 70, 4, 4], seed: 1), k = Inputs.normal([2, 70, 2, 4], seed: 2), v = Inputs.normal([2, 70, 2, 4], seed: 3)
         let seed = Inputs.normal([2, 70, 4, 4], seed: 6)
         func prefixGradients(othersTrain: Bool) throws -> [[Float]] {
-            let pk = Inputs.normal([2, 3, 2, 4], seed: 4).requiringGrad(), pv = Inputs.normal([2, 3, 2, 4],
-                                                                                              seed: 5).requiringGrad()
+            let pk = Inputs.normal([2, 3, 2, 4], seed: 4).requiringGrad(), pv = Inputs.normal([2, 3, 2, 4], seed: 5).requiringGrad()
             let (qq, kk, vv) = othersTrain ? (q.detached().requiringGrad(), k.detached().requiringGrad(),
                                               v.detached().requiringGrad())
                                            : (q.detached(), k.detached(), v.detached())

@@ -104,9 +104,7 @@ struct PackedAttentionTests {
     @Test(arguments: [(short, 0), (short, 3), (long, 0), (long, 3)])
     func eachRecordAttendsAsIfAlone(_ packing: Packing, _ p: Int) throws {
         let t = packing.t
-        let q = Inputs.normal([2, t, Self.h, Self.d],
-                              seed: 1).requiringGrad(), k = Inputs.normal([2, t, Self.h, Self.d],
-                                                                          seed: 2).requiringGrad()
+        let q = Inputs.normal([2, t, Self.h, Self.d], seed: 1).requiringGrad(), k = Inputs.normal([2, t, Self.h, Self.d], seed: 2).requiringGrad()
         let v = Inputs.normal([2, t, Self.h, Self.d], seed: 3).requiringGrad()
         let pk = Inputs.normal([2, max(p, 1), Self.h, Self.d],
                                seed: 4), pv = Inputs.normal([2, max(p, 1), Self.h, Self.d], seed: 5)
@@ -118,9 +116,7 @@ struct PackedAttentionTests {
         for (bi, s) in packing.starts.enumerated() {
             for (n, start) in s.enumerated() {
                 let range = start..<(n + 1 < s.count ? s[n + 1] : t)
-                let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(),
-                                    try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi,
-                                                                                                 range).requiringGrad())
+                let (q1, k1, v1) = (try Self.slice(q, bi, range).requiringGrad(), try Self.slice(k, bi, range).requiringGrad(), try Self.slice(v, bi, range).requiringGrad())
                 let p1 = try prefix.map { (key: try Self.slice2($0.key, bi), value: try Self.slice2($0.value, bi)) }
                 let alone = try Tensor.scaledDotProductAttention(query: q1, key: k1, value: v1, prefix: p1)
                 try alone.backward(seed: try Self.slice(seed, bi, range))
@@ -142,8 +138,7 @@ struct PackedAttentionTests {
     @Test func packedGradientsMatchFiniteDifferences() throws {
         let inputs = [Inputs.normal([2, Self.t, Self.h, Self.d], seed: 1),
                       Inputs.normal([2, Self.t, Self.h, Self.d], seed: 2),
-                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3), Inputs.normal([2, 2, Self.h, Self.d],
-                                                                                         seed: 4),
+                      Inputs.normal([2, Self.t, Self.h, Self.d], seed: 3), Inputs.normal([2, 2, Self.h, Self.d], seed: 4),
                       Inputs.normal([2, 2, Self.h, Self.d], seed: 5)]
         try GradientCheck.check(inputs) { x in
             try Tensor.scaledDotProductAttention(query: x[0], key: x[1], value: x[2], prefix: (x[3], x[4]),

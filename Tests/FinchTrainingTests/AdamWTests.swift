@@ -23,8 +23,7 @@ struct AdamWTests {
                               weightDecay: Float(a.weight_decay))
         let tokens = Array(reference.eval_token_ids.prefix(reference.window * reference.windows)).map(Int32.init)
         func loss() throws -> Tensor {
-            try Losses.causalLanguageModel(logits: model.logits(tokens, batch: reference.windows,
-                                                                length: reference.window,
+            try Losses.causalLanguageModel(logits: model.logits(tokens, batch: reference.windows, length: reference.window,
                                                                 cache: nil, prefix: nil), tokens: tokens)
         }
         var losses: [Double] = []
@@ -42,8 +41,7 @@ struct AdamWTests {
         for (got, want) in zip(losses, expected) { #expect(abs(got - want) <= 1e-4, "\(family): losses \(losses) vs \(expected)") }
         let trained = try SafetensorsFile(path: Fixtures.path(family, "reference.safetensors"))
         for (key, tensor) in parameters {
-            let worst = zip(tensor.scalars,
-                            try trained.floats("adamw_trained." + key)).map { abs($0 - $1) }.max() ?? .infinity
+            let worst = zip(tensor.scalars, try trained.floats("adamw_trained." + key)).map { abs($0 - $1) }.max() ?? .infinity
             #expect(worst <= 1e-4, "\(family) \(key): \(worst)")
         }
         #expect(optimizer.step == a.steps)
@@ -59,7 +57,6 @@ struct AdamWTests {
         let linear = LearningRateSchedule(kind: .linear, peak: 1, floor: 0, warmupSteps: 0, totalSteps: 11)
         #expect(abs(linear.learningRate(at: 5) - 0.5) < 1e-12)
         #expect(linear.learningRate(at: 10) == 0)
-        #expect(LearningRateSchedule(kind: .constant, peak: 0.3, floor: 0, warmupSteps: 0,
-                                     totalSteps: 5).learningRate(at: 4) == 0.3)
+        #expect(LearningRateSchedule(kind: .constant, peak: 0.3, floor: 0, warmupSteps: 0, totalSteps: 5).learningRate(at: 4) == 0.3)
     }
 }

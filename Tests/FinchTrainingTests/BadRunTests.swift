@@ -51,8 +51,7 @@ struct BadRunTests {
         let good = Checkpoint.complete(runDirectory: "\(dir)/run").last!
         let before = try TrainingSupport.bytes("\(good.path)/trainable.safetensors")
         do {
-            try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=1e39"],
-                               allowRecipeChange: true).run()
+            try Trainer.resume(runDirectory: "\(dir)/run", overrides: ["optimizer.lr=1e39"], allowRecipeChange: true).run()
             Issue.record("training went on with infinite weights")
         } catch let error as TrainingError {
             #expect(error.message.hasPrefix("step 5: the update at learning rate "), "\(error)")
@@ -93,11 +92,9 @@ struct BadRunTests {
         #expect(told.count == 1 && told.first?.0 == 7 && told.first?.1 == 5)
         // A short run whose every gradient is zero is told at its end; one small step among large ones is not.
         var short = VanishingGradientWatch()
-        #expect([0.0,
-                 0.0].enumerated().compactMap { short.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 1) } == [2])
+        #expect([0.0, 0.0].enumerated().compactMap { short.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 1) } == [2])
         var healthy = VanishingGradientWatch()
-        #expect([1.0, 1e-7,
-                 0.8].enumerated().compactMap { healthy.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 2) }.isEmpty)
+        #expect([1.0, 1e-7, 0.8].enumerated().compactMap { healthy.observe(norm: $1, stepsRun: $0 + 1, isLast: $0 == 2) }.isEmpty)
     }
 
     /// An optimizer moment with the right number of values in another shape (transposed) is refused on resume.
@@ -149,8 +146,7 @@ struct BadRunTests {
         #expect { try TrainingData.format(of: "\(dir)/blank.jsonl", text: try TrainingData.readText("\(dir)/blank.jsonl")) } throws: {
             "\($0)" == "\(dir)/blank.jsonl: holds no records (a JSON-lines file with only blank lines)"
         }
-        try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true,
-                                                                   encoding: .utf8)
+        try "\n{\"prompt\": \"a\", \"completion\": \"b\"}\n".write(toFile: "\(dir)/ok.jsonl", atomically: true, encoding: .utf8)
         #expect(try TrainingData.format(of: "\(dir)/ok.jsonl",
                                         text: try TrainingData.readText("\(dir)/ok.jsonl")) == .completion)
     }

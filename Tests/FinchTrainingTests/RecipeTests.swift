@@ -58,8 +58,7 @@ struct RecipeTests {
     }
 
     @Test func overridesAreTypeCheckedTheSameWay() throws {
-        let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml",
-                                       overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
+        let r = try RecipeLoader.parse(Self.minimal, file: "r.yaml", overrides: ["optimizer.lr=0.02", "adapter.targets=[q_proj,k_proj]"]).recipe
         #expect(r.learningRate == 0.02 && r.adapter.lora?.targets == .names(["q_proj", "k_proj"]))
         Self.expectError(Self.minimal, overrides: ["training.batch_size=big"],
                          "override 'training.batch_size=big': training.batch_size: expected an integer, got 'big'")
@@ -69,8 +68,7 @@ struct RecipeTests {
         let byEpochs = Self.minimal + "training:\n  epochs: 4\n"
         let short = try RecipeLoader.parse(byEpochs, file: "r.yaml", overrides: ["training.steps=6"]).recipe
         #expect(short.steps == 6 && short.epochs == nil)
-        let bySteps = try RecipeLoader.parse(Self.minimal + "training:\n  steps: 9\n", file: "r.yaml",
-                                             overrides: ["training.epochs=2"]).recipe
+        let bySteps = try RecipeLoader.parse(Self.minimal + "training:\n  steps: 9\n", file: "r.yaml", overrides: ["training.epochs=2"]).recipe
         #expect(bySteps.steps == nil && bySteps.epochs == 2)
         Self.expectError(byEpochs, overrides: ["training.steps=6", "training.epochs=2"],
                          "r.yaml: training.epochs: give training.steps or training.epochs, not both")

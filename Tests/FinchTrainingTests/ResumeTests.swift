@@ -13,8 +13,7 @@ struct ResumeTests {
                                                        to: "\(dir)/straight.yaml")
         try Trainer.start(try RecipeLoader.load(path: straightRecipe)).run()
 
-        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter,
-                                                                            extra: "output:\n  dir: \(dir)/paused\n"),
+        let pausedRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/paused\n"),
                                                      to: "\(dir)/paused.yaml")
         try Trainer.start(try RecipeLoader.load(path: pausedRecipe)).run(stopAfter: 3)
         try Trainer.resume(runDirectory: "\(dir)/paused").run(stopAfter: 7)
@@ -34,9 +33,7 @@ struct ResumeTests {
     func everyAdapterKindLowersTheValidationLoss(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("lowers-\(adapter)")
         let recipe = try TrainingSupport.write(
-            TrainingSupport.recipe(dir, adapter: adapter, steps: 16,
-                                   extra: "output:\n  dir: \(dir)/run\n").replacingOccurrences(of: "lr: 0.005",
-                                                                                               with: "lr: 0.01"),
+            TrainingSupport.recipe(dir, adapter: adapter, steps: 16, extra: "output:\n  dir: \(dir)/run\n").replacingOccurrences(of: "lr: 0.005", with: "lr: 0.01"),
             to: "\(dir)/r.yaml")
         var evaluations: [Double] = []
         let trainer = try Trainer.start(try RecipeLoader.load(path: recipe))
@@ -123,8 +120,7 @@ struct ResumeTests {
         let dir = try TrainingSupport.stoppedLoRARun()
         let original = try String(contentsOfFile: "\(dir)/train.txt", encoding: .utf8)
         // One word changed: the same file name and size class, other sequences.
-        try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt",
-                                                                            atomically: true, encoding: .utf8)
+        try original.replacingOccurrences(of: " the ", with: " thy ").write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
         #expect { try Trainer.resume(runDirectory: "\(dir)/run") } throws: {
             "\($0)" == "data.train ('\(dir)/train.txt') is not the data checkpoint step 4 was trained on: its sequences differ (the file or the tokenizer changed since); restore it to resume exactly, or pass --allow-data-change to go on with the new data"
         }

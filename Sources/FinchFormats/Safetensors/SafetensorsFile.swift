@@ -187,13 +187,11 @@ public enum DTypeConversion {
             for i in 0..<out.count { out[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
         case .f16:
             for i in 0..<out.count {
-                out[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i,
-                                                                                             as: UInt16.self))))
+                out[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
             }
         case .bf16:
             for i in 0..<out.count {
-                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i,
-                                                                                            as: UInt16.self))) << 16)
+                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
             }
         default:
             preconditionFailure("internal: \(dtype) is not a float type Finch converts")

@@ -22,8 +22,9 @@ extension Tensor {
         }
         let needed = inputs.map(\.requiresGrad)
         output.recordBackward("checkpoint", inputs: inputs) { gradient in
-            let leaves = zip(inputs,
-                             needed).map { input, needs in needs ? input.detached().requiringGrad() : input.detached() }
+            let leaves = zip(inputs, needed).map { input, needs in
+                needs ? input.detached().requiringGrad() : input.detached()
+            }
             masks.replaying = true
             masks.next = 0
             let recomputation = Recomputation()

@@ -96,8 +96,7 @@ extension Tensor {
                     let w8 = UnsafeRawPointer(wp + j).loadUnaligned(as: SIMD8<Float>.self)
                     let s8 = UnsafeRawPointer(sr + j).loadUnaligned(as: SIMD8<Float>.self)
                     let a8 = UnsafeRawPointer(ip + j).loadUnaligned(as: SIMD8<Float>.self)
-                    UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c),
-                                                               as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(dr + j).storeBytes(of: inv * (g8 * w8 - s8 * a8 * b * c), as: SIMD8<Float>.self)
                     j += 8
                 }
                 while j < d { dr[j] = inv * (gr[j] * wp[j] - sr[j] * ip[j] * b * c); j += 1 }

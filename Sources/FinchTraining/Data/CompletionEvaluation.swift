@@ -76,8 +76,7 @@ public enum CompletionEvaluation {
                 total += Double(try loss.item()) * Double(c.count)
                 count += c.count
                 let generated = try Generation.generate(
-                    model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens,
-                                                                                       positions - p.count + 1),
+                    model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens, positions - p.count + 1),
                                                                     stopTokens: Set(model.config.eosTokenIds)),
                     prefix: prefix)
                 let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)

@@ -116,10 +116,7 @@ public struct TrainingData: Sendable {
                     }
                     let p = tokenizer.encode(prompt, addSpecialTokens: true).map(Int32.init)
                     let c = tokenizer.encode(completion, addSpecialTokens: false).map(Int32.init) + [endOfText]
-                    records.append(TokenSequence(tokens: p + c,
-                                                 targetMask: [Bool](repeating: false,
-                                                                    count: p.count) + [Bool](repeating: true,
-                                                                                             count: c.count)))
+                    records.append(TokenSequence(tokens: p + c, targetMask: [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)))
                 }
             }
         }

@@ -154,8 +154,7 @@ public final class TrainingSession {
             var total = 0.0, count = 0
             var start = 0, batches = 0
             while start < validationData.sequences.count && batches < (recipe.evalBatches ?? .max) {
-                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize,
-                                                                       validationData.sequences.count)])
+                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize, validationData.sequences.count)])
                 let (loss, targets, _) = try self.loss(batch)
                 if targets > 0 {
                     total += Double(try loss.item()) * Double(targets)

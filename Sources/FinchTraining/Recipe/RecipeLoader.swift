@@ -367,8 +367,7 @@ public enum RecipeLoader {
 
     static func yamlProblem(_ error: YamlError) -> String {
         switch error {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _,
-                                                                                      _): return problem
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): return problem
         default: return "\(error)".split(separator: "\n").first.map(String.init) ?? "syntax error"
         }
     }

@@ -66,8 +66,7 @@ public enum RecipeSchema {
     static func field<T>(_ key: String, _ kind: RecipeField.Kind, _ summary: String, required: Bool = false,
                          adapter: AdapterSpec.Kind? = nil, wrap: @escaping @Sendable (T) -> RecipeValue,
                          unwrap: @escaping @Sendable (RecipeValue) -> T?,
-                         _ get: @escaping @Sendable (Recipe) -> T?, _ set: @escaping @Sendable (inout Recipe,
-                                                                                                T) -> Void,
+                         _ get: @escaping @Sendable (Recipe) -> T?, _ set: @escaping @Sendable (inout Recipe, T) -> Void,
                          check: Check<T>? = nil) -> RecipeField {
         RecipeField(key: key, kind: kind, required: required, summary: summary, adapterType: adapter,
                     read: { get($0).map(wrap) },
@@ -75,8 +74,7 @@ public enum RecipeSchema {
                     check: { r in get(r).flatMap { check?($0, r) } })
     }
     static func s(_ k: String, _ summary: String, required: Bool = false, adapter: AdapterSpec.Kind? = nil,
-                  _ get: @escaping @Sendable (Recipe) -> String?, _ set: @escaping @Sendable (inout Recipe,
-                                                                                              String) -> Void,
+                  _ get: @escaping @Sendable (Recipe) -> String?, _ set: @escaping @Sendable (inout Recipe, String) -> Void,
                   check: Check<String>? = nil) -> RecipeField {
         field(k, .string, summary, required: required, adapter: adapter, wrap: RecipeValue.string,
               unwrap: { if case .string(let x) = $0 { x } else { nil } }, get, set, check: check)
