@@ -214,6 +214,19 @@ struct CommandLineTests {
         #expect(state?["position"] as? Int == 12)  // three batches of four sequences
     }
 
+    /// inspect reads a GGUF file's metadata (every value type) and tensor table, as text and as JSON.
+    @Test func inspectDescribesAGGUFFile() throws {
+        let text = try Self.finch(["inspect", Fixtures.path("gguf", "metadata.gguf")])
+        #expect(text.status == 0, "\(text.stderr)")
+        for line in ["GGUF version 3, alignment 32, 15 metadata keys", "  test.nested: [[1, 2], [3]]",
+                     "  test.string: \"héllo, 世界 🙂\"", "parameters: 24 in 1 tensors (1 F32)", "  cube  F32    [2, 3, 4]"] {
+            #expect(text.stdout.contains(line + "\n"), "\(line) in:\n\(text.stdout)")
+        }
+        let json = try Self.finch(["inspect", Fixtures.path("gguf", "quants.gguf"), "--json"])
+        let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        #expect(report?["alignment"] as? Int == 64 && (report?["tensors"] as? [Any])?.count == 16, "\(json.stdout)")
+    }
+
     /// A tokenizer with fewer tokens than the model's vocabulary: ids past it are left out of the text, and
     /// generate says so instead of printing less without a word.
     @Test func generatedIdsWithoutATokenAreNamed() throws {

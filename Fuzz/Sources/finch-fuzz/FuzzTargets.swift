@@ -27,6 +27,8 @@ enum FuzzTarget: String, CaseIterable {
     case state
     /// Training data lines: the first byte picks the extension, packing and window length, the rest is the file.
     case data
+    /// A GGUF file: header, metadata, tensor table, and every tensor of a readable type turned into float32.
+    case gguf
 
     func run(_ bytes: Data, in scratch: Scratch) {
         switch self {
@@ -39,6 +41,7 @@ enum FuzzTarget: String, CaseIterable {
         case .recipe: Self.recipe(bytes)
         case .state: Self.state(bytes, scratch)
         case .data: Self.data(bytes, scratch)
+        case .gguf: Self.gguf(bytes, scratch)
         }
     }
 
@@ -54,6 +57,15 @@ enum FuzzTarget: String, CaseIterable {
         for entry in file.entries where entry.dtype.isLoadable {
             var values = [Float](repeating: 0, count: entry.elementCount)
             _ = values.withUnsafeMutableBufferPointer { try? file.readFiniteFloats(entry.name, into: $0) }
+        }
+    }
+
+    static func gguf(_ bytes: Data, _ scratch: Scratch) {
+        let path = scratch.write(bytes, to: "t.gguf")
+        guard let file = try? GGUFFile(path: path) else { return }
+        // Every tensor lies inside the file, so its values are at most a few times the file's bytes.
+        for tensor in file.tensors where GGUFDequantization.supported.contains(tensor.type) {
+            _ = try? file.floats(tensor)
         }
     }
 

@@ -1,0 +1,56 @@
+"""Makes the GGUF test files with gguf-py (the gguf package llama.cpp maintains), and the values its own
+dequantisation gives for them, so Finch's reader and dequantisation are held to the reference.
+
+    pip install gguf==0.19.0 numpy
+    python3 Tests/Fixtures/gguf/make_gguf.py Tests/Fixtures/gguf
+"""
+import sys
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as Q
+
+out = sys.argv[1] if len(sys.argv) > 1 else "."
+rng = np.random.default_rng(20261206)
+
+# quants.gguf: one tensor of each type Finch dequantises, and beside each ("NAME.expected", F32) what
+# gguf.quants.dequantize gives for its bytes. Values span signs and magnitudes; some blocks are constant or
+# zero, and one row holds a large outlier, so scales take odd values.
+w = gguf.GGUFWriter(f"{out}/quants.gguf", "llama")
+w.add_custom_alignment(64)
+rows, columns = 6, 96
+values = (rng.standard_normal((rows, columns)) * np.array([0.02, 1.0, 7.5, 0.001, 1.0, 3.0])[:, None]).astype(np.float32)
+values[3, :32] = 0.0
+values[4, 32:64] = 0.25
+values[5, 7] = 400.0
+for qtype in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
+    name = qtype.name.lower()
+    stored = gguf.quants.quantize(values, qtype)
+    w.add_tensor(name, stored, raw_dtype=qtype)
+    w.add_tensor(name + ".expected", gguf.quants.dequantize(stored, qtype).astype(np.float32).reshape(values.shape))
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
+
+# metadata.gguf: every metadata value type, arrays of strings and of arrays, and a 3-dimensional tensor.
+w = gguf.GGUFWriter(f"{out}/metadata.gguf", "llama")
+w.add_uint8("test.uint8", 200)
+w.add_int8("test.int8", -100)
+w.add_uint16("test.uint16", 60000)
+w.add_int16("test.int16", -30000)
+w.add_uint32("test.uint32", 4000000000)
+w.add_int32("test.int32", -2000000000)
+w.add_uint64("test.uint64", 18000000000000000000)
+w.add_int64("test.int64", -9000000000000000000)
+w.add_float32("test.float32", 0.1)
+w.add_float64("test.float64", 0.1)
+w.add_bool("test.bool", True)
+w.add_string("test.string", "héllo, 世界 🙂")
+w.add_array("test.strings", ["a", "", "ccc"])
+w.add_array("test.nested", [[1, 2], [3]])
+w.add_tensor("cube", np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
