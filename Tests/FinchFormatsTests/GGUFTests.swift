@@ -33,7 +33,9 @@ struct GGUFTests {
         #expect(file.alignment == 64)
         let name = type.name.lowercased()
         let stored = try #require(file.tensor(named: name)), expected = try #require(file.tensor(named: name + ".expected"))
-        #expect(stored.type == type && stored.shape == [6, 96] && expected.type == .f32)
+        // The K-quants are 3 rows of two 256-value super-blocks of random bytes (gguf-py cannot quantise them).
+        let kQuant = type.block.values == 256
+        #expect(stored.type == type && stored.shape == (kQuant ? [3, 512] : [6, 96]) && expected.type == .f32)
         let ours = try file.floats(stored), theirs = try file.floats(expected)
         #expect(ours.map(\.bitPattern) == theirs.map(\.bitPattern))
         #expect(Set(ours).count > 20)  // not a constant
@@ -145,7 +147,7 @@ struct GGUFTests {
         try Self.expectRefused(file([("w", [1, 1, 1, 1, 1], 0, 0)], data: 32), "has 5 dimensions")
         try Self.expectRefused(file([("w", [1 << 32, 1 << 32], 0, 0)], data: 32), "whose product cannot be counted")
         try Self.expectRefused(file([("w", [48], 2, 0)], data: 64), "rows of 48 values, not a whole number of Q4_0 blocks of 32")
-        try Self.expectRefused(file([("w", [256], 12, 0)], data: 160), "is stored as Q4_K, which Finch cannot read yet")
+        try Self.expectRefused(file([("w", [256], 16, 0)], data: 96), "is stored as IQ2_XXS, which Finch cannot read yet")
         try Self.expectRefused(file([("w", [4], 0, UInt64(Int.max) - 31)], data: 32), "ends past the file's")
         try Self.expectRefused(file([("w", [4], 0, UInt64.max - 31)], data: 32), "more than can be counted")
     }

@@ -28,6 +28,17 @@ for qtype in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
     stored = gguf.quants.quantize(values, qtype)
     w.add_tensor(name, stored, raw_dtype=qtype)
     w.add_tensor(name + ".expected", gguf.quants.dequantize(stored, qtype).astype(np.float32).reshape(values.shape))
+# K-quants: gguf-py cannot quantise them, so their blocks are random bytes (every scale and quant pattern, odd
+# scales included) with finite float16 super-block scales; 3 rows of 2 blocks (512 values) each.
+for qtype, scale_offsets in [(Q.Q2_K, [80, 82]), (Q.Q3_K, [108]), (Q.Q4_K, [0, 2]), (Q.Q5_K, [0, 2]), (Q.Q6_K, [208])]:
+    name = qtype.name.lower()
+    _, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(6, type_size), dtype=np.uint8)
+    for offset in scale_offsets:
+        raw[:, offset:offset + 2] = (rng.standard_normal(6) * 0.05).astype(np.float16).view(np.uint8).reshape(6, 2)
+    stored = raw.reshape(3, -1)
+    w.add_tensor(name, stored, raw_dtype=qtype)
+    w.add_tensor(name + ".expected", gguf.quants.dequantize(stored, qtype).astype(np.float32).reshape(3, 512))
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
