@@ -65,3 +65,60 @@ w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
 w.close()
+
+# llama-gqa.gguf: ../llama-gqa/base (transformers' float32 LLaMA with grouped-query attention) written as
+# llama.cpp's convert_hf_to_gguf.py writes a LLaMA: its tensor names, q and k rows permuted per head to the
+# interleaved rotary layout, F32. Finch must load it to the same model as the Hugging Face folder.
+import json
+import os
+import struct
+
+base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llama-gqa", "base")
+config = json.load(open(os.path.join(base, "config.json")))
+raw = open(os.path.join(base, "model.safetensors"), "rb").read()
+(header_length,) = struct.unpack("<Q", raw[:8])
+header = json.loads(raw[8:8 + header_length])
+weights = {}
+for name, info in header.items():
+    if name == "__metadata__":
+        continue
+    start, end = info["data_offsets"]
+    weights[name] = np.frombuffer(raw[8 + header_length + start:8 + header_length + end], dtype=np.float32).reshape(info["shape"])
+
+
+def permute(w, heads):
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+         "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+         "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+w = gguf.GGUFWriter(f"{out}/llama-gqa.gguf", "llama")
+w.add_block_count(config["num_hidden_layers"])
+w.add_context_length(config["max_position_embeddings"])
+w.add_embedding_length(config["hidden_size"])
+w.add_feed_forward_length(config["intermediate_size"])
+w.add_head_count(heads)
+w.add_head_count_kv(kv_heads)
+w.add_key_length(config["head_dim"])
+w.add_value_length(config["head_dim"])
+w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+w.add_bos_token_id(config["bos_token_id"])
+w.add_eos_token_id(config["eos_token_id"])
+w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+for i in range(config["num_hidden_layers"]):
+    for hf, gg in names.items():
+        t = weights[f"model.layers.{i}.{hf}.weight"]
+        if hf == "self_attn.q_proj":
+            t = permute(t, heads)
+        if hf == "self_attn.k_proj":
+            t = permute(t, kv_heads)
+        w.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(t))
+w.add_tensor("output_norm.weight", weights["model.norm.weight"])
+w.add_tensor("output.weight", weights["lm_head.weight"])
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
