@@ -17,13 +17,15 @@ public struct AdapterError: Error, CustomStringConvertible, Equatable {
 }
 
 extension AdapterError {
-    /// Refuses to allocate `count` float32 values that could not fit in this machine's memory (a mistyped
+    /// The most adapter values this machine can train: each is held four times (itself, its gradient and AdamW's
+    /// two moments), 16 bytes in all.
+    static var trainableValueLimit: Int { ModelSize.physicalMemoryBytes / 16 }
+
+    /// Refuses to allocate `count` float32 values that could not be trained in this machine's memory (a mistyped
     /// rank or size would otherwise stop the process in the allocator); nil counts overflowed `Int`.
-    /// Training holds each value four times (itself, its gradient and AdamW's two moments), so the bound is a
-    /// quarter of memory's worth of float32 values.
     static func checkFitsInMemory(_ count: Int?, what: String, setting: Setting) throws {
         let memory = ModelSize.physicalMemoryBytes
-        guard let count, count <= memory / 16 else {
+        guard let count, count <= trainableValueLimit else {
             let values = count.map {
                 let bytes = ModelSize.gigabytes($0.multipliedReportingOverflow(by: 16).partialValue)
                 return "\($0) values to train (\(bytes) with their gradients and AdamW's moments)"

@@ -85,7 +85,7 @@ public enum PEFTFormat {
             // the per-tensor checks below, whose messages name the tensor.
             let held = weights.entries.reduce(0) { $0 &+ $1.elementCount }
             let needed = try LoRAAdapter.valueCount(in: model, configuration: configuration) ?? Int.max
-            if needed > ModelSize.physicalMemoryBytes / 4, needed > held {
+            if needed > AdapterError.trainableValueLimit, needed > held {
                 let ranks = configuration.rankPattern.isEmpty ? "r \(rank) gives" : "r \(rank) and rank_pattern give"
                 let count = needed == Int.max ? "more than can be counted" : "\(needed)"
                 throw fail("\(ranks) the targeted modules \(count) LoRA values, but \(weights.path) holds \(held): the ranks do not match these weights")

@@ -17,14 +17,9 @@ public enum GGUFDequantization {
         let blocks = destination.count / values
         guard let out = destination.baseAddress else { return }
         switch type {
-        case .f32:
-            for i in 0..<destination.count { out[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-        case .f16:
-            for i in 0..<destination.count { out[i] = half(source, 2 * i) }
-        case .bf16:
-            for i in 0..<destination.count {
-                out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
-            }
+        case .f32: DTypeConversion.toFloat32(source, dtype: .f32, into: destination)
+        case .f16: DTypeConversion.toFloat32(source, dtype: .f16, into: destination)
+        case .bf16: DTypeConversion.toFloat32(source, dtype: .bf16, into: destination)
         case .q8_0:
             for b in 0..<blocks {
                 let base = b * bytes, d = half(source, base), y = out + b * values

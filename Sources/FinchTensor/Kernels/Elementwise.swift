@@ -26,15 +26,20 @@ enum Elementwise {
     /// as a closure: a closure captured inside the parallel chunk body is called per element, not inlined.
     static func add(_ x: Tensor, _ z: Tensor, shape: [Int]) -> Tensor {
         let y = Tensor(uninitializedShape: shape)
-        let fill = { [values = y.values] in
-            let a = x.storage.pointer, b = z.storage.pointer, dst = values.pointer
-            Parallel.forChunks(count: values.count) { r in
-                for i in r { dst[i] = a[i] + b[i] }
-            }
-        }
         // A sum of values not computed yet (a checkpointed block's second run) waits as they do.
-        if x.valuesArePending || z.valuesArePending { y.computeValues(fill) } else { fill() }
+        if x.valuesArePending || z.valuesArePending {
+            y.computeValues { [values = y.values] in add(x, z, into: values) }
+        } else {
+            add(x, z, into: y.values)
+        }
         return y
+    }
+
+    private static func add(_ x: Tensor, _ z: Tensor, into out: TensorStorage) {
+        let a = x.storage.pointer, b = z.storage.pointer, dst = out.pointer
+        Parallel.forChunks(count: out.count) { r in
+            for i in r { dst[i] = a[i] + b[i] }
+        }
     }
 
     /// x · s, written out for the same reason as `add`.
