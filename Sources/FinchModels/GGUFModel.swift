@@ -6,13 +6,18 @@ import FinchTensor
 /// dequantised to float32 under the Hugging Face name Finch's modules carry, and the per-head permutation of the
 /// q and k rows that llama.cpp's converter applies (to interleave each head's rotary pairs) undone.
 public enum GGUFModel {
-    /// The model in `path` and the file it came from (its tokenizer metadata is there too).
-    public static func load(_ path: String) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
+    /// The model in `path` and the file it came from (its tokenizer metadata is there too). With `randomSeed`
+    /// only the configuration is read and the weights start from transformers' initialisation.
+    public static func load(_ path: String, randomSeed: UInt64? = nil) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
         let file = try GGUFFile(path: path)
         let config = ModelConfig.llama(try llamaConfig(file))
         try ModelSize.check(config, path: path, against: nil)
         let model = try CausalLanguageModelFactory.make(config)
-        try loadWeights(into: model, from: file)
+        if let randomSeed {
+            HuggingFaceFolder.initializeRandomly(model, seed: randomSeed)
+        } else {
+            try loadWeights(into: model, from: file)
+        }
         model.freeze()
         return (model, file)
     }

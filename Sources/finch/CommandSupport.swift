@@ -19,17 +19,6 @@ enum Output {
     static func fixed(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
 }
 
-extension HuggingFaceFolder {
-    /// The tokenizer, or an error naming the missing file.
-    func requireTokenizer() throws -> Tokenizer {
-        guard let tokenizer else {
-            throw FormatError(file: (path as NSString).appendingPathComponent("tokenizer.json"),
-                              "missing: this command needs the model's tokenizer")
-        }
-        return tokenizer
-    }
-}
-
 /// An option's value out of its range: one line naming the option, the range and the value (ArgumentParser's
 /// ValidationError adds the whole usage text after it).
 struct OptionError: Error, CustomStringConvertible {
@@ -39,16 +28,16 @@ struct OptionError: Error, CustomStringConvertible {
 
 /// `--model` and `--adapter`, shared by the commands that run a model.
 struct ModelSource: ParsableArguments {
-    @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).")
+    @Option(help: "A Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or a GGUF file.")
     var model: String
 
     @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
     var adapter: String?
 
     /// The model with its tokenizer, and the adapter applied when one was given.
-    func load() throws -> (folder: HuggingFaceFolder, tokenizer: Tokenizer, adapter: Adapter?) {
-        let folder = try HuggingFaceFolder.load(model, requireTokenizer: true)
-        let applied = try adapter.map { try PEFTFormat.load($0, into: folder.model) }
-        return (folder, try folder.requireTokenizer(), applied)
+    func load() throws -> (base: PretrainedModel, tokenizer: Tokenizer, adapter: Adapter?) {
+        let base = try PretrainedModel.load(model, requireTokenizer: true)
+        let applied = try adapter.map { try PEFTFormat.load($0, into: base.model) }
+        return (base, try base.requireTokenizer(), applied)
     }
 }

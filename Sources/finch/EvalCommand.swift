@@ -49,7 +49,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (folder, tokenizer, applied) = try source.load()
+        let (base, tokenizer, applied) = try source.load()
         // By extension and first record, as training reads it: a JSON-lines file is never scored as raw text.
         let text = try TrainingData.readText(data)
         let format = try TrainingData.format(of: data, text: text)
@@ -58,7 +58,7 @@ struct EvalCommand: ParsableCommand {
             if let predictions, !FileManager.default.createFile(atPath: predictions, contents: nil) {
                 throw RecipeError(file: predictions, "cannot create the predictions file (does its folder exist?)")
             }
-            let r = try CompletionEvaluation.run(model: folder.model, tokenizer: tokenizer, path: data,
+            let r = try CompletionEvaluation.run(model: base.model, tokenizer: tokenizer, path: data,
                                                  prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows)
             if let predictions { try writePredictions(r.predictions, to: predictions) }
             if json {
@@ -75,19 +75,19 @@ struct EvalCommand: ParsableCommand {
             throw RecipeError(file: data, "\(flag) needs a prompt/completion JSON-lines file; this one is scored as "
                 + (format == .jsonl ? "\"text\" records" : "plain text"))
         }
-        let positions = folder.config.maxPositions - (applied?.attentionPrefix?.length ?? 0)
+        let positions = base.config.maxPositions - (applied?.attentionPrefix?.length ?? 0)
         guard seqLen <= positions else {
             let prefix = applied?.attentionPrefix.map { ", \(positions) after the adapter's \($0.length) virtual tokens" } ?? ""
             throw RecipeError(file: "\(source.model)/config.json",
-                              "the model has \(folder.config.maxPositions) positions\(prefix); --seq-len \(seqLen) does not fit")
+                              "the model has \(base.config.maxPositions) positions\(prefix); --seq-len \(seqLen) does not fit")
         }
         // Plain text is one stream; "text" records are each tokenized as training reads them (special tokens, EOS)
         // and scored as one stream of records.
-        let eos = Int32(folder.config.eosTokenIds.first ?? 0)
+        let eos = Int32(base.config.eosTokenIds.first ?? 0)
         let records = try TrainingData.tokenize(text, format: format, path: data,
                                                 tokenizer: tokenizer, endOfText: eos).records
         let tokens = records.flatMap { $0.tokens.map(Int.init) }
-        let result = try Evaluation.windowedLoss(model: folder.model, tokens: tokens, sequenceLength: seqLen,
+        let result = try Evaluation.windowedLoss(model: base.model, tokens: tokens, sequenceLength: seqLen,
                                                  maxWindows: maxWindows, batchSize: batchSize, prefix: applied?.attentionPrefix)
         if json {
             try Output.json([

@@ -31,6 +31,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Recompute the whole sequence at each step instead of using the key/value cache.")
     var noCache = false
 
+    @Flag(help: "Print one JSON object on stdout (prompt ids, generated ids, text, seconds) instead of streaming.")
+    var json = false
+
     func validate() throws {
         guard maxTokens >= 1 else { throw OptionError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard temperature >= 0, temperature.isFinite else { throw OptionError("--temperature must be 0 or more, got \(temperature)") }
@@ -40,16 +43,23 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (folder, tokenizer, applied) = try source.load()
+        let (base, tokenizer, applied) = try source.load()
         let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                        seed: UInt64(seed), stopTokens: Set(folder.config.eosTokenIds), useCache: !noCache)
+                                        seed: UInt64(seed), stopTokens: Set(base.config.eosTokenIds), useCache: !noCache)
         // Stream: print what the decoded text gained, holding back a trailing incomplete character.
         var produced: [Int] = []
         var printed = ""
         let start = Date()
+        if json {
+            let ids = try Generation.generate(model: base.model, prompt: promptIds, options: options,
+                                              prefix: applied?.attentionPrefix) { _ in }
+            try Output.json(["prompt_ids": promptIds, "ids": ids, "text": tokenizer.decode(ids, skipSpecialTokens: true),
+                             "seconds": Date().timeIntervalSince(start)])
+            return
+        }
         // The prompt is printed with the first token, so a request that cannot run prints only its error.
-        _ = try Generation.generate(model: folder.model, prompt: promptIds, options: options,
+        _ = try Generation.generate(model: base.model, prompt: promptIds, options: options,
                                     prefix: applied?.attentionPrefix) { token in
             if produced.isEmpty { print(prompt, terminator: "") }
             produced.append(token)
@@ -69,7 +79,7 @@ struct GenerateCommand: ParsableCommand {
         let untokenized = produced.filter { tokenizer.token(of: $0) == nil }
         if let first = untokenized.first {
             Output.standardError("\(untokenized.count) of the generated ids (the first \(first)) have no token in \(tokenizer.path) "
-                + "(\(tokenizer.vocabularySize) tokens; the model has \(folder.config.vocabularySize)) and are left out of the text")
+                + "(\(tokenizer.vocabularySize) tokens; the model has \(base.config.vocabularySize)) and are left out of the text")
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import FinchModels
 import FinchFormats
 
@@ -6,7 +7,7 @@ struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize", abstract: "Show the token ids and pieces of a text.")
 
-    @Option(help: "A Hugging Face model folder, or a tokenizer.json file.")
+    @Option(help: "A Hugging Face model folder, a tokenizer.json file, or a GGUF file (its tokenizer metadata).")
     var model: String
 
     @Option(parsing: .unconditional, help: "The text to tokenize.")
@@ -19,7 +20,13 @@ struct TokenizeCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let tokenizer = try Tokenizer(path: model.hasSuffix(".json") ? model : model + "/tokenizer.json")
+        let tokenizer: Tokenizer
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: model, isDirectory: &isFolder), !isFolder.boolValue, !model.hasSuffix(".json") {
+            tokenizer = try Tokenizer(gguf: try GGUFFile(path: model))
+        } else {
+            tokenizer = try Tokenizer(path: model.hasSuffix(".json") ? model : model + "/tokenizer.json")
+        }
         let ids = tokenizer.encode(text, addSpecialTokens: !noSpecialTokens)
         let pieces = tokenizer.pieces(ids)
         if json {

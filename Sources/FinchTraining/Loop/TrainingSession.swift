@@ -26,16 +26,17 @@ public final class TrainingSession {
     /// The session of a recipe: its model folder and data files read, the adapter made.
     public convenience init(_ loaded: LoadedRecipe) throws {
         let r = loaded.recipe
-        let folder: HuggingFaceFolder
+        let base: PretrainedModel
+        let tokenizer: Tokenizer
         do {
-            folder = try HuggingFaceFolder.load(r.model, requireTokenizer: true,
-                                                randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil)
+            base = try PretrainedModel.load(r.model, requireTokenizer: true,
+                                            randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil)
+            tokenizer = try base.requireTokenizer()
         } catch let error as FormatError {
             throw RecipeError(file: loaded.file, line: loaded.lines["model"], "model: \(error)")
         }
-        let model = folder.model
+        let model = base.model
         let adapter = try Self.makeAdapter(loaded, model: model)
-        let tokenizer = folder.tokenizer!
         let eos = Int32(model.config.eosTokenIds.first ?? 0)
         func data(_ key: String, _ path: String) throws -> TrainingData {
             guard FileManager.default.fileExists(atPath: path) else {

@@ -1,0 +1,48 @@
+import Foundation
+import FinchFormats
+
+/// A model as `--model` or a recipe's `model:` names it: a Hugging Face folder or a GGUF file, with its tokenizer.
+/// Commands and the trainer take this, so every place a model is read accepts both.
+public struct PretrainedModel {
+    /// Where the weights came from; export needs to know to write the result beside its own kind.
+    public enum Source {
+        case huggingFace(folder: String)
+        case gguf(GGUFFile)
+    }
+
+    public let path: String
+    public let source: Source
+    public let model: any CausalLanguageModel
+    /// nil when a Hugging Face folder has no tokenizer.json (commands that need text then say so).
+    public let tokenizer: Tokenizer?
+    public var config: ModelConfig { model.config }
+
+    /// The GGUF file, when the model came from one.
+    public var ggufFile: GGUFFile? { if case .gguf(let f) = source { return f } else { return nil } }
+
+    /// Reads the folder or file at `path`: a regular file is read as GGUF (its magic bytes are checked), a
+    /// folder as Hugging Face's. With `randomSeed` the weights are not read (see `HuggingFaceFolder.load`).
+    public static func load(_ path: String, requireTokenizer: Bool = false,
+                            randomSeed: UInt64? = nil) throws -> PretrainedModel {
+        var isFolder: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+        guard exists, !isFolder.boolValue else {
+            let folder = try HuggingFaceFolder.load(path, requireTokenizer: requireTokenizer, randomSeed: randomSeed)
+            return PretrainedModel(path: path, source: .huggingFace(folder: path), model: folder.model,
+                                   tokenizer: folder.tokenizer)
+        }
+        let (model, file) = try GGUFModel.load(path, randomSeed: randomSeed)
+        let tokenizer: Tokenizer? = file["tokenizer.ggml.model"] == nil && !requireTokenizer
+            ? nil : try Tokenizer(gguf: file)
+        return PretrainedModel(path: path, source: .gguf(file), model: model, tokenizer: tokenizer)
+    }
+
+    /// The tokenizer, or an error naming what is missing.
+    public func requireTokenizer() throws -> Tokenizer {
+        guard let tokenizer else {
+            throw FormatError(file: (path as NSString).appendingPathComponent("tokenizer.json"),
+                              "missing: this command needs the model's tokenizer")
+        }
+        return tokenizer
+    }
+}
