@@ -123,39 +123,18 @@ struct InspectCommand: ParsableCommand {
         if json {
             try Output.json([
                 "format": "gguf", "version": file.version, "alignment": file.alignment, "parameters": total,
-                "metadata": Dictionary(uniqueKeysWithValues: file.metadata.map { ($0.key, Self.shown($0.value, limit: 8)) }),
+                "metadata": Dictionary(uniqueKeysWithValues: file.metadata.map { ($0.key, $0.value.shown(limit: 8)) }),
                 "tensors": file.tensors.map { ["name": $0.name, "type": $0.type.name, "shape": $0.shape] as [String: Any] },
             ])
             return
         }
         print("GGUF version \(file.version), alignment \(file.alignment), \(file.metadata.count) metadata keys")
-        for (key, value) in file.metadata { print("  \(key): \(Self.shown(value, limit: 8))") }
+        for (key, value) in file.metadata { print("  \(key): \(value.shown(limit: 8))") }
         let byType = types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print("parameters: \(total.formatted()) in \(file.tensors.count) tensors (\(byType))")
         let width = file.tensors.map(\.name.count).max() ?? 0
         for t in file.tensors {
             print("  \(t.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(t.type.name.padding(toLength: 5, withPad: " ", startingAt: 0))  \(t.shape)")
-        }
-    }
-
-    /// A metadata value as text; arrays longer than `limit` show their first items and their length.
-    static func shown(_ value: GGUFValue, limit: Int) -> String {
-        switch value {
-        case .string(let s): return JSONValue.quoted(s)
-        case .array(let type, let items):
-            let head = items.prefix(limit).map { shown($0, limit: limit) }.joined(separator: ", ")
-            return items.count > limit ? "[\(head), … (\(items.count) \(type)s)]" : "[\(head)]"
-        case .uint8(let v): return "\(v)"
-        case .int8(let v): return "\(v)"
-        case .uint16(let v): return "\(v)"
-        case .int16(let v): return "\(v)"
-        case .uint32(let v): return "\(v)"
-        case .int32(let v): return "\(v)"
-        case .uint64(let v): return "\(v)"
-        case .int64(let v): return "\(v)"
-        case .float32(let v): return "\(v)"
-        case .float64(let v): return "\(v)"
-        case .bool(let v): return "\(v)"
         }
     }
 

@@ -224,7 +224,7 @@ struct CommandLineTests {
         }
         let json = try Self.finch(["inspect", Fixtures.path("gguf", "quants.gguf"), "--json"])
         let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
-        #expect(report?["alignment"] as? Int == 64 && (report?["tensors"] as? [Any])?.count == 26, "\(json.stdout)")
+        #expect(report?["alignment"] as? Int == 64 && (report?["tensors"] as? [Any])?.count == 27, "\(json.stdout)")
     }
 
     /// A tokenizer with fewer tokens than the model's vocabulary: ids past it are left out of the text, and

@@ -102,3 +102,29 @@ public enum GGUFTensorType: UInt32, Sendable, Equatable, CaseIterable {
         }
     }
 }
+
+extension GGUFValue: CustomStringConvertible {
+    /// The value as text (strings quoted, long arrays cut short), for messages and `finch inspect`.
+    public var description: String { shown(limit: 8) }
+
+    /// The value as text; arrays longer than `limit` show their first items and their length.
+    public func shown(limit: Int) -> String {
+        switch self {
+        case .string(let s): return JSONValue.quoted(s)
+        case .array(let type, let items):
+            let head = items.prefix(limit).map { $0.shown(limit: limit) }.joined(separator: ", ")
+            return items.count > limit ? "[\(head), … (\(items.count) \(type)s)]" : "[\(head)]"
+        case .uint8(let v): return "\(v)"
+        case .int8(let v): return "\(v)"
+        case .uint16(let v): return "\(v)"
+        case .int16(let v): return "\(v)"
+        case .uint32(let v): return "\(v)"
+        case .int32(let v): return "\(v)"
+        case .uint64(let v): return "\(v)"
+        case .int64(let v): return "\(v)"
+        case .float32(let v): return "\(v)"
+        case .float64(let v): return "\(v)"
+        case .bool(let v): return "\(v)"
+        }
+    }
+}

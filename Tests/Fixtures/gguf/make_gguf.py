@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType as Q
 out = sys.argv[1] if len(sys.argv) > 1 else "."
 rng = np.random.default_rng(20261206)
 
-# quants.gguf: one tensor of each type Finch dequantises, and beside each ("NAME.expected", F32) what
+# quants.gguf: the float32 "values", one tensor of each type Finch dequantises, and beside each ("NAME.expected", F32) what
 # gguf.quants.dequantize gives for its bytes. Values span signs and magnitudes; some blocks are constant or
 # zero, and one row holds a large outlier, so scales take odd values.
 w = gguf.GGUFWriter(f"{out}/quants.gguf", "llama")
@@ -23,6 +23,7 @@ values = (rng.standard_normal((rows, columns)) * np.array([0.02, 1.0, 7.5, 0.001
 values[3, :32] = 0.0
 values[4, 32:64] = 0.25
 values[5, 7] = 400.0
+w.add_tensor("values", values)  # what the block types below were quantised from (Finch's quantiser is held to them)
 for qtype in [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]:
     name = qtype.name.lower()
     stored = gguf.quants.quantize(values, qtype)

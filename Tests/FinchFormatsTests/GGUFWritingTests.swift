@@ -1,0 +1,107 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchFormats
+
+/// Finch's GGUF quantiser and writer against gguf-py's files (Tests/Fixtures/gguf, made by make_gguf.py there).
+@Suite("GGUF writing")
+struct GGUFWritingTests {
+    /// Each type's bytes are the ones gguf-py's `quants.quantize` wrote for the same float32 values, which
+    /// include constant and zero blocks and a large outlier.
+    @Test(arguments: GGUFQuantization.supported)
+    func quantisationMatchesGGUFPy(_ type: GGUFTensorType) throws {
+        let file = try GGUFFile(path: Fixtures.path("gguf", "quants.gguf"))
+        let values = try file.floats(try #require(file.tensor(named: "values")))
+        let stored = try #require(file.tensor(named: type.name.lowercased()))
+        let ours = values.withUnsafeBufferPointer { GGUFQuantization.quantize($0, as: type) }
+        #expect(ours == Array(file.rawBytes(stored)))
+        #expect(GGUFQuantization.canStore(rowLength: 96, as: type) && (type.block.values == 1 || !GGUFQuantization.canStore(rowLength: 100, as: type)))
+    }
+
+    /// Written again from what Finch read, metadata.gguf (every value type, nested arrays, a 3-D tensor) comes out
+    /// byte for byte as gguf-py wrote it.
+    @Test func rewritingAGGUFPyFileGivesItsBytes() throws {
+        let path = Fixtures.path("gguf", "metadata.gguf")
+        let file = try GGUFFile(path: path)
+        let tensors = file.tensors.map {
+            GGUFWriter.Tensor(name: $0.name, shape: $0.shape, type: $0.type, bytes: Array(file.rawBytes($0)))
+        }
+        let out = try Fixtures.scratchDirectory() + "/copy.gguf"
+        try GGUFWriter.write(metadata: file.metadata, tensors: tensors, to: out)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    @Test func inconsistentTensorsAreRefusedAndNothingIsWritten() throws {
+        let out = try Fixtures.scratchDirectory() + "/bad.gguf"
+        let cases: [([GGUFWriter.Tensor], String)] = [
+            ([.init(name: "w", shape: [2, 3], type: .f32, bytes: [UInt8](repeating: 0, count: 20))], "tensor 'w': 20 bytes are not shape [2, 3] in F32"),
+            ([.init(name: "w", shape: [2, 16], type: .q8_0, bytes: [UInt8](repeating: 0, count: 34))], "tensor 'w': 34 bytes are not shape [2, 16] in Q8_0"),
+            ([.init(name: "w", shape: [1], type: .f32, bytes: [0, 0, 0, 0]), .init(name: "w", shape: [1], type: .f32, bytes: [0, 0, 0, 0])],
+             "tensor name 'w' is repeated"),
+        ]
+        for (tensors, message) in cases {
+            let error = try #require(throws: FormatError.self) { try GGUFWriter.write(metadata: [], tensors: tensors, to: out) }
+            #expect("\(error)" == "\(out): \(message)")
+            #expect(!FileManager.default.fileExists(atPath: out))
+        }
+        let error = try #require(throws: FormatError.self) {
+            try GGUFWriter.write(metadata: [("general.alignment", .uint32(48))], tensors: [], to: out)
+        }
+        #expect("\(error)".contains("general.alignment must be a power of two"))
+    }
+}
+
+/// Tokenizers built from GGUF metadata against the reference tokenizers (make_tokenizer_gguf.py): the
+/// `tokenizers` library with each pre-tokenizer's original definition for the byte-level files, transformers'
+/// GGUF tokenizer for the SentencePiece one.
+@Suite("GGUF tokenizers")
+struct GGUFTokenizerTests {
+    struct Case: Decodable { let text: String; let ids: [Int]; let ids_with_special_tokens: [Int]? }
+
+    static let files = ["tokenizer-gpt2.gguf", "tokenizer-smollm.gguf", "tokenizer-llama-bpe.gguf", "tokenizer-qwen2.gguf",
+                        "tokenizer-llama.gguf"]
+
+    @Test(arguments: files)
+    func idsMatchTheReference(_ name: String) throws {
+        let expected = try JSONDecoder().decode([String: [Case]].self,
+                                                from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("gguf", "tokenizer-expected.json"))))
+        let cases = try #require(expected[name])
+        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: Fixtures.path("gguf", name)))
+        #expect(cases.count == 7 && cases[0].ids.count > 300)
+        for c in cases {
+            #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.ids, "\(name): \(c.text.prefix(40).debugDescription)")
+            if let withSpecial = c.ids_with_special_tokens {
+                #expect(tokenizer.encode(c.text, addSpecialTokens: true) == withSpecial)
+            }
+            if name != "tokenizer-llama.gguf" {  // byte-level BPE gives back every byte
+                #expect(tokenizer.decode(c.ids) == c.text)
+            }
+        }
+    }
+
+    @Test func unknownPreTokenizersAndBrokenVocabulariesAreRefusedByName() throws {
+        let source = try GGUFFile(path: Fixtures.path("gguf", "tokenizer-smollm.gguf"))
+        let dir = try Fixtures.scratchDirectory()
+        func variant(_ change: (inout [(key: String, value: GGUFValue)]) -> Void) throws -> String {
+            var metadata = source.metadata
+            change(&metadata)
+            let path = dir + "/variant.gguf"
+            try GGUFWriter.write(metadata: metadata, tensors: [], to: path)
+            let error = try #require(throws: FormatError.self) { try Tokenizer(gguf: try GGUFFile(path: path)) }
+            return "\(error)"
+        }
+        func set(_ key: String, _ value: GGUFValue) -> (inout [(key: String, value: GGUFValue)]) -> Void {
+            { m in m = m.map { $0.key == key ? (key, value) : $0 } }
+        }
+        #expect(try variant(set("tokenizer.ggml.pre", .string("deepseek-coder")))
+            .hasSuffix("tokenizer.ggml.pre \"deepseek-coder\" is not supported (Finch implements default, gpt2, smollm, starcoder, llama-bpe, llama3, qwen2)"))
+        #expect(try variant(set("tokenizer.ggml.model", .string("bert"))).hasSuffix("tokenizer.ggml.model \"bert\" is not supported (Finch reads \"gpt2\" and \"llama\" tokenizers)"))
+        #expect(try variant(set("tokenizer.ggml.token_type", .array(.int32, [.int32(1)])))
+            .hasSuffix("tokenizer.ggml.token_type has 1 entries, expected one per token (640)"))
+        #expect(try variant(set("tokenizer.ggml.bos_token_id", .uint32(640))).hasSuffix("tokenizer.ggml.bos_token_id is 640, expected a token id below 640"))
+        #expect(try variant { $0.removeAll { $0.key == "tokenizer.ggml.merges" } }
+            .hasSuffix("missing tokenizer.ggml.merges (a gpt2 tokenizer needs its BPE merges)"))
+        #expect(try variant(set("tokenizer.ggml.merges", .array(.string, [.string("Ġ zz")])))
+            .contains("merge 0 (Ġ zz) uses a token missing from the vocabulary"))
+    }
+}
