@@ -69,3 +69,17 @@ public enum Exporter {
         return first.st_dev == second.st_dev && first.st_ino == second.st_ino
     }
 }
+
+extension Exporter {
+    /// Refuses an output file that would lose something: the base model's own file, a folder, or, unless
+    /// `replacing`, a file that already exists.
+    public static func checkOutputFile(_ out: String, base: String, replacing: Bool) throws {
+        if isSameFolder(out, base) {
+            throw FormatError(file: out, "is the base model's file; the result would be written over the weights it is made from. Give another output file")
+        }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: out, isDirectory: &isFolder) else { return }
+        if isFolder.boolValue { throw FormatError(file: out, "is a folder; give the path of the file to write") }
+        if !replacing { throw FormatError(file: out, "already exists; pass --force to replace it, or choose another output file") }
+    }
+}

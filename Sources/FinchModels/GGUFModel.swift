@@ -66,7 +66,7 @@ public enum GGUFModel {
     }
 
     /// The GGUF name of a parameter of Finch's LLaMA (`model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`).
-    static func ggufName(_ name: String) -> String? {
+    public static func ggufName(_ name: String) -> String? {
         let fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                      "lm_head.weight": "output.weight"]
         if let n = fixed[name] { return n }
@@ -104,6 +104,49 @@ public enum GGUFModel {
         }
         if let extra = file.tensors.first(where: { !used.contains($0.name) }) {
             throw FormatError(file: file.path, "unexpected tensor '\(extra.name)': Finch's LLaMA has no parameter for it")
+        }
+    }
+
+    /// The model's parameters as GGUF tensors under llama.cpp's names, q and k rows in llama.cpp's interleaved
+    /// order, each stored as `type(ggufName, shape)` chooses (a type `GGUFQuantization` writes, whose blocks fit
+    /// the tensor's rows).
+    public static func tensors(of model: any CausalLanguageModel,
+                               type: (_ name: String, _ shape: [Int]) -> GGUFTensorType) throws -> [GGUFWriter.Tensor] {
+        guard case .llama(let config) = model.config else {
+            throw FormatError(file: model.config.modelType, "only LLaMA models are written as GGUF files")
+        }
+        return try model.namedParameters().map { name, tensor in
+            guard let key = ggufName(name) else { throw FormatError(file: name, "has no GGUF tensor name") }
+            var values = tensor.scalars
+            let rowLength = tensor.shape.count == 2 ? tensor.shape[1] : 1
+            values.withUnsafeMutableBufferPointer { buffer in
+                if key.hasPrefix("blk."), key.contains(".attn_q.") {
+                    permute(buffer, heads: config.headCount, rowLength: rowLength)
+                } else if key.hasPrefix("blk."), key.contains(".attn_k.") {
+                    permute(buffer, heads: config.keyValueHeadCount, rowLength: rowLength)
+                }
+            }
+            let stored = type(key, tensor.shape)
+            guard GGUFQuantization.canStore(rowLength: tensor.shape.last ?? 1, as: stored) else {
+                throw FormatError(file: key, "rows of \(tensor.shape.last ?? 1) values cannot be stored as \(stored.name)")
+            }
+            let bytes = values.withUnsafeBufferPointer { GGUFQuantization.quantize($0, as: stored) }
+            return GGUFWriter.Tensor(name: key, shape: tensor.shape, type: stored, bytes: bytes)
+        }
+    }
+
+    /// llama.cpp's order for each head's rows: Hugging Face's row (half, i) goes to 2·i + half (`unpermute` undone).
+    public static func permute(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int) {
+        let rows = values.count / rowLength, perHead = rows / heads, half = perHead / 2
+        let stored = Array(values)
+        for h in 0..<heads {
+            for i in 0..<half {
+                for part in 0..<2 {
+                    let to = (h * perHead + 2 * i + part) * rowLength
+                    let from = (h * perHead + part * half + i) * rowLength
+                    for c in 0..<rowLength { values[to + c] = stored[from + c] }
+                }
+            }
         }
     }
 

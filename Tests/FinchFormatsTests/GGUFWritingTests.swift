@@ -51,14 +51,15 @@ struct GGUFWritingTests {
     }
 }
 
-/// Tokenizers built from GGUF metadata against the reference tokenizers (make_tokenizer_gguf.py): the
-/// `tokenizers` library with each pre-tokenizer's original definition for the byte-level files, transformers'
-/// GGUF tokenizer for the SentencePiece one.
+/// Tokenizers built from GGUF metadata against llama.cpp's own tokenizer for the same files, and for the byte-level
+/// files against the `tokenizers` library with each pre-tokenizer's original definition (make_tokenizer_gguf.py and
+/// llamacpp_token_ids.py). For the SentencePiece file Finch follows llama.cpp where transformers differs: a text
+/// that starts with a space, or follows a special token, still gets the ▁ SentencePiece puts before a text.
 @Suite("GGUF tokenizers")
 struct GGUFTokenizerTests {
-    struct Case: Decodable { let text: String; let ids: [Int]; let ids_with_special_tokens: [Int]? }
+    struct Case: Decodable { let text: String; let ids: [Int]; let llama_cpp_ids: [Int] }
 
-    static let files = ["tokenizer-gpt2.gguf", "tokenizer-smollm.gguf", "tokenizer-llama-bpe.gguf", "tokenizer-qwen2.gguf",
+    static let files = ["tokenizer-gpt-2.gguf", "tokenizer-smollm.gguf", "tokenizer-llama-bpe.gguf", "tokenizer-qwen2.gguf",
                         "tokenizer-llama.gguf"]
 
     @Test(arguments: files)
@@ -67,14 +68,15 @@ struct GGUFTokenizerTests {
                                                 from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("gguf", "tokenizer-expected.json"))))
         let cases = try #require(expected[name])
         let tokenizer = try Tokenizer(gguf: try GGUFFile(path: Fixtures.path("gguf", name)))
-        #expect(cases.count == 7 && cases[0].ids.count > 300)
+        #expect(cases.count == 8 && cases[0].ids.count > 300)
+        let sentencePiece = name == "tokenizer-llama.gguf"
         for c in cases {
-            #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.ids, "\(name): \(c.text.prefix(40).debugDescription)")
-            if let withSpecial = c.ids_with_special_tokens {
-                #expect(tokenizer.encode(c.text, addSpecialTokens: true) == withSpecial)
-            }
-            if name != "tokenizer-llama.gguf" {  // byte-level BPE gives back every byte
-                #expect(tokenizer.decode(c.ids) == c.text)
+            #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.llama_cpp_ids, "\(name): \(c.text.prefix(40).debugDescription)")
+            if sentencePiece {
+                #expect(tokenizer.encode(c.text, addSpecialTokens: true) == [1] + c.llama_cpp_ids)
+            } else {
+                #expect(c.ids == c.llama_cpp_ids)
+                #expect(tokenizer.decode(c.ids) == c.text)  // byte-level BPE gives back every byte
             }
         }
     }
@@ -94,7 +96,7 @@ struct GGUFTokenizerTests {
             { m in m = m.map { $0.key == key ? (key, value) : $0 } }
         }
         #expect(try variant(set("tokenizer.ggml.pre", .string("deepseek-coder")))
-            .hasSuffix("tokenizer.ggml.pre \"deepseek-coder\" is not supported (Finch implements default, gpt2, smollm, starcoder, llama-bpe, llama3, qwen2)"))
+            .hasSuffix("tokenizer.ggml.pre \"deepseek-coder\" is not supported (Finch implements default, gpt-2, smollm, starcoder, llama-bpe, llama3, qwen2)"))
         #expect(try variant(set("tokenizer.ggml.model", .string("bert"))).hasSuffix("tokenizer.ggml.model \"bert\" is not supported (Finch reads \"gpt2\" and \"llama\" tokenizers)"))
         #expect(try variant(set("tokenizer.ggml.token_type", .array(.int32, [.int32(1)])))
             .hasSuffix("tokenizer.ggml.token_type has 1 entries, expected one per token (640)"))

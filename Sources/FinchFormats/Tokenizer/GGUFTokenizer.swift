@@ -15,8 +15,8 @@ extension Tokenizer {
 ///   `tokenizer.ggml.pre` names (llama.cpp's names; each is the regex the original model's tokenizer.json uses).
 /// - `tokenizer.ggml.model = llama`: SentencePiece pieces with `scores`. A merge list is made from the scores the
 ///   way transformers converts a SentencePiece model (every split of a piece into two pieces, ranked by the
-///   piece's score), spaces become `▁` with one added before the text, and unknown characters fall back to
-///   `<0xNN>` byte tokens.
+///   piece's score), spaces become `▁` with one added before the text (unless `add_space_prefix` is false), and
+///   unknown characters fall back to `<0xNN>` byte tokens.
 ///
 /// In both, tokens of type control (3) become special added tokens and user-defined (4) plain added tokens,
 /// so they are cut out of the raw text as llama.cpp does; `add_bos_token`/`add_eos_token` decide the special
@@ -38,7 +38,7 @@ public enum GGUFTokenizer {
             contractions + #"|[^\r\n\p{L}\p{N}]?\p{L}+|"# + numbers + #"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
         }
         switch name {
-        case "default", "gpt2":
+        case "default", "gpt-2":
             return byteLevel(useRegex: true)
         case "smollm", "starcoder":
             return .object(["type": .string("Sequence"), "pretokenizers": .array([digits, byteLevel(useRegex: true)])])
@@ -53,7 +53,7 @@ public enum GGUFTokenizer {
         }
     }
 
-    static let knownPreTokenizers = ["default", "gpt2", "smollm", "starcoder", "llama-bpe", "llama3", "qwen2"]
+    static let knownPreTokenizers = ["default", "gpt-2", "smollm", "starcoder", "llama-bpe", "llama3", "qwen2"]
 
     /// The chat template the file carries (`tokenizer.chat_template`), if any.
     public static func chatTemplate(_ file: GGUFFile) -> String? { file["tokenizer.chat_template"]?.string }
@@ -145,9 +145,13 @@ public enum GGUFTokenizer {
                                      "merges": .array(sentencePieceMerges(tokens: tokens, types: types, scores: scores)),
                                      "unk_token": unknownToken.map(JSONValue.string) ?? .null,
                                      "byte_fallback": .bool(true), "fuse_unk": .bool(true)])
+            // As llama.cpp and SentencePiece do: one ▁ before the text even when it starts with a space (transformers'
+            // Metaspace leaves such a text as it is), and every space written as ▁.
             let prefix = file["tokenizer.ggml.add_space_prefix"]?.bool ?? true
-            json["pre_tokenizer"] = .object(["type": .string("Metaspace"), "replacement": .string("▁"),
-                                             "prepend_scheme": .string(prefix ? "first" : "never"), "split": .bool(false)])
+            let spaces: JSONValue = .object(["type": .string("Replace"), "pattern": .object(["String": .string(" ")]),
+                                             "content": .string("▁")])
+            json["normalizer"] = !prefix ? spaces : .object(["type": .string("Sequence"), "normalizers": .array([
+                .object(["type": .string("Prepend"), "prepend": .string("▁")]), spaces])])
             var decoders: [JSONValue] = [
                 .object(["type": .string("Replace"), "pattern": .object(["String": .string("▁")]), "content": .string(" ")]),
                 .object(["type": .string("ByteFallback")]), .object(["type": .string("Fuse")]),

@@ -13,7 +13,8 @@ scored by minus its id as SentencePiece scores pieces, <unk>/<s>/</s> and the <0
 llama.cpp's converter types them. The reference is transformers' own GGUF tokenizer for the file.
 
 tokenizer-expected.json: for each file, the texts and the ids (no special tokens added) and, for llama, the
-ids with them.
+ids with them. Then llamacpp_token_ids.py (in llama.cpp's environment, ../../../../shared/peers/README.md) adds the
+ids llama.cpp gives for each text.
 """
 import json
 import os
@@ -30,6 +31,7 @@ texts = [
     "  leading spaces and trailing  ",
     "x=1234567;y = 89\n\n\nz",
     "<|endoftext|>after a special token<|endoftext|>",
+    "</s> after the end token",
     "don't DON'T I'm you'LL",
     "",
 ]
@@ -52,7 +54,7 @@ def split_then_bytes(regex):
 
 
 pre_tokenizer_of = {
-    "gpt2": [byte_level],
+    "gpt-2": [byte_level],
     "smollm": [pre_tokenizers.Digits(individual_digits=True), byte_level],
     "llama-bpe": split_then_bytes(modern(r"\p{N}{1,3}")),
     "qwen2": split_then_bytes(modern(r"\p{N}")),
