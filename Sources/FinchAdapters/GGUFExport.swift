@@ -55,35 +55,71 @@ public enum GGUFExport {
 
     /// Writes `model` to `path` with the metadata of `base` (a GGUF file: everything but `general.file_type` is kept,
     /// tokenizer included). Vectors (norms, biases) stay float32 as llama.cpp keeps them; matrices take `type`, and
-    /// one whose rows are not whole blocks of it takes F16. Returns one line per choice the caller did not spell out.
+    /// one whose rows are not whole blocks of it takes F16. Returns one line per choice the caller did not spell
+    /// out, and how much of the change to the base's matrices the written types keep (`keptChange`).
     public static func write(model: any CausalLanguageModel, base: GGUFFile, to path: String,
                              type: GGUFOutputType) throws -> [String] {
         var changed: [String: Int] = [:], unblocked: [String: Int] = [:]  // by "FROM as TO" / by type
         var matrixTypes: [GGUFTensorType: Int] = [:]
+        var change = KeptChange()
         let embeddingType = base.tensor(named: "token_embd.weight")?.type ?? .f32
-        let tensors = try GGUFModel.tensors(of: model) { name, shape in
-            guard shape.count == 2 else { return .f32 }
-            var wanted: GGUFTensorType
-            if let fixed = type.tensorType {
-                wanted = fixed
-            } else {
-                // A head untied from the embedding by the merge has no base tensor; it takes the table's type.
-                let baseType = base.tensor(named: name)?.type ?? embeddingType
-                wanted = writableType(for: baseType)
-                if wanted != baseType { changed["\(baseType.name) as \(wanted.name)", default: 0] += 1 }
+        var tensors: [GGUFWriter.Tensor] = []
+        for (name, shape, values) in try GGUFModel.ggufValues(of: model) {
+            var stored = GGUFTensorType.f32
+            if shape.count == 2 {
+                if let fixed = type.tensorType {
+                    stored = fixed
+                } else {
+                    // A head untied from the embedding by the merge has no base tensor; it takes the table's type.
+                    let baseType = base.tensor(named: name)?.type ?? embeddingType
+                    stored = writableType(for: baseType)
+                    if stored != baseType { changed["\(baseType.name) as \(stored.name)", default: 0] += 1 }
+                }
+                if !GGUFQuantization.canStore(rowLength: shape[1], as: stored) {
+                    unblocked[stored.name, default: 0] += 1
+                    stored = .f16
+                }
+                matrixTypes[stored, default: 0] += 1
             }
-            if !GGUFQuantization.canStore(rowLength: shape[1], as: wanted) {
-                unblocked[wanted.name, default: 0] += 1
-                wanted = .f16
+            let bytes = values.withUnsafeBufferPointer { GGUFQuantization.quantize($0, as: stored) }
+            if let info = base.tensor(named: name), info.shape == shape {
+                try change.add(base: try base.floats(info), intended: values, written: bytes, type: stored, name: name)
             }
-            matrixTypes[wanted, default: 0] += 1
-            return wanted
+            tensors.append(GGUFWriter.Tensor(name: name, shape: shape, type: stored, bytes: bytes))
         }
         var metadata = base.metadata.filter { $0.key != "general.file_type" }
         let mostly = matrixTypes.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue > $1.key.rawValue) }?.key ?? .f32
         metadata.append(("general.file_type", .uint32(fileType(mostly))))
         try GGUFWriter.write(metadata: metadata, tensors: tensors, to: path)
-        return changed.sorted { $0.key < $1.key }.map { "wrote \($0.value) \($0.key) matrices (Finch does not quantise to the base's type)" }
+        var lines = changed.sorted { $0.key < $1.key }.map { "wrote \($0.value) \($0.key) matrices (Finch does not quantise to the base's type)" }
             + unblocked.sorted { $0.key < $1.key }.map { "wrote \($0.value) matrices as F16: their rows are not whole \($0.key) blocks of 32" }
+        if let kept = change.fraction {
+            let percent = String(format: "%.1f", 100 * kept)
+            lines.append("the written weights keep \(percent) % of the change made to the base's weights"
+                + (kept < 0.9 ? " (the rest is finer than the quantisation step: use a more precise --type, or --format gguf-lora to keep the adapter apart)" : ""))
+        }
+        return lines
+    }
+
+    /// How much of an intended change to the base's weights survives storage: the written change projected on the
+    /// intended one, ⟨written − base, intended − base⟩ / ‖intended − base‖², summed over every matrix (1 when the
+    /// storage keeps it all; 0 when the written weights round back to the base's).
+    struct KeptChange {
+        var projected = 0.0, squared = 0.0
+
+        mutating func add(base: [Float], intended: [Float], written: [UInt8], type: GGUFTensorType, name: String) throws {
+            var stored = [Float](repeating: 0, count: intended.count)
+            try written.withUnsafeBytes { raw in
+                try stored.withUnsafeMutableBufferPointer { try GGUFDequantization.dequantize(raw, type: type, into: $0, what: name) }
+            }
+            for i in intended.indices {
+                let d = Double(intended[i]) - Double(base[i])
+                projected += (Double(stored[i]) - Double(base[i])) * d
+                squared += d * d
+            }
+        }
+
+        /// nil when nothing was changed.
+        var fraction: Double? { squared > 0 ? projected / squared : nil }
     }
 }

@@ -107,11 +107,9 @@ public enum GGUFModel {
         }
     }
 
-    /// The model's parameters as GGUF tensors under llama.cpp's names, q and k rows in llama.cpp's interleaved
-    /// order, each stored as `type(ggufName, shape)` chooses (a type `GGUFQuantization` writes, whose blocks fit
-    /// the tensor's rows).
-    public static func tensors(of model: any CausalLanguageModel,
-                               type: (_ name: String, _ shape: [Int]) -> GGUFTensorType) throws -> [GGUFWriter.Tensor] {
+    /// The model's parameters under llama.cpp's names, as float32 in the order a GGUF file holds them (q and k
+    /// rows in llama.cpp's interleaved order), in the model's parameter order.
+    public static func ggufValues(of model: any CausalLanguageModel) throws -> [(name: String, shape: [Int], values: [Float])] {
         guard case .llama(let config) = model.config else {
             throw FormatError(file: model.config.modelType, "only LLaMA models are written as GGUF files")
         }
@@ -126,12 +124,7 @@ public enum GGUFModel {
                     permute(buffer, heads: config.keyValueHeadCount, rowLength: rowLength)
                 }
             }
-            let stored = type(key, tensor.shape)
-            guard GGUFQuantization.canStore(rowLength: tensor.shape.last ?? 1, as: stored) else {
-                throw FormatError(file: key, "rows of \(tensor.shape.last ?? 1) values cannot be stored as \(stored.name)")
-            }
-            let bytes = values.withUnsafeBufferPointer { GGUFQuantization.quantize($0, as: stored) }
-            return GGUFWriter.Tensor(name: key, shape: tensor.shape, type: stored, bytes: bytes)
+            return (key, tensor.shape, values)
         }
     }
 

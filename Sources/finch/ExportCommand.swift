@@ -11,7 +11,8 @@ struct ExportCommand: ParsableCommand {
         abstract: "Merge an adapter into its base model and write it (Hugging Face folder or GGUF), or write a LoRA adapter for llama.cpp.",
         discussion: """
             finch export RUN_DIR merges a run's final adapter into the recipe's base model; finch export --model M \
-            --adapter A --out OUT does the same for any PEFT adapter folder.
+            --adapter A --out OUT does the same for any PEFT adapter folder. Without --adapter, --model M is written \
+            as it is (with --format gguf: converted to another --type, as llama.cpp's llama-quantize does).
 
             --format hf (for a Hugging Face base): a folder with config.json, model.safetensors in --dtype and the \
             base's tokenizer files (default --out: RUN_DIR/merged).
@@ -34,7 +35,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The base model: a Hugging Face folder or a GGUF file.")
     var model: String?
 
-    @Option(help: "The PEFT adapter folder to merge.")
+    @Option(help: "The PEFT adapter folder to merge (none: the model is written unchanged, in the --format and --type asked).")
     var adapter: String?
 
     @Option(help: "What to write: hf, gguf or gguf-lora.")
@@ -50,7 +51,7 @@ struct ExportCommand: ParsableCommand {
     var dtype: String = "float32"
 
     @Option(help: "With --format gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or same (each matrix in its base tensor's type).")
-    var type: String = "same"
+    var type: String = "q8_0"
 
     func run() throws {
         let dtypes: [String: SafetensorsDType] = ["float32": .f32, "float16": .f16, "bfloat16": .bf16]
@@ -61,6 +62,7 @@ struct ExportCommand: ParsableCommand {
             throw OptionError("--type must be one of \(GGUFOutputType.allCases.map(\.rawValue).joined(separator: ", ")), got '\(type)'")
         }
         let (modelPath, adapterPath, out) = try sources()
+        if adapterPath == nil && format == .ggufLora { throw OptionError("--format gguf-lora writes an adapter: give --adapter") }
         let base = try PretrainedModel.load(modelPath)
         switch (format, base.source) {
         case (.hf, .huggingFace):
@@ -68,14 +70,19 @@ struct ExportCommand: ParsableCommand {
         case (.gguf, .gguf), (.ggufLora, .gguf):
             try Exporter.checkOutputFile(out, base: modelPath, replacing: force)
         case (.hf, .gguf):
-            throw ValidationError("\(modelPath) is a GGUF file: export it with --format gguf (the merged model) or --format gguf-lora (the adapter for llama.cpp)")
+            throw OptionError("\(modelPath) is a GGUF file: export it with --format gguf (the merged model) or --format gguf-lora (the adapter for llama.cpp)")
         case (.gguf, .huggingFace), (.ggufLora, .huggingFace):
-            throw ValidationError("--format \(format.rawValue) needs a GGUF base (its metadata and tokenizer go into the file); \(modelPath) is a Hugging Face folder. Use --format hf, or convert the base with llama.cpp's convert_hf_to_gguf.py first")
+            throw OptionError("--format \(format.rawValue) needs a GGUF base (its metadata and tokenizer go into the file); \(modelPath) is a Hugging Face folder. Use --format hf, or convert the base with llama.cpp's convert_hf_to_gguf.py first")
+        }
+        guard let adapterPath else {
+            try write(base, from: modelPath, to: out, dtype: safetensorsType, type: outputType)
+            print("wrote \(modelPath) to \(out) (\(format == .hf ? dtype : "GGUF, --type \(outputType.rawValue)"))")
+            return
         }
         let applied = try PEFTFormat.load(adapterPath, into: base.model)
         if format == .ggufLora {
             guard case .lora(let lora) = applied, let file = base.ggufFile else {
-                throw ValidationError("--format gguf-lora writes LoRA adapters; \(adapterPath) holds a \(applied.name) adapter, which llama.cpp cannot apply")
+                throw OptionError("--format gguf-lora writes LoRA adapters; \(adapterPath) holds a \(applied.name) adapter, which llama.cpp cannot apply")
             }
             try GGUFLoRAFormat.write(lora, model: base.model, architecture: file["general.architecture"]?.string ?? "llama", to: out)
             print("wrote the LoRA adapter on \(lora.layers.count) layers to \(out) (run it over \(modelPath) with llama.cpp's --lora)")
@@ -83,24 +90,29 @@ struct ExportCommand: ParsableCommand {
         }
         guard try applied.mergeAndUnload(from: base.model) else {
             guard format == .hf else {
-                throw ValidationError("a \(applied.name) adapter adds to the forward pass at run time and cannot be merged into the weights; llama.cpp has no way to run it, so there is no GGUF to write")
+                throw OptionError("a \(applied.name) adapter adds to the forward pass at run time and cannot be merged into the weights; llama.cpp has no way to run it, so there is no GGUF to write")
             }
             try PEFTFormat.save(applied, model: base.model, to: out, baseModel: modelPath)
             Output.standardError("a \(applied.name) adapter adds to the forward pass at run time and cannot be merged into the weights; wrote the adapter to \(out) instead (use it with --adapter)")
             return
         }
+        try write(base, from: modelPath, to: out, dtype: safetensorsType, type: outputType)
+        print("merged \(applied.adaptedPaths.count) \(applied.name) layers into \(out) (\(format == .hf ? dtype : "GGUF, --type \(outputType.rawValue)"))")
+    }
+
+    /// The model (an adapter merged in, or none) in the base's own kind of files.
+    func write(_ base: PretrainedModel, from modelPath: String, to out: String, dtype: SafetensorsDType,
+               type: GGUFOutputType) throws {
         switch base.source {
         case .huggingFace:
-            try Exporter.writeMergedFolder(model: base.model, baseFolder: modelPath, to: out, dtype: safetensorsType, dtypeName: dtype)
-            print("merged \(applied.adaptedPaths.count) \(applied.name) layers into \(out) (\(dtype))")
+            try Exporter.writeMergedFolder(model: base.model, baseFolder: modelPath, to: out, dtype: dtype, dtypeName: self.dtype)
         case .gguf(let file):
-            for line in try GGUFExport.write(model: base.model, base: file, to: out, type: outputType) { Output.standardError(line) }
-            print("merged \(applied.adaptedPaths.count) \(applied.name) layers into \(out) (GGUF, --type \(outputType.rawValue))")
+            for line in try GGUFExport.write(model: base.model, base: file, to: out, type: type) { Output.standardError(line) }
         }
     }
 
     /// (base model, adapter, output) from a run directory or from the options.
-    func sources() throws -> (String, String, String) {
+    func sources() throws -> (String, String?, String) {
         if let run = runDirectory {
             guard model == nil, adapter == nil else { throw ValidationError("give a run directory or --model and --adapter, not both") }
             let recipePath = (run as NSString).appendingPathComponent("recipe.yaml")
@@ -110,13 +122,13 @@ struct ExportCommand: ParsableCommand {
             let recipe = try RecipeLoader.load(path: recipePath).recipe
             let adapterFolder = (run as NSString).appendingPathComponent("adapter")
             guard FileManager.default.fileExists(atPath: adapterFolder) else {
-                throw ValidationError("\(run) has no adapter/ folder: the run has not finished (or it was a full fine-tune, whose weights are in \(run)/merged)")
+                throw ValidationError("\(run) has no adapter/ folder: the run has not finished (or it was a full fine-tune, whose weights are in \(run)/merged or \(run)/merged.gguf)")
             }
             let name = ["hf": "merged", "gguf": "merged.gguf", "gguf-lora": "adapter.gguf"][format.rawValue]!
             return (recipe.model, adapterFolder, out ?? (run as NSString).appendingPathComponent(name))
         }
-        guard let model, let adapter, let out else {
-            throw ValidationError("give a run directory, or --model, --adapter and --out")
+        guard let model, let out else {
+            throw ValidationError("give a run directory, or --model and --out (and --adapter to merge one)")
         }
         return (model, adapter, out)
     }

@@ -214,8 +214,9 @@ public final class Trainer {
         return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
     }
 
-    /// The final adapter (PEFT format) in RUN/adapter, and the merged model in RUN/merged when asked
-    /// (always for full fine-tuning, which has no adapter).
+    /// The final adapter (PEFT format) in RUN/adapter, and the merged model when asked (always for full
+    /// fine-tuning, which has no adapter): RUN/merged, a Hugging Face folder, for a folder base; RUN/merged.gguf,
+    /// with the base's metadata and tokenizer, for a GGUF base.
     func finish() throws {
         let r = session.recipe
         if let adapter = session.adapter {
@@ -225,10 +226,17 @@ public final class Trainer {
         let wantsMerged = r.exportMerged || session.adapter == nil
         guard wantsMerged else { return }
         let dtype: SafetensorsDType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
-        let out = (runDirectory as NSString).appendingPathComponent("merged")
         // An adapter that cannot be merged (a prefix) has its folder as the result.
         if let adapter = session.adapter, try !adapter.mergeAndUnload(from: session.model) { return }
-        try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model, to: out, dtype: dtype,
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: r.model, isDirectory: &isFolder), !isFolder.boolValue {
+            let type: GGUFOutputType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
+            _ = try GGUFExport.write(model: session.model, base: try GGUFFile(path: r.model),
+                                     to: (runDirectory as NSString).appendingPathComponent("merged.gguf"), type: type)
+            return
+        }
+        try Exporter.writeMergedFolder(model: session.model, baseFolder: r.model,
+                                       to: (runDirectory as NSString).appendingPathComponent("merged"), dtype: dtype,
                                        dtypeName: r.exportType.rawValue)
     }
 

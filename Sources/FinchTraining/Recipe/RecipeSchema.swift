@@ -246,7 +246,7 @@ public enum RecipeSchema {
         s("output.dir", "Run directory (default: runs/ + the recipe file's name).",
           { $0.outputDirectory.isEmpty ? nil : $0.outputDirectory },
           { $0.outputDirectory = $1 }),
-        b("output.export_merged", "Also write the merged model (Hugging Face folder) to RUN_DIR/merged at the end.",
+        b("output.export_merged", "Also write the merged model at the end: RUN_DIR/merged (Hugging Face folder) or, for a GGUF base, RUN_DIR/merged.gguf.",
           { $0.exportMerged }, { $0.exportMerged = $1 }),
         c("output.export_dtype", "dtype of the merged export: float32, float16 or bfloat16.", { $0.exportType },
           { $0.exportType = $1 }),

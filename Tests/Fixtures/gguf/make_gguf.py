@@ -69,7 +69,8 @@ w.close()
 
 # llama-gqa.gguf: ../llama-gqa/base (transformers' float32 LLaMA with grouped-query attention) written as
 # llama.cpp's convert_hf_to_gguf.py writes a LLaMA: its tensor names, q and k rows permuted per head to the
-# interleaved rotary layout, F32. Finch must load it to the same model as the Hugging Face folder.
+# interleaved rotary layout, F32. Finch must load it to the same model as the Hugging Face folder. Its tokenizer is
+# a SentencePiece one with the folder's pieces, each scored by minus its id (as tokenizer-llama.gguf).
 import json
 import os
 import struct
@@ -108,6 +109,13 @@ w.add_layer_norm_rms_eps(config["rms_norm_eps"])
 w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
 w.add_bos_token_id(config["bos_token_id"])
 w.add_eos_token_id(config["eos_token_id"])
+tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
+pieces = [t for t, _ in sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])]
+w.add_tokenizer_model("llama")
+w.add_token_list(pieces)
+w.add_token_scores([-float(i) for i in range(len(pieces))])
+w.add_token_types([2 if p == "<unk>" else 3 if p in ("<s>", "</s>") else 6 if p.startswith("<0x") else 1 for p in pieces])
+w.add_unk_token_id(0)
 w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
 for i in range(config["num_hidden_layers"]):
     for hf, gg in names.items():
