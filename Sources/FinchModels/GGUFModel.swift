@@ -2,15 +2,16 @@ import FinchFormats
 import FinchNN
 import FinchTensor
 
-/// A LLaMA-architecture model read from a GGUF file: the configuration from its `llama.*` metadata, every weight
-/// dequantised to float32 under the Hugging Face name Finch's modules carry, and the per-head permutation of the
-/// q and k rows that llama.cpp's converter applies (to interleave each head's rotary pairs) undone.
+/// A model read from or written to a GGUF file, for the architectures Finch implements (`llama` and `gpt2`): the
+/// configuration from the `ARCH.*` metadata, every weight under llama.cpp's tensor name (dequantised to float32
+/// when read), and for LLaMA the per-head permutation of the q and k rows that llama.cpp's converter applies (to
+/// interleave each head's rotary pairs) undone on reading and applied on writing.
 public enum GGUFModel {
     /// The model in `path` and the file it came from (its tokenizer metadata is there too). With `randomSeed`
     /// only the configuration is read and the weights start from transformers' initialisation.
     public static func load(_ path: String, randomSeed: UInt64? = nil) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
         let file = try GGUFFile(path: path)
-        let config = ModelConfig.llama(try llamaConfig(file))
+        let config = try self.config(file)
         try ModelSize.check(config, path: path, against: nil)
         let model = try CausalLanguageModelFactory.make(config)
         if let randomSeed {
@@ -22,73 +23,118 @@ public enum GGUFModel {
         return (model, file)
     }
 
-    /// The configuration GGUF's `llama.*` keys give; what they leave out takes llama.cpp's defaults.
-    public static func llamaConfig(_ file: GGUFFile) throws -> LlamaConfig {
+    public static let architectures = ["llama", "gpt2"]
+
+    /// The configuration the file's metadata gives; what it leaves out takes llama.cpp's defaults.
+    public static func config(_ file: GGUFFile) throws -> ModelConfig {
         let path = file.path
+        let supported = "Finch reads \(architectures.map { "\"\($0)\"" }.joined(separator: " and ")) GGUF models"
         guard let architecture = file["general.architecture"]?.string else {
-            throw FormatError(file: path, "missing general.architecture (Finch reads \"llama\" GGUF models)")
+            throw FormatError(file: path, "missing general.architecture (\(supported))")
         }
-        guard architecture == "llama" else {
-            throw FormatError(file: path, "general.architecture \"\(architecture)\" is not supported (Finch reads \"llama\" GGUF models)")
-        }
-        func integer(_ key: String, default value: Int? = nil) throws -> Int {
-            if let v = file[key] {
-                guard let i = v.integer, i > 0 else { throw FormatError(file: path, "\(key) must be a positive integer, got \(v)") }
-                return i
-            }
-            guard let value else { throw FormatError(file: path, "missing \(key)") }
-            return value
-        }
-        func number(_ key: String, default value: Double) throws -> Double {
-            guard let v = file[key] else { return value }
-            guard let d = v.number, d.isFinite, d > 0 else { throw FormatError(file: path, "\(key) must be a positive number, got \(v)") }
-            return d
-        }
-        if let scaling = file["llama.rope.scaling.type"]?.string, scaling != "none" {
-            throw FormatError(file: path, "llama.rope.scaling.type \"\(scaling)\" is not supported (Finch implements plain rotary positions)")
-        }
+        let fields = MetadataFields(file: file, prefix: architecture)
         guard let embeddings = file.tensor(named: "token_embd.weight"), embeddings.dimensions.count == 2 else {
             throw FormatError(file: path, "missing tensor 'token_embd.weight' (the token embeddings, 2 dimensions)")
         }
-        let hidden = try integer("llama.embedding_length"), heads = try integer("llama.attention.head_count")
-        let eos = file["tokenizer.ggml.eos_token_id"]?.integer
-        return LlamaConfig(
-            vocabularySize: embeddings.dimensions[1], hiddenSize: hidden,
-            intermediateSize: try integer("llama.feed_forward_length"), layerCount: try integer("llama.block_count"),
-            headCount: heads, keyValueHeadCount: try integer("llama.attention.head_count_kv", default: heads),
-            headDimension: try integer("llama.attention.key_length", default: hidden / max(heads, 1)),
-            rmsNormEpsilon: Float(try number("llama.attention.layer_norm_rms_epsilon", default: 1e-5)),
-            ropeTheta: Float(try number("llama.rope.freq_base", default: 10_000)),
-            tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
-            attentionBias: file.tensor(named: "blk.0.attn_q.bias") != nil,
-            maxPositionEmbeddings: try integer("llama.context_length", default: 2048),
-            bosTokenId: file["tokenizer.ggml.bos_token_id"]?.integer, eosTokenIds: eos.map { [$0] } ?? [])
+        let vocabulary = embeddings.dimensions[1]
+        let bos = file["tokenizer.ggml.bos_token_id"]?.integer, eos = file["tokenizer.ggml.eos_token_id"]?.integer
+        switch architecture {
+        case "llama":
+            if let scaling = file["llama.rope.scaling.type"]?.string, scaling != "none" {
+                throw FormatError(file: path, "llama.rope.scaling.type \"\(scaling)\" is not supported (Finch implements plain rotary positions)")
+            }
+            let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
+            return .llama(LlamaConfig(
+                vocabularySize: vocabulary, hiddenSize: hidden,
+                intermediateSize: try fields.integer("feed_forward_length"), layerCount: try fields.integer("block_count"),
+                headCount: heads, keyValueHeadCount: try fields.integer("attention.head_count_kv", default: heads),
+                headDimension: try fields.integer("attention.key_length", default: hidden / max(heads, 1)),
+                rmsNormEpsilon: Float(try fields.number("attention.layer_norm_rms_epsilon", default: 1e-5)),
+                ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
+                tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
+                attentionBias: file.tensor(named: "blk.0.attn_q.bias") != nil,
+                maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
+                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? []))
+        case "gpt2":
+            // llama.cpp runs GPT-2 with the tanh GELU and a head tied to the token table (a converted file may
+            // carry the head as a copy of the table).
+            let hidden = try fields.integer("embedding_length")
+            return .gpt2(GPT2Config(
+                vocabularySize: vocabulary, embeddingSize: hidden, layerCount: try fields.integer("block_count"),
+                headCount: try fields.integer("attention.head_count"), maxPositions: try fields.integer("context_length"),
+                innerSize: try fields.integer("feed_forward_length", default: 4 * hidden),
+                layerNormEpsilon: Float(try fields.number("attention.layer_norm_epsilon", default: 1e-5)),
+                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? []))
+        default:
+            throw FormatError(file: path, "general.architecture \"\(architecture)\" is not supported (\(supported))")
+        }
     }
 
-    /// The GGUF name of a parameter of Finch's LLaMA (`model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`).
-    public static func ggufName(_ name: String) -> String? {
-        let fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+    /// Typed reads of `ARCH.key` metadata, with errors naming the file and key.
+    struct MetadataFields {
+        let file: GGUFFile
+        let prefix: String
+
+        func integer(_ key: String, default value: Int? = nil) throws -> Int {
+            let name = "\(prefix).\(key)"
+            if let v = file[name] {
+                guard let i = v.integer, i > 0 else { throw FormatError(file: file.path, "\(name) must be a positive integer, got \(v)") }
+                return i
+            }
+            guard let value else { throw FormatError(file: file.path, "missing \(name)") }
+            return value
+        }
+
+        func number(_ key: String, default value: Double) throws -> Double {
+            let name = "\(prefix).\(key)"
+            guard let v = file[name] else { return value }
+            guard let d = v.number, d.isFinite, d > 0 else { throw FormatError(file: file.path, "\(name) must be a positive number, got \(v)") }
+            return d
+        }
+    }
+
+    /// The GGUF name of a parameter of one of Finch's models (`model.layers.3.self_attn.q_proj.weight` →
+    /// `blk.3.attn_q.weight`, `transformer.h.3.attn.c_attn.bias` → `blk.3.attn_qkv.bias`).
+    public static func ggufName(_ name: String, in config: ModelConfig) -> String? {
+        let fixed: [String: String], layerPrefix: [String], modules: [String: String]
+        switch config {
+        case .llama:
+            fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                      "lm_head.weight": "output.weight"]
-        if let n = fixed[name] { return n }
-        let parts = name.split(separator: ".").map(String.init)
-        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
-        let modules = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+            layerPrefix = ["model", "layers"]
+            modules = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"]
+        case .gpt2:
+            fixed = ["transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+                     "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"]
+            layerPrefix = ["transformer", "h"]
+            modules = ["ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+                       "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"]
+        }
+        if let n = fixed[name] { return n }
+        let parts = name.split(separator: ".").map(String.init)
+        guard parts.count >= 5, Array(parts[0..<2]) == layerPrefix, let layer = Int(parts[2]) else { return nil }
         let module = parts[3..<(parts.count - 1)].joined(separator: ".")
         return modules[module].map { "blk.\(layer).\($0).\(parts.last!)" }
     }
 
+    /// The heads a GGUF tensor's rows are permuted over (LLaMA's q and k, weights and biases), if any.
+    public static func permutedHeads(_ key: String, in config: ModelConfig) -> Int? {
+        guard case .llama(let c) = config, key.hasPrefix("blk.") else { return nil }
+        if key.hasSuffix(".attn_q.weight") || key.hasSuffix(".attn_q.bias") { return c.headCount }
+        if key.hasSuffix(".attn_k.weight") || key.hasSuffix(".attn_k.bias") { return c.keyValueHeadCount }
+        return nil
+    }
+
     /// Copies every parameter from its GGUF tensor (dequantised, q and k un-permuted); a tensor the model has no
-    /// place for, or a missing one, is named.
+    /// place for, or a missing one, is named. A GPT-2 head stored as a copy of the token table is passed over.
     public static func loadWeights(into model: any CausalLanguageModel, from file: GGUFFile) throws {
-        guard case .llama(let config) = model.config else {
-            throw FormatError(file: file.path, "only LLaMA models are read from GGUF files")
-        }
+        let config = model.config
         var used = Set<String>()
         for (name, tensor) in model.namedParameters() {
-            guard let key = ggufName(name), let info = file.tensor(named: key) else {
-                throw FormatError(file: file.path, "missing tensor '\(ggufName(name) ?? name)' for \(name) (expected shape \(tensor.shape))")
+            guard let key = ggufName(name, in: config), let info = file.tensor(named: key) else {
+                throw FormatError(file: file.path, "missing tensor '\(ggufName(name, in: config) ?? name)' for \(name) (expected shape \(tensor.shape))")
             }
             guard info.shape == tensor.shape else {
                 throw FormatError(file: file.path, "tensor '\(key)' has shape \(info.shape), expected \(tensor.shape)")
@@ -96,33 +142,32 @@ public enum GGUFModel {
             used.insert(key)
             try file.readFloats(info, into: tensor.storage.buffer)
             guard tensor.isFinite else { throw FormatError(file: file.path, "tensor '\(key)' holds NaN or infinite values") }
-            if key.hasSuffix(".attn_q.weight") || key.hasSuffix(".attn_q.bias") {
-                unpermute(tensor.storage.buffer, heads: config.headCount, rowLength: info.dimensions.count == 2 ? info.dimensions[0] : 1)
-            } else if key.hasSuffix(".attn_k.weight") || key.hasSuffix(".attn_k.bias") {
-                unpermute(tensor.storage.buffer, heads: config.keyValueHeadCount, rowLength: info.dimensions.count == 2 ? info.dimensions[0] : 1)
+            if let heads = permutedHeads(key, in: config) {
+                unpermute(tensor.storage.buffer, heads: heads, rowLength: info.dimensions.count == 2 ? info.dimensions[0] : 1)
             }
         }
+        if case .gpt2 = config, let head = file.tensor(named: "output.weight"), let table = file.tensor(named: "token_embd.weight"),
+           head.shape == table.shape {
+            guard try file.floats(head).map(\.bitPattern) == file.floats(table).map(\.bitPattern) else {
+                throw FormatError(file: file.path, "tensor 'output.weight' differs from 'token_embd.weight': Finch's GPT-2 ties its head to the token table")
+            }
+            used.insert("output.weight")
+        }
         if let extra = file.tensors.first(where: { !used.contains($0.name) }) {
-            throw FormatError(file: file.path, "unexpected tensor '\(extra.name)': Finch's LLaMA has no parameter for it")
+            throw FormatError(file: file.path, "unexpected tensor '\(extra.name)': Finch's \(config.modelType) model has no parameter for it")
         }
     }
 
     /// The model's parameters under llama.cpp's names, as float32 in the order a GGUF file holds them (q and k
     /// rows in llama.cpp's interleaved order), in the model's parameter order.
     public static func ggufValues(of model: any CausalLanguageModel) throws -> [(name: String, shape: [Int], values: [Float])] {
-        guard case .llama(let config) = model.config else {
-            throw FormatError(file: model.config.modelType, "only LLaMA models are written as GGUF files")
-        }
+        let config = model.config
         return try model.namedParameters().map { name, tensor in
-            guard let key = ggufName(name) else { throw FormatError(file: name, "has no GGUF tensor name") }
+            guard let key = ggufName(name, in: config) else { throw FormatError(file: name, "has no GGUF tensor name") }
             var values = tensor.scalars
-            let rowLength = tensor.shape.count == 2 ? tensor.shape[1] : 1
-            values.withUnsafeMutableBufferPointer { buffer in
-                if key.hasPrefix("blk."), key.contains(".attn_q.") {
-                    permute(buffer, heads: config.headCount, rowLength: rowLength)
-                } else if key.hasPrefix("blk."), key.contains(".attn_k.") {
-                    permute(buffer, heads: config.keyValueHeadCount, rowLength: rowLength)
-                }
+            if let heads = permutedHeads(key, in: config) {
+                let rowLength = tensor.shape.count == 2 ? tensor.shape[1] : 1
+                values.withUnsafeMutableBufferPointer { permute($0, heads: heads, rowLength: rowLength) }
             }
             return (key, tensor.shape, values)
         }

@@ -5,19 +5,21 @@ import FinchFormats
 import FinchTensor
 @testable import FinchModels
 
-/// A LLaMA written to GGUF as llama.cpp's converter writes it (Tests/Fixtures/gguf/make_gguf.py) loads to the
-/// same model as the Hugging Face folder it was made from.
+/// A LLaMA and a GPT-2 written to GGUF as llama.cpp's converter writes them (Tests/Fixtures/gguf/make_gguf.py)
+/// load to the same models as the Hugging Face folders they were made from, and write back to the same tensors.
 @Suite("models from GGUF")
 struct GGUFModelTests {
-    @Test func aGGUFLlamaIsTheHuggingFaceFolderBitForBit() throws {
-        let folder = try HuggingFaceFolder.load(Fixtures.path("llama-gqa", "base"))
-        let (model, _) = try GGUFModel.load(Fixtures.path("gguf", "llama-gqa.gguf"))
+    @Test(arguments: Fixtures.families)
+    func aGGUFModelIsTheHuggingFaceFolderBitForBit(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let path = Fixtures.path("gguf", family + ".gguf")
+        let (model, file) = try GGUFModel.load(path)
         #expect(model.config == folder.config)
         let theirs = Dictionary(uniqueKeysWithValues: folder.model.namedParameters().map { ($0.name, $0.tensor.scalars) })
         for (name, tensor) in model.namedParameters() {
             #expect(tensor.scalars == theirs[name], "\(name)")  // q and k un-permuted exactly
         }
-        let tokens: [Int32] = (0..<24).map { Int32(($0 * 37 + 5) % 700) }
+        let tokens: [Int32] = (0..<24).map { Int32(($0 * 37 + 5) % 600) }
         let logits = try GradientMode.withoutGradients {
             try model.logits(tokens, batch: 2, length: 12, cache: nil, prefix: nil).scalars
         }
@@ -25,6 +27,12 @@ struct GGUFModelTests {
             try folder.model.logits(tokens, batch: 2, length: 12, cache: nil, prefix: nil).scalars
         }
         #expect(logits == reference)
+        // Written back, every tensor the converter wrote (a GPT-2 head copied from the table aside) is as it was.
+        let written = Dictionary(uniqueKeysWithValues: try GGUFModel.ggufValues(of: model).map { ($0.name, $0.values) })
+        for info in file.tensors where info.name != "output.weight" || family == "llama-gqa" {
+            #expect(try file.floats(info) == written[info.name], "\(info.name)")
+        }
+        #expect(written.count == file.tensors.count - (family == "gpt2" ? 1 : 0))
     }
 
     @Test func aModelFileFinchCannotBuildIsRefusedByName() throws {

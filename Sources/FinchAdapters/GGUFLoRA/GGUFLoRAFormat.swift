@@ -6,7 +6,7 @@ import FinchTensor
 /// A LoRA adapter as llama.cpp loads one (`llama-cli --lora FILE`, `Llama(lora_path=…)`): a GGUF file with
 /// `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and for each adapted matrix
 /// `NAME.lora_a` [rank, in] and `NAME.lora_b` [out, rank] under the base tensor's name. llama.cpp scales each
-/// product by alpha / rank; B of q and k is in llama.cpp's interleaved row order, as the base matrices are.
+/// product by alpha / rank; B of LLaMA's q and k is in llama.cpp's interleaved row order, as the base matrices are.
 public enum GGUFLoRAFormat {
     /// Writes `lora` (injected into `model`, whose GGUF architecture is `architecture`) to `path`.
     ///
@@ -21,23 +21,19 @@ public enum GGUFLoRAFormat {
         if let saved = lora.savedModules.first {
             throw AdapterError("a GGUF LoRA adapter cannot carry the whole module '\(saved.path)' that this adapter trains (modules_to_save). Export the merged model with --format gguf instead")
         }
-        guard case .llama(let config) = model.config else {
-            throw AdapterError("GGUF LoRA adapters are written for LLaMA models; this is a \(model.config.modelType) model")
-        }
         guard let first = lora.layers.first else { throw AdapterError("the adapter has no LoRA layers to write") }
         let alpha = first.layer.scaling * Float(first.layer.rank)
         var tensors: [GGUFWriter.Tensor] = []
         for (path, layer) in lora.layers {
-            guard let name = GGUFModel.ggufName(path + ".weight") else {
+            guard let name = GGUFModel.ggufName(path + ".weight", in: model.config) else {
                 throw AdapterError("module '\(path)' has no GGUF tensor name")
             }
             let a = layer.lora_A.weight.scalars
             var b = layer.lora_B.weight.scalars
             let fold = layer.scaling / (alpha / Float(layer.rank))
             if fold != 1 { for i in b.indices { b[i] *= fold } }
-            b.withUnsafeMutableBufferPointer { buffer in
-                if name.contains(".attn_q.") { GGUFModel.permute(buffer, heads: config.headCount, rowLength: layer.rank) }
-                if name.contains(".attn_k.") { GGUFModel.permute(buffer, heads: config.keyValueHeadCount, rowLength: layer.rank) }
+            if let heads = GGUFModel.permutedHeads(name, in: model.config) {
+                b.withUnsafeMutableBufferPointer { GGUFModel.permute($0, heads: heads, rowLength: layer.rank) }
             }
             for (suffix, values, shape) in [("lora_a", a, layer.lora_A.weight.shape), ("lora_b", b, layer.lora_B.weight.shape)] {
                 guard values.allSatisfy(\.isFinite) else {

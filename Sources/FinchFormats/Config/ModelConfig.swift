@@ -177,6 +177,24 @@ public struct GPT2Config: Sendable, Equatable {
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
 
+    public init(vocabularySize: Int, embeddingSize: Int, layerCount: Int, headCount: Int, maxPositions: Int = 1024,
+                innerSize: Int? = nil, layerNormEpsilon: Float = 1e-5, activation: Activation = .geluTanh,
+                scaleAttentionWeights: Bool = true, tieWordEmbeddings: Bool = true, bosTokenId: Int? = nil,
+                eosTokenIds: [Int] = []) {
+        self.vocabularySize = vocabularySize
+        self.embeddingSize = embeddingSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.maxPositions = maxPositions
+        self.innerSize = innerSize ?? 4 * embeddingSize
+        self.layerNormEpsilon = layerNormEpsilon
+        self.activation = activation
+        self.scaleAttentionWeights = scaleAttentionWeights
+        self.tieWordEmbeddings = tieWordEmbeddings
+        self.bosTokenId = bosTokenId
+        self.eosTokenIds = eosTokenIds
+    }
+
     init(_ f: ConfigFields) throws {
         vocabularySize = try f.int("vocab_size")
         embeddingSize = try f.int("n_embd")

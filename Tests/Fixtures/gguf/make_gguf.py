@@ -131,3 +131,53 @@ w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
 w.close()
+
+# gpt2.gguf: ../gpt2/base (transformers' float32 GPT-2) written as llama.cpp's converter writes a GPT-2: its tensor
+# names, the Conv1D weights transposed to [out, in], the head written as a copy of the token table, F32, and the
+# folder's byte-level BPE tokenizer with the "gpt-2" pre-tokenizer.
+base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpt2", "base")
+config = json.load(open(os.path.join(base, "config.json")))
+raw = open(os.path.join(base, "model.safetensors"), "rb").read()
+(header_length,) = struct.unpack("<Q", raw[:8])
+header = json.loads(raw[8:8 + header_length])
+weights = {}
+for name, info in header.items():
+    if name == "__metadata__":
+        continue
+    start, end = info["data_offsets"]
+    weights[name.removeprefix("transformer.")] = np.frombuffer(raw[8 + header_length + start:8 + header_length + end], dtype=np.float32).reshape(info["shape"])
+w = gguf.GGUFWriter(f"{out}/gpt2.gguf", "gpt2")
+w.add_block_count(config["n_layer"])
+w.add_context_length(config["n_positions"])
+w.add_embedding_length(config["n_embd"])
+w.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
+w.add_head_count(config["n_head"])
+w.add_layer_norm_eps(config["layer_norm_epsilon"])
+tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
+vocab = tokenizer["model"]["vocab"]
+tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+w.add_tokenizer_model("gpt2")
+w.add_tokenizer_pre("gpt-2")
+w.add_token_list(tokens)
+w.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])
+w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
+w.add_bos_token_id(config["bos_token_id"])
+w.add_eos_token_id(config["eos_token_id"])
+names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+         "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+w.add_tensor("token_embd.weight", weights["wte.weight"])
+w.add_tensor("position_embd.weight", weights["wpe.weight"])
+for i in range(config["n_layer"]):
+    for hf, gg in names.items():
+        for part in ["weight", "bias"]:
+            t = weights[f"h.{i}.{hf}.{part}"]
+            if part == "weight" and hf not in ("ln_1", "ln_2"):
+                t = t.T  # Conv1D stores [in, out]
+            w.add_tensor(f"blk.{i}.{gg}.{part}", np.ascontiguousarray(t))
+w.add_tensor("output_norm.weight", weights["ln_f.weight"])
+w.add_tensor("output_norm.bias", weights["ln_f.bias"])
+w.add_tensor("output.weight", weights["wte.weight"])
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
