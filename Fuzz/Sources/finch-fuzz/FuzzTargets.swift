@@ -27,7 +27,8 @@ enum FuzzTarget: String, CaseIterable {
     case state
     /// Training data lines: the first byte picks the extension, packing and window length, the rest is the file.
     case data
-    /// A GGUF file: header, metadata, tensor table, and every tensor of a readable type turned into float32.
+    /// A GGUF file: header, metadata, tensor table, every tensor of a readable type turned into float32, the model
+    /// configuration its metadata gives, and its tokenizer, which then encodes and decodes a text.
     case gguf
 
     func run(_ bytes: Data, in scratch: Scratch) {
@@ -67,6 +68,10 @@ enum FuzzTarget: String, CaseIterable {
         for tensor in file.tensors where GGUFDequantization.supported.contains(tensor.type) {
             _ = try? file.floats(tensor)
         }
+        _ = try? GGUFModel.config(file)
+        guard let tokenizer = try? Tokenizer(gguf: file) else { return }
+        let ids = tokenizer.encode("Héllo wörld 123 <s> 日本 🙂  x", addSpecialTokens: true)
+        _ = tokenizer.decode(ids, skipSpecialTokens: true)
     }
 
     static func safetensorsIndex(_ bytes: Data, _ scratch: Scratch) {
