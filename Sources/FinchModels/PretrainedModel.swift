@@ -17,6 +17,12 @@ public struct PretrainedModel {
     public let tokenizer: Tokenizer?
     public var config: ModelConfig { model.config }
 
+    /// The file the configuration was read from (config.json, or the GGUF file), for messages.
+    public var configPath: String {
+        if case .huggingFace(let folder) = source { return (folder as NSString).appendingPathComponent("config.json") }
+        return path
+    }
+
     /// The GGUF file, when the model came from one.
     public var ggufFile: GGUFFile? { if case .gguf(let f) = source { return f } else { return nil } }
 

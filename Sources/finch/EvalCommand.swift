@@ -78,7 +78,7 @@ struct EvalCommand: ParsableCommand {
         let positions = base.config.maxPositions - (applied?.attentionPrefix?.length ?? 0)
         guard seqLen <= positions else {
             let prefix = applied?.attentionPrefix.map { ", \(positions) after the adapter's \($0.length) virtual tokens" } ?? ""
-            throw RecipeError(file: "\(source.model)/config.json",
+            throw RecipeError(file: base.configPath,
                               "the model has \(base.config.maxPositions) positions\(prefix); --seq-len \(seqLen) does not fit")
         }
         // Plain text is one stream; "text" records are each tokenized as training reads them (special tokens, EOS)
