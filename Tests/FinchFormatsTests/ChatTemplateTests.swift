@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchFormats
+
+/// Chat templates of six model families (Tests/Fixtures/chat-templates, as published) rendered byte for byte as
+/// transformers' `apply_chat_template` renders them (expected.json, made by make_expected.py there).
+@Suite("chat templates")
+struct ChatTemplateTests {
+    struct Expected: Decodable {
+        struct Case: Decodable { let conversation: String; let add_generation_prompt: Bool; let text: String?; let error: String? }
+        struct Template: Decodable { let bos_token: String; let eos_token: String; let cases: [Case] }
+        let conversations: [String: [[String: String]]]
+        let templates: [String: Template]
+    }
+
+    static let families = ["smollm2", "qwen2.5", "llama-3.2", "mistral-nemo", "phi-3.5", "gemma-2"]
+
+    static func expected() throws -> Expected {
+        try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("chat-templates", "expected.json"))))
+    }
+
+    @Test(arguments: families)
+    func rendersAsTransformersDoes(_ family: String) throws {
+        let expected = try Self.expected()
+        let reference = try #require(expected.templates[family])
+        let template = try ChatTemplate(String(contentsOfFile: Fixtures.path("chat-templates", family + ".jinja"), encoding: .utf8))
+        #expect(reference.cases.count == 6)
+        for c in reference.cases {
+            let messages = try #require(expected.conversations[c.conversation]).map {
+                ChatTemplate.Message(role: $0["role"]!, content: $0["content"]!)
+            }
+            let what = "\(family) \(c.conversation) add_generation_prompt=\(c.add_generation_prompt)"
+            if let text = c.text {
+                let ours = try template.render(messages, addGenerationPrompt: c.add_generation_prompt, bosToken: reference.bos_token,
+                                               eosToken: reference.eos_token, variables: ["date_string": .string("06 Dec 2026")])
+                #expect(ours == text, "\(what):\n\(ours.debugDescription)\n\(text.debugDescription)")
+            } else {
+                let error = try #require(throws: ChatTemplateError.self, "\(what)") {
+                    try template.render(messages, addGenerationPrompt: c.add_generation_prompt, bosToken: reference.bos_token,
+                                        eosToken: reference.eos_token)
+                }
+                #expect(error.message == "the chat template refused the messages: \(c.error ?? "")", "\(what)")
+            }
+        }
+    }
+
+    @Test func whitespaceControlFollowsJinja() throws {
+        // trim_blocks drops the newline after a statement; lstrip_blocks the indentation before one; '-' all of it.
+        let cases: [(String, String)] = [
+            ("{% if true %}\nA\n{% endif %}\nB", "A\nB"),
+            ("  {% if true %}A{% endif %}", "A"),
+            ("x  {% if true %}A{% endif %}", "x  A"),
+            ("a {{- ' b ' -}} c", "a b c"),
+            ("{% for i in range(3) %}{{ i }}{% if not loop.last %},{% endif %}{% endfor %}", "0,1,2"),
+            ("{% set ns = namespace(n=0) %}{% for x in [1, 2, 3] %}{% set ns.n = ns.n + x %}{% endfor %}{{ ns.n }}", "6"),
+            ("{% set n = 1 %}{% for x in [1] %}{% set n = 5 %}{% endfor %}{{ n }}", "1"),
+            ("{{ 'abc'[1:] }}{{ [1, 2, 3][-1] }}{{ 7 // 2 }}{{ -7 % 3 }}{{ 1.0 }}{{ none }}{{ true }}", "bc3321.0NoneTrue"),
+            ("{{ {'b': 1, 'a': [1, 'x']} | tojson }}", "{\"b\": 1, \"a\": [1, \"x\"]}"),
+            ("{{ ' x '.strip() + '|' + ('a' ~ 1) }}{{ 'y' if false else 'n' }}{{ x is defined }}", "x|a1nFalse"),
+            ("{% for k, v in {'a': 1}.items() if v > 0 %}{{ k }}={{ v }}{% endfor %}", "a=1"),
+            ("{# comment #}\n{{ [3, 1] | length }}{{ 'A' | lower }}{{ ['a', 'b'] | join('-') }}", "2aa-b"),
+        ]
+        for (source, expected) in cases {
+            #expect(try ChatTemplate(source).render([], addGenerationPrompt: false) == expected, "\(source)")
+        }
+    }
+
+    @Test func whatTheSubsetLacksIsRefusedByName() throws {
+        let refusals: [(String, String)] = [
+            ("{% macro f() %}x{% endmacro %}", "line 1: {% macro %} is not implemented by Finch's template subset"),
+            ("{{ x | wordwrap }}", "line 1: the filter 'wordwrap' is not implemented by Finch's template subset in \"x | wordwrap\""),
+            ("{% if x %}\nno end", "line 1: {% if %} is never closed with {% endif %}"),
+            ("{{ 'open }}", "line 1: a tag opened with {{ is never closed"),
+            ("{{ x +* 1 }}", "line 1: unexpected '*' in \"x +* 1\""),
+            ("x {{ y ", "line 1: a tag opened with {{ is never closed"),
+            ("{% set x %}y{% endset %}", "a block {% set %} … {% endset %} is not implemented"),
+            ("{% endfor %}", "line 1: {% endfor %} has no block to end"),
+        ]
+        for (source, message) in refusals {
+            let error = try #require(throws: ChatTemplateError.self, "\(source)") { try ChatTemplate(source) }
+            #expect(error.message.hasPrefix(message) || error.message.contains(message), "\(source): \(error.message)")
+        }
+    }
+}
