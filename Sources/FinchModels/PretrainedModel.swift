@@ -43,6 +43,47 @@ public struct PretrainedModel {
         return PretrainedModel(path: path, source: .gguf(file), model: model, tokenizer: tokenizer)
     }
 
+    /// The model's chat template and the special tokens it prints: `tokenizer.chat_template` of a GGUF file, or a
+    /// folder's `chat_template.jinja` or `chat_template` in tokenizer_config.json. nil when there is none.
+    public func chatFormat() throws -> ChatFormat? {
+        let tokenizer = try requireTokenizer()
+        switch source {
+        case .gguf(let file):
+            guard let source = GGUFTokenizer.chatTemplate(file) else { return nil }
+            func token(_ key: String) -> String {
+                file[key]?.integer.flatMap { tokenizer.token(of: $0) } ?? ""
+            }
+            let template: ChatTemplate
+            do { template = try ChatTemplate(source) } catch let error as ChatTemplateError {
+                throw FormatError(file: file.path, "tokenizer.chat_template: \(error.message)")
+            }
+            return ChatFormat(template: template, bosToken: token("tokenizer.ggml.bos_token_id"),
+                              eosToken: token("tokenizer.ggml.eos_token_id"), origin: "\(file.path): tokenizer.chat_template")
+        case .huggingFace(let folder):
+            let configPath = (folder as NSString).appendingPathComponent("tokenizer_config.json")
+            let jinjaPath = (folder as NSString).appendingPathComponent("chat_template.jinja")
+            let config = FileManager.default.fileExists(atPath: configPath) ? try JSONValue.load(path: configPath) : nil
+            var source: String?, origin = configPath + ": chat_template"
+            if let text = FileManager.default.contents(atPath: jinjaPath) {
+                source = String(decoding: text, as: UTF8.self)
+                origin = jinjaPath
+            } else if let value = config?["chat_template"] {
+                if let s = value.string {
+                    source = s
+                } else if let list = value.array {
+                    source = list.first { $0["name"]?.string == "default" }?["template"]?.string
+                }
+            }
+            guard let source else { return nil }
+            func token(_ key: String) -> String { config?[key]?.string ?? config?[key]?["content"]?.string ?? "" }
+            let template: ChatTemplate
+            do { template = try ChatTemplate(source) } catch let error as ChatTemplateError {
+                throw FormatError(file: origin, error.message)
+            }
+            return ChatFormat(template: template, bosToken: token("bos_token"), eosToken: token("eos_token"), origin: origin)
+        }
+    }
+
     /// The tokenizer, or an error naming what is missing.
     public func requireTokenizer() throws -> Tokenizer {
         guard let tokenizer else {

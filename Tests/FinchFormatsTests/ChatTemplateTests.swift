@@ -83,3 +83,72 @@ struct ChatTemplateTests {
         }
     }
 }
+
+/// Which tokens of a rendered conversation train: exactly each assistant reply and the end-of-turn token that
+/// closes it, for every family's template, over a tokenizer that knows the family's special tokens.
+@Suite("chat loss masks")
+struct ChatLossMaskTests {
+    /// The fixture GPT-2 tokenizer with the family's special tokens added.
+    static func tokenizer(_ specials: [String]) throws -> Tokenizer {
+        var json = try JSONValue.load(path: Fixtures.path("gpt2", "base/tokenizer.json"))
+        guard case .object(var object) = json, case .array(var added) = object["added_tokens"] ?? .array([]) else {
+            throw ChatTemplateError("fixture tokenizer")
+        }
+        for (i, s) in specials.enumerated() {
+            added.append(.object(["id": .int(640 + i), "content": .string(s), "special": .bool(true)]))
+        }
+        object["added_tokens"] = .array(added)
+        json = .object(object)
+        return try Tokenizer(json: json, path: "test-tokenizer.json")
+    }
+
+    static let families: [(name: String, specials: [String], endOfTurn: String, conversation: String)] = [
+        ("smollm2", ["<|im_start|>", "<|im_end|>"], "<|im_end|>", "system-multi-turn"),
+        ("qwen2.5", ["<|im_start|>", "<|im_end|>"], "<|im_end|>", "system-multi-turn"),
+        ("llama-3.2", ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>", "system-multi-turn"),
+        ("phi-3.5", ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<s>"], "<|end|>", "system-multi-turn"),
+        ("gemma-2", ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>", "multi-turn"),
+        ("mistral-nemo", ["<s>", "</s>", "[INST]", "[/INST]"], "</s>", "multi-turn"),
+    ]
+
+    @Test(arguments: families.map(\.name))
+    func onlyAssistantRepliesAndTheirEndTokensTrain(_ family: String) throws {
+        let (_, specials, endOfTurn, conversation) = Self.families.first { $0.name == family }!
+        let expected = try ChatTemplateTests.expected()
+        let reference = try #require(expected.templates[family])
+        let template = try ChatTemplate(String(contentsOfFile: Fixtures.path("chat-templates", family + ".jinja"), encoding: .utf8))
+        let format = ChatFormat(template: template, bosToken: reference.bos_token, eosToken: reference.eos_token, origin: family)
+        let tokenizer = try Self.tokenizer(specials)
+        let messages = try #require(expected.conversations[conversation]).map {
+            ChatTemplate.Message(role: $0["role"]!, content: $0["content"]!)
+        }
+        // LLaMA-3's and Gemma's templates trim each message; the others write it as it is.
+        let trims = family == "llama-3.2" || family == "gemma-2"
+        let replies = messages.filter { $0.role == "assistant" }.map { (trims ? $0.content.trimmingCharacters(in: .whitespaces) : $0.content) + endOfTurn }
+        for loss in ChatFormat.Loss.allCases {
+            let (ids, targets) = try format.encode(messages, tokenizer: tokenizer, loss: loss)
+            #expect(ids == tokenizer.encode(try format.render(messages, addGenerationPrompt: false), addSpecialTokens: false))
+            // Runs of trained tokens, decoded.
+            var runs: [[Int]] = [], previous = false
+            for (id, target) in zip(ids, targets) {
+                if target { if previous { runs[runs.count - 1].append(id) } else { runs.append([id]) } }
+                previous = target
+            }
+            let trained = runs.map { tokenizer.decode($0) }
+            #expect(trained == (loss == .assistant ? replies : Array(replies.suffix(1))), "\(family) \(loss)")
+        }
+    }
+
+    @Test func aConversationWithoutAReplyOrWithChangingTurnsIsRefused() throws {
+        let format = ChatFormat(template: try ChatTemplate("{% for m in messages %}{{ m.content }}{% if loop.last %}!{% endif %}{% endfor %}"),
+                                bosToken: "", eosToken: "", origin: "t.jinja")
+        let tokenizer = try ChatLossMaskTests.tokenizer([])
+        let user = ChatTemplate.Message(role: "user", content: "hi"), reply = ChatTemplate.Message(role: "assistant", content: "yo")
+        let none = try #require(throws: ChatTemplateError.self) { try format.encode([user], tokenizer: tokenizer, loss: .assistant) }
+        #expect(none.message == "the conversation has no assistant turn, so nothing in it would train")
+        let changing = try #require(throws: ChatTemplateError.self) {
+            try format.encode([user, reply, user, reply], tokenizer: tokenizer, loss: .assistant)
+        }
+        #expect(changing.message.hasPrefix("t.jinja: the template writes the conversation before assistant turn 2 differently"))
+    }
+}

@@ -34,6 +34,15 @@ indirect enum TokenDecoder {
         }
     }
 
+    /// Whether the chain turns byte-level characters back into bytes.
+    var isByteLevel: Bool {
+        switch self {
+        case .byteLevel: return true
+        case .sequence(let list): return list.contains { $0.isByteLevel }
+        default: return false
+        }
+    }
+
     func apply(_ tokens: [String]) -> [String] {
         switch self {
         case .sequence(let list):

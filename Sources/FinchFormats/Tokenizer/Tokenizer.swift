@@ -74,20 +74,75 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Token ids of `text`; with `addSpecialTokens`, the post-processor's special tokens (LLaMA's `<s>`).
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
-        var ids: [Int] = []
+        let ids = encodeSegments(text).flatMap(\.ids)
+        return addSpecialTokens ? postProcessor.apply(ids) : ids
+    }
+
+    /// Each added token cut out of the text, and each stretch between them, with its ids.
+    private func encodeSegments(_ text: String) -> [(segment: Segment, ids: [Int])] {
+        var out: [(segment: Segment, ids: [Int])] = []
         var first = true
         for segment in splitOnAddedTokens(text) {
             switch segment {
             case .added(let token):
-                ids.append(token.id)
+                out.append((segment, [token.id]))
             case .text(let raw):
                 let normalized = normalizer?.apply(raw) ?? raw
                 let pieces = preTokenizer?.apply([normalized], isFirstSegment: first) ?? [normalized]
-                for piece in pieces where !piece.isEmpty { ids.append(contentsOf: model.tokenize(piece)) }
+                out.append((segment, pieces.filter { !$0.isEmpty }.flatMap { model.tokenize($0) }))
             }
             first = false
         }
-        return addSpecialTokens ? postProcessor.apply(ids) : ids
+        return out
+    }
+
+    /// Token ids of `text` (no special tokens added) and the UTF-8 byte offset in `text` where each token starts,
+    /// when the tokens spell the text back byte for byte: byte-level BPE, and SentencePiece-style pieces whose `▁`
+    /// stands for a space (the one put before a stretch of text counts as nothing). nil for a tokenizer whose
+    /// pieces do not (a normalizer that changes the text otherwise).
+    public func encodeWithOffsets(_ text: String) -> (ids: [Int], offsets: [Int])? {
+        let bytes = Array(text.utf8)
+        var ids: [Int] = [], offsets: [Int] = []
+        var cursor = 0
+        func skipSpaces(until wanted: [UInt8]) -> Bool {
+            while cursor < bytes.count, !bytes[cursor...].starts(with: wanted), Self.isSpace(bytes[cursor]) { cursor += 1 }
+            return bytes[cursor...].starts(with: wanted)
+        }
+        for (segment, segmentIds) in encodeSegments(text) {
+            switch segment {
+            case .added(let token):
+                guard skipSpaces(until: Array(token.content.utf8)) else { return nil }
+                ids.append(token.id)
+                offsets.append(cursor)
+                cursor += token.content.utf8.count
+            case .text(let raw):
+                let rawBytes = Array(raw.utf8)
+                guard skipSpaces(until: rawBytes) else { return nil }
+                let spelled = segmentIds.map { tokenBytes($0) }
+                var local = spelled.reduce(0) { $0 + $1.count } - rawBytes.count
+                // A space the normalizer or pre-tokenizer put before the text stands for nothing in it.
+                guard local == 0 || (local == 1 && spelled.first?.first == 0x20 && rawBytes.first != 0x20) else { return nil }
+                local = -local
+                for (id, piece) in zip(segmentIds, spelled) {
+                    ids.append(id)
+                    offsets.append(cursor + max(local, 0))
+                    local += piece.count
+                }
+                cursor += rawBytes.count
+            }
+        }
+        while cursor < bytes.count, Self.isSpace(bytes[cursor]) { cursor += 1 }
+        return cursor == bytes.count ? (ids, offsets) : nil
+    }
+
+    /// The bytes a token stands for in the text: an added token's content, a byte-level token's bytes, a byte
+    /// fallback token's byte, or a piece with `▁` for spaces.
+    func tokenBytes(_ id: Int) -> [UInt8] {
+        if let added = addedById[id] { return Array(added.content.utf8) }
+        guard let piece = model.tokens[id] else { return [] }
+        if decoder?.isByteLevel ?? false { return ByteLevelAlphabet.decodeBytes(piece) }
+        if let byte = TokenDecoder.byteToken(piece) { return [byte] }
+        return Array(piece.replacingOccurrences(of: "▁", with: " ").utf8)
     }
 
     /// The token strings of `ids` (for display); unknown ids show as `<id>`.
