@@ -39,8 +39,8 @@ public struct ChatFormat: Sendable {
     }
 
     /// The conversation's ids, as transformers' `apply_chat_template(tokenize=True)` gives them, and which are the
-    /// assistant's: the text each assistant turn adds after the template's generation prompt, through the
-    /// end-of-turn token that closes it (whitespace after that is the template's, not the reply's).
+    /// assistant's: the tokens holding the text each assistant turn adds after the template's generation prompt,
+    /// through the end-of-turn token that closes it (whitespace after that is the template's, not the reply's).
     ///
     /// Found by rendering: the conversation up to turn i with the generation prompt ends where the reply starts;
     /// with turn i, the text then agrees with the whole conversation until the reply (and its end token) is over.
@@ -87,7 +87,13 @@ public struct ChatFormat: Sendable {
         guard let (ids, offsets) = tokenizer.encodeWithOffsets(String(String.UnicodeScalarView(full))) else {
             throw ChatTemplateError("\(origin): the tokenizer's pieces do not spell the text back, so which tokens are the reply's is not clear")
         }
-        let targets = offsets.map { offset in byteSpans.contains { $0.contains(offset) } }
+        // A token trains when any of its bytes is the reply's (as transformers' assistant masks count characters): the
+        // one that joins the generation prompt's last space to the reply's first word is the reply's first token.
+        let total = String(String.UnicodeScalarView(full)).utf8.count
+        let targets = offsets.indices.map { i -> Bool in
+            let token = offsets[i]..<max(offsets[i] + 1, i + 1 < offsets.count ? offsets[i + 1] : total)
+            return byteSpans.contains { $0.overlaps(token) }
+        }
         return (ids, targets)
     }
 }

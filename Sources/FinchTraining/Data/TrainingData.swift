@@ -21,6 +21,8 @@ public struct TokenSequence: Equatable, Sendable {
 /// - text (`.txt`): the whole file tokenized without special tokens, cut into consecutive windows.
 /// - jsonl (`{"text": …}` per line): each record with the tokenizer's special tokens and an EOS.
 /// - completion (`{"prompt": …, "completion": …}` per line): the loss falls on the completion (and its EOS) only.
+/// - chat (`{"messages": [{"role": …, "content": …}, …]}` per line): each conversation written with the model's
+///   chat template; the loss falls on the assistant's replies and their end-of-turn tokens (or the last reply's).
 /// With packing, JSON-lines records are placed whole into windows, in file order, as many as fit; the rest
 /// of a window is padding, and only a record longer than a window is cut across windows (a completion record
 /// whose prompt fills a window is refused: no completion token would be trained with its prompt); a record
@@ -54,25 +56,35 @@ public struct TrainingData: Sendable {
         return f.hex
     }
 
+    /// How chat records are written: the model's chat format (nil when it has none) and which replies train.
+    public struct Chat {
+        public let format: () throws -> ChatFormat?
+        public let loss: ChatFormat.Loss
+        public init(format: @escaping () throws -> ChatFormat?, loss: ChatFormat.Loss) {
+            self.format = format
+            self.loss = loss
+        }
+    }
+
     public static func load(path: String, format requested: Recipe.DataFormat, tokenizer: Tokenizer,
                             sequenceLength: Int,
-                            packing: Bool, endOfText: Int32) throws -> TrainingData {
+                            packing: Bool, endOfText: Int32, chat: Chat? = nil) throws -> TrainingData {
         let text = try readText(path)
         let format = try resolveFormat(requested, path: path, text: text)
         let (records, lines) = try tokenize(text, format: format, path: path, tokenizer: tokenizer,
-                                            endOfText: endOfText)
+                                            endOfText: endOfText, chat: chat)
         guard records.contains(where: { $0.tokens.count >= 2 }) else {
             throw RecipeError(file: path, "holds fewer than 2 tokens; nothing to train on")
         }
-        if format == .completion {
+        if format == .completion || format == .chat {
             // A prompt that fills a window leaves no completion token beside it: truncated (no packing) the record
             // trains on nothing, and cut across windows (packing) its windows of prompt train on nothing while its
             // completion is learned without the prompt it answers.
             let lost = records.indices.filter { !records[$0].targetMask.prefix(sequenceLength).contains(true) }
             if let first = lost.first {
                 throw RecipeError(file: path, line: lines[first],
-                                  "the prompt is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
-                                  + "data.seq_len \(sequenceLength) no completion token fits in a window with its prompt"
+                                  "the \(format == .chat ? "conversation before the first trained reply" : "prompt") is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
+                                  + "data.seq_len \(sequenceLength) no \(format == .chat ? "reply" : "completion") token fits in a window with it"
                                   + (lost.count > 1 ? " (\(lost.count) records are so)" : "") + "; raise data.seq_len or shorten the prompt")
             }
         }
@@ -89,13 +101,34 @@ public struct TrainingData: Sendable {
     /// record without special tokens; a "text" record gets the tokenizer's special tokens and `endOfText`; a
     /// prompt/completion record is a target only on the completion and its `endOfText`.
     public static func tokenize(_ text: String, format: Recipe.DataFormat, path: String, tokenizer: Tokenizer,
-                                endOfText: Int32) throws -> (records: [TokenSequence], lines: [Int]) {
+                                endOfText: Int32, chat: Chat? = nil) throws -> (records: [TokenSequence], lines: [Int]) {
         var records: [TokenSequence] = []
         var lines: [Int] = []
         switch format {
         case .text, .auto:
             let ids = tokenizer.encode(text, addSpecialTokens: false).map(Int32.init)
             records = [TokenSequence(tokens: ids, targetMask: [Bool](repeating: true, count: ids.count))]
+        case .chat:
+            guard let chat else { throw RecipeError(file: path, "chat records need the model's chat template") }
+            guard let chatFormat = try chat.format() else {
+                throw RecipeError(file: path, "holds chat records (\"messages\"), but the model has no chat template "
+                                  + "(tokenizer.chat_template in a GGUF file, chat_template in tokenizer_config.json)")
+            }
+            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty { continue }
+                guard let object = (try? JSONValue.parse(Data(trimmed.utf8), file: path))?.object else {
+                    throw RecipeError(file: path, line: index + 1, "expected one JSON object per line")
+                }
+                let messages = try chatMessages(object, path: path, line: index + 1)
+                do {
+                    let (ids, targets) = try chatFormat.encode(messages, tokenizer: tokenizer, loss: chat.loss)
+                    records.append(TokenSequence(tokens: ids.map(Int32.init), targetMask: targets))
+                    lines.append(index + 1)
+                } catch let error as ChatTemplateError {
+                    throw RecipeError(file: path, line: index + 1, error.message)
+                }
+            }
         case .jsonl, .completion:
             for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
@@ -159,8 +192,23 @@ public struct TrainingData: Sendable {
         }
         if object["prompt"] != nil && object["completion"] != nil { return .completion }
         if object["text"] != nil { return .jsonl }
+        if object["messages"] != nil { return .chat }
         throw RecipeError(file: path, line: index + 1,
-                          "a JSON-lines record needs \"text\", or \"prompt\" and \"completion\"")
+                          "a JSON-lines record needs \"text\", \"prompt\" and \"completion\", or \"messages\"")
+    }
+
+    /// A chat record's messages: each an object with a string "role" and a string "content" (other fields go to the
+    /// template as they are).
+    static func chatMessages(_ object: [String: JSONValue], path: String, line: Int) throws -> [ChatTemplate.Message] {
+        guard let list = object["messages"]?.array, !list.isEmpty else {
+            throw RecipeError(file: path, line: line, "expected \"messages\": a non-empty list of {\"role\", \"content\"} objects")
+        }
+        return try list.enumerated().map { i, entry in
+            guard let m = entry.object, let role = m["role"]?.string, let content = m["content"]?.string else {
+                throw RecipeError(file: path, line: line, "message \(i + 1) needs a string \"role\" and a string \"content\"")
+            }
+            return ChatTemplate.Message(role: role, content: content, extra: m.filter { $0.key != "role" && $0.key != "content" })
+        }
     }
 
     /// Concatenates records and cuts full windows; a stream shorter than one window becomes one padded sequence.

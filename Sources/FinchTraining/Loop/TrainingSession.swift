@@ -42,8 +42,9 @@ public final class TrainingSession {
             guard FileManager.default.fileExists(atPath: path) else {
                 throw RecipeError(file: loaded.file, line: loaded.lines[key], "\(key): file '\(path)' does not exist")
             }
+            let chat = TrainingData.Chat(format: { try base.chatFormat() }, loss: r.chatLoss)
             return try TrainingData.load(path: path, format: r.dataFormat, tokenizer: tokenizer,
-                                         sequenceLength: r.sequenceLength, packing: r.packing, endOfText: eos)
+                                         sequenceLength: r.sequenceLength, packing: r.packing, endOfText: eos, chat: chat)
         }
         // Before the data is laid out in windows of data.seq_len tokens.
         try Self.checkPositions(loaded, model: model, adapter: adapter)

@@ -1,9 +1,10 @@
+import FinchFormats
 import FinchAdapters
 
 /// A training recipe: every setting of a run, typed, with the defaults documented in `RecipeSchema`.
 /// Recipes state only what differs from the defaults.
 public struct Recipe: Equatable, Sendable {
-    public enum DataFormat: String, Sendable, CaseIterable { case auto, text, jsonl, completion }
+    public enum DataFormat: String, Sendable, CaseIterable { case auto, text, jsonl, completion, chat }
     public enum Schedule: String, Sendable, CaseIterable { case constant, linear, cosine }
     public enum Progress: String, Sendable, CaseIterable { case auto, bar, plain }
     public enum ExportType: String, Sendable, CaseIterable { case float32, float16, bfloat16 }
@@ -20,6 +21,8 @@ public struct Recipe: Equatable, Sendable {
     public var trainData = ""
     public var validationData: String?
     public var dataFormat: DataFormat = .auto
+    /// Chat data: which assistant replies train.
+    public var chatLoss: ChatFormat.Loss = .assistant
     public var sequenceLength = 256
     public var packing = true
     public var shuffle = true

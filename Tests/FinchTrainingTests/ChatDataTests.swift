@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+import FinchFormats
+import TestSupport
+import FinchModels
+@testable import FinchTraining
+
+/// Chat records (`messages`) read with the model's chat template from its folder: the loss falls on the replies.
+@Suite("chat data")
+struct ChatDataTests {
+    /// The fixture GPT-2 folder with a ChatML template in tokenizer_config.json (its <|endoftext|> ends each turn).
+    static func folder() throws -> String {
+        let dir = try Fixtures.scratchDirectory()
+        for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: Fixtures.path("gpt2", "base/\(file)"), toPath: "\(dir)/\(file)")
+        }
+        let template = "{% for m in messages %}{{ m.role + ': ' + m.content + eos_token + '\\n' }}{% endfor %}"
+            + "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+        let config: [String: Any] = ["chat_template": template, "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"]
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: "\(dir)/tokenizer_config.json"))
+        return dir
+    }
+
+    @Test func repliesAndTheirEndTokensAreTheOnlyTargets() throws {
+        let dir = try Self.folder()
+        let base = try PretrainedModel.load(dir, requireTokenizer: true)
+        let tokenizer = try base.requireTokenizer()
+        let path = "\(dir)/chat.jsonl"
+        let record = #"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Farewell"}]}"#
+        try (record + "\n\n" + record + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        // This template's generation prompt ends in a space, which the reply's first token ("ĠHello") holds: that
+        // token is the reply's, as in transformers' assistant masks.
+        for (loss, replies) in [(ChatFormat.Loss.assistant, [" Hello<|endoftext|>", " Farewell<|endoftext|>"]),
+                                (.lastAssistant, [" Farewell<|endoftext|>"])] {
+            let (records, lines) = try TrainingData.tokenize(
+                try TrainingData.readText(path), format: try TrainingData.format(of: path, text: TrainingData.readText(path)),
+                path: path, tokenizer: tokenizer, endOfText: 0, chat: .init(format: { try base.chatFormat() }, loss: loss))
+            #expect(lines == [1, 3] && records.count == 2)
+            let r = records[0]
+            var runs: [[Int]] = [], previous = false
+            for (id, target) in zip(r.tokens, r.targetMask) {
+                if target { if previous { runs[runs.count - 1].append(Int(id)) } else { runs.append([Int(id)]) } }
+                previous = target
+            }
+            #expect(runs.map { tokenizer.decode($0) } == replies)
+            #expect(tokenizer.decode(r.tokens.map(Int.init)).hasPrefix("system: Be brief.<|endoftext|>\nuser: Hi there"))
+        }
+    }
+
+    @Test func badChatRecordsAreNamedByLine() throws {
+        let dir = try Self.folder()
+        let base = try PretrainedModel.load(dir, requireTokenizer: true)
+        let chat = TrainingData.Chat(format: { try base.chatFormat() }, loss: .assistant)
+        let cases: [(String, String)] = [
+            (#"{"messages": []}"#, ":1: expected \"messages\": a non-empty list of {\"role\", \"content\"} objects"),
+            (#"{"messages": [{"role": "user"}]}"#, ":1: message 1 needs a string \"role\" and a string \"content\""),
+            (#"{"messages": [{"role": "user", "content": "no reply"}]}"#, ":1: the conversation has no assistant turn, so nothing in it would train"),
+        ]
+        for (line, message) in cases {
+            let path = "\(dir)/bad.jsonl"
+            try line.write(toFile: path, atomically: true, encoding: .utf8)
+            let error = try #require(throws: RecipeError.self) {
+                try TrainingData.load(path: path, format: .auto, tokenizer: try base.requireTokenizer(), sequenceLength: 64,
+                                      packing: true, endOfText: 0, chat: chat)
+            }
+            #expect("\(error)" == path + message, "\(error)")
+        }
+        // A model without a chat template says so.
+        try FileManager.default.removeItem(atPath: "\(dir)/tokenizer_config.json")
+        let plain = try PretrainedModel.load(dir, requireTokenizer: true)
+        let path = "\(dir)/ok.jsonl"
+        try #"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let error = try #require(throws: RecipeError.self) {
+            try TrainingData.load(path: path, format: .auto, tokenizer: try plain.requireTokenizer(), sequenceLength: 64, packing: true,
+                                  endOfText: 0, chat: .init(format: { try plain.chatFormat() }, loss: .assistant))
+        }
+        #expect("\(error)".contains("holds chat records (\"messages\"), but the model has no chat template"))
+    }
+}
