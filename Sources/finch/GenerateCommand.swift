@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FinchAdapters
+import FinchFormats
 import FinchModels
 
 struct GenerateCommand: ParsableCommand {
@@ -34,6 +35,12 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout (prompt ids, generated ids, text, seconds) instead of streaming.")
     var json = false
 
+    @Flag(help: "Send --prompt as a user message through the model's chat template and print the assistant's reply (it stops at the end of its turn).")
+    var chat = false
+
+    @Option(parsing: .unconditional, help: "With --chat: a system message before the user's.")
+    var system: String?
+
     func validate() throws {
         guard maxTokens >= 1 else { throw OptionError("--max-tokens must be at least 1, got \(maxTokens)") }
         guard temperature >= 0, temperature.isFinite else { throw OptionError("--temperature must be 0 or more, got \(temperature)") }
@@ -44,9 +51,22 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         let (base, tokenizer, applied) = try source.load()
-        let promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
+        var promptIds = tokenizer.encode(prompt, addSpecialTokens: true)
+        var stopTokens = Set(base.config.eosTokenIds)
+        if chat {
+            guard let format = try base.chatFormat() else {
+                throw OptionError("--chat needs the model's chat template; \(source.model) has none (tokenizer.chat_template in a GGUF file, chat_template in tokenizer_config.json)")
+            }
+            let messages = (system.map { [ChatTemplate.Message(role: "system", content: $0)] } ?? [])
+                + [ChatTemplate.Message(role: "user", content: prompt)]
+            promptIds = try format.prompt(messages, tokenizer: tokenizer)
+            if let end = tokenizer.id(of: format.eosToken) { stopTokens.insert(end) }
+        } else if system != nil {
+            throw OptionError("--system is a chat message: give --chat too")
+        }
+        let echo = chat ? "" : prompt
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                        seed: UInt64(seed), stopTokens: Set(base.config.eosTokenIds), useCache: !noCache)
+                                        seed: UInt64(seed), stopTokens: stopTokens, useCache: !noCache)
         // Stream: print what the decoded text gained, holding back a trailing incomplete character.
         var produced: [Int] = []
         var printed = ""
@@ -61,7 +81,7 @@ struct GenerateCommand: ParsableCommand {
         // The prompt is printed with the first token, so a request that cannot run prints only its error.
         _ = try Generation.generate(model: base.model, prompt: promptIds, options: options,
                                     prefix: applied?.attentionPrefix) { token in
-            if produced.isEmpty { print(prompt, terminator: "") }
+            if produced.isEmpty { print(echo, terminator: "") }
             produced.append(token)
             let text = tokenizer.decode(produced, skipSpecialTokens: true)
             guard !text.hasSuffix("\u{FFFD}"), text.hasPrefix(printed) else { return }
