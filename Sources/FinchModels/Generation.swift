@@ -30,11 +30,13 @@ public struct GenerationOptions: Sendable {
 }
 
 public enum Generation {
-    /// Continues `prompt`, calling `onToken` with each new token as soon as it is chosen.
+    /// Continues `prompt`, calling `onToken` with each new token as soon as it is chosen, until a stop token,
+    /// `maxTokens`, or `continuing` (given the tokens so far) says no more are wanted.
     /// Returns the new tokens (the stop token included when one ended generation).
     public static func generate(
         model: any CausalLanguageModel, prompt: [Int], options: GenerationOptions,
-        prefix: AttentionPrefix? = nil, onToken: (Int) -> Void = { _ in }
+        prefix: AttentionPrefix? = nil, onToken: (Int) -> Void = { _ in },
+        continuing: ([Int]) -> Bool = { _ in true }
     ) throws -> [Int] {
         guard !prompt.isEmpty else {
             throw TensorError.invalidArgument(op: "generate", message: "the prompt is empty; give at least one token")
@@ -62,7 +64,7 @@ public enum Generation {
                 let next = try choose(row, options: options, generator: &generator)
                 produced.append(next)
                 onToken(next)
-                if options.stopTokens.contains(next) { break }
+                if options.stopTokens.contains(next) || !continuing(produced) { break }
                 sequence.append(next)
                 input = [next]
             }

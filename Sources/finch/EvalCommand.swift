@@ -59,7 +59,8 @@ struct EvalCommand: ParsableCommand {
                 throw RecipeError(file: predictions, "cannot create the predictions file (does its folder exist?)")
             }
             let r = try CompletionEvaluation.run(model: base.model, tokenizer: tokenizer, path: data,
-                                                 prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows)
+                                                 prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows,
+                                                 wholeCompletions: predictions != nil)
             if let predictions { try writePredictions(r.predictions, to: predictions) }
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,

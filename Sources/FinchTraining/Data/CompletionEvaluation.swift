@@ -50,8 +50,10 @@ public enum CompletionEvaluation {
         return out
     }
 
+    /// With `wholeCompletions` false, generation stops as soon as the text can no longer equal the expected completion
+    /// (the exact match is the same; the predictions then hold the text up to where it departed).
     public static func run(model: any CausalLanguageModel, tokenizer: Tokenizer, path: String, prefix: AttentionPrefix?,
-                           maxExamples: Int? = nil, maxNewTokens: Int = 64) throws -> Result {
+                           maxExamples: Int? = nil, maxNewTokens: Int = 64, wholeCompletions: Bool = true) throws -> Result {
         let all = try examples(path: path)
         let chosen = Array(all.prefix(maxExamples ?? all.count))
         guard !chosen.isEmpty else { throw RecipeError(file: path, "holds no examples") }
@@ -78,7 +80,9 @@ public enum CompletionEvaluation {
                 let generated = try Generation.generate(
                     model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens, positions - p.count + 1),
                                                                     stopTokens: Set(model.config.eosTokenIds)),
-                    prefix: prefix)
+                    prefix: prefix, continuing: { produced in
+                        wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true), example.completion)
+                    })
                 let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)
                 predictions.append(Prediction(prompt: example.prompt, expected: example.completion, generated: text))
             }
@@ -86,5 +90,14 @@ public enum CompletionEvaluation {
         let correct = predictions.filter(\.correct).count
         return Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
                       examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
+    }
+
+    /// Whether text generated so far can still become `expected` (both compared as `Prediction.correct` does): the
+    /// text, without surrounding whitespace and an unfinished character, begins `expected`'s.
+    static func stillMatching(_ text: String, _ expected: String) -> Bool {
+        var partial = Substring(text)
+        while partial.hasSuffix("\u{FFFD}") { partial = partial.dropLast() }
+        let sofar = partial.trimmingCharacters(in: .whitespacesAndNewlines)
+        return expected.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix(sofar)
     }
 }
