@@ -77,17 +77,3 @@ struct ChatDataTests {
         #expect("\(error)".contains("holds chat records (\"messages\"), but the model has no chat template"))
     }
 }
-
-/// Exact match stops generating once the text can no longer equal the completion, with the same verdict.
-@Suite("exact match")
-struct ExactMatchTests {
-    @Test func textThatCanStillMatchIsKeptGoing() {
-        let expected = " {\"intent\":\"call\",\"name\":\"Ana\"}"
-        #expect(CompletionEvaluation.stillMatching("", expected))
-        #expect(CompletionEvaluation.stillMatching(" {\"intent\":\"ca", expected))
-        #expect(CompletionEvaluation.stillMatching(" {\"intent\":\"call\",\"name\":\"Ana\"} \n", expected))
-        #expect(CompletionEvaluation.stillMatching(" {\"int\u{FFFD}", expected))
-        #expect(!CompletionEvaluation.stillMatching(" {\"intent\":\"set", expected))
-        #expect(!CompletionEvaluation.stillMatching(" {\"intent\":\"call\",\"name\":\"Ana\"}}", expected))
-    }
-}

@@ -132,7 +132,7 @@ public final class Trainer {
         let r = session.recipe
         loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed),
                              cursor: cursor)
-        metrics = MetricsLog(runDirectory: runDirectory)
+        metrics = MetricsLog(runDirectory: runDirectory, scale: session.recipe.lossScale)
         dataFingerprint = session.trainData.fingerprint
     }
 

@@ -7,6 +7,8 @@ public struct Recipe: Equatable, Sendable {
     public enum DataFormat: String, Sendable, CaseIterable { case auto, text, jsonl, completion, chat }
     public enum Schedule: String, Sendable, CaseIterable { case constant, linear, cosine }
     public enum Progress: String, Sendable, CaseIterable { case auto, bar, plain }
+
+    public enum LossScale: String, Sendable, CaseIterable { case linear, log }
     public enum ExportType: String, Sendable, CaseIterable { case float32, float16, bfloat16 }
 
     public enum ModelInitialization: String, Sendable, CaseIterable { case pretrained, random }
@@ -50,6 +52,7 @@ public struct Recipe: Equatable, Sendable {
 
     public var logEvery = 10
     public var progress: Progress = .auto
+    public var lossScale: LossScale = .linear
 
     public var outputDirectory = ""
     public var exportMerged = false

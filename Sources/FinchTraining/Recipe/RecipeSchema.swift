@@ -244,6 +244,7 @@ public enum RecipeSchema {
           check: { v, _ in v >= 1 ? nil : "must be at least 1, got \(v)" }),
         c("logging.progress", "auto (a bar on a terminal, lines otherwise), bar, or plain.", { $0.progress },
           { $0.progress = $1 }),
+        c("logging.loss_scale", "The loss axis of RUN_DIR/loss.svg: linear or log.", { $0.lossScale }, { $0.lossScale = $1 }),
 
         s("output.dir", "Run directory (default: runs/ + the recipe file's name).",
           { $0.outputDirectory.isEmpty ? nil : $0.outputDirectory },
