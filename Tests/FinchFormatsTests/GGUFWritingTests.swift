@@ -81,6 +81,22 @@ struct GGUFTokenizerTests {
         }
     }
 
+    /// Token offsets (for chat loss masks) land on the text: each token's bytes start where the text has them.
+    @Test(arguments: files)
+    func offsetsSpellTheTextBack(_ name: String) throws {
+        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: Fixtures.path("gguf", name)))
+        let text = try String(contentsOfFile: Fixtures.path("gguf", "mixed.txt"), encoding: .utf8) + "<|endoftext|> tail"
+        let (ids, offsets) = try #require(tokenizer.encodeWithOffsets(text))
+        #expect(ids == tokenizer.encode(text, addSpecialTokens: false))
+        #expect(offsets.first == 0 && zip(offsets, offsets.dropFirst()).allSatisfy { $0 <= $1 })
+        let bytes = Array(text.utf8)
+        for (id, offset) in zip(ids, offsets) {
+            var piece = tokenizer.tokenBytes(id)
+            if offset == 0, piece.first == 0x20, bytes.first != 0x20 { piece.removeFirst() }  // SentencePiece's added ▁
+            #expect(Array(bytes[offset..<min(bytes.count, offset + piece.count)]) == piece, "\(name): token \(id) at \(offset)")
+        }
+    }
+
     @Test func unknownPreTokenizersAndBrokenVocabulariesAreRefusedByName() throws {
         let source = try GGUFFile(path: Fixtures.path("gguf", "tokenizer-smollm.gguf"))
         let dir = try Fixtures.scratchDirectory()
