@@ -175,29 +175,27 @@ public enum GGUFModel {
 
     /// llama.cpp's order for each head's rows: Hugging Face's row (half, i) goes to 2·i + half (`unpermute` undone).
     public static func permute(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int) {
-        let rows = values.count / rowLength, perHead = rows / heads, half = perHead / 2
-        let stored = Array(values)
-        for h in 0..<heads {
-            for i in 0..<half {
-                for part in 0..<2 {
-                    let to = (h * perHead + 2 * i + part) * rowLength
-                    let from = (h * perHead + part * half + i) * rowLength
-                    for c in 0..<rowLength { values[to + c] = stored[from + c] }
-                }
-            }
-        }
+        reorderHeadRows(values, heads: heads, rowLength: rowLength, toInterleaved: true)
     }
 
     /// Puts each head's rows back in Hugging Face's order: llama.cpp stores row (i, half) of a head at 2·i + half,
     /// Hugging Face at half·(d/2) + i.
     static func unpermute(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int) {
+        reorderHeadRows(values, heads: heads, rowLength: rowLength, toInterleaved: false)
+    }
+
+    /// Moves each head's rows between Hugging Face's halves (row half·(d/2) + i) and llama.cpp's interleaving
+    /// (row 2·i + half).
+    private static func reorderHeadRows(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int,
+                                        toInterleaved: Bool) {
         let rows = values.count / rowLength, perHead = rows / heads, half = perHead / 2
         let stored = Array(values)
         for h in 0..<heads {
             for i in 0..<half {
                 for part in 0..<2 {
-                    let from = (h * perHead + 2 * i + part) * rowLength
-                    let to = (h * perHead + part * half + i) * rowLength
+                    let interleaved = (h * perHead + 2 * i + part) * rowLength
+                    let halves = (h * perHead + part * half + i) * rowLength
+                    let (to, from) = toInterleaved ? (interleaved, halves) : (halves, interleaved)
                     for c in 0..<rowLength { values[to + c] = stored[from + c] }
                 }
             }

@@ -92,6 +92,7 @@ struct GenerateCommand: ParsableCommand {
         let final = tokenizer.decode(produced, skipSpecialTokens: true)
         if final.hasPrefix(printed) { print(final.dropFirst(printed.count), terminator: "") }
         print("")
+        fflush(nil)  // the text ends its line before the timing goes to stderr
         let seconds = Date().timeIntervalSince(start)
         Output.standardError("\(produced.count) tokens in \(Output.fixed(seconds, 2)) s, \(Output.fixed(Double(produced.count) / max(seconds, 1e-9), 1)) tokens/s")
         // A model whose vocabulary is larger than its tokenizer's can choose ids no token stands for; decoding

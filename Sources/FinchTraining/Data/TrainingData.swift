@@ -84,7 +84,7 @@ public struct TrainingData: Sendable {
             if let first = lost.first {
                 throw RecipeError(file: path, line: lines[first],
                                   "the \(format == .chat ? "conversation before the first trained reply" : "prompt") is \(records[first].targetMask.firstIndex(of: true) ?? records[first].tokens.count) tokens, so with "
-                                  + "data.seq_len \(sequenceLength) no \(format == .chat ? "reply" : "completion") token fits in a window with it"
+                                  + "data.seq_len \(sequenceLength) no \(format == .chat ? "reply token fits in a window with the conversation before it" : "completion token fits in a window with its prompt")"
                                   + (lost.count > 1 ? " (\(lost.count) records are so)" : "") + "; raise data.seq_len or shorten the prompt")
             }
         }

@@ -75,17 +75,23 @@ import json
 import os
 import struct
 
-base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llama-gqa", "base")
-config = json.load(open(os.path.join(base, "config.json")))
-raw = open(os.path.join(base, "model.safetensors"), "rb").read()
-(header_length,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + header_length])
-weights = {}
-for name, info in header.items():
-    if name == "__metadata__":
-        continue
-    start, end = info["data_offsets"]
-    weights[name] = np.frombuffer(raw[8 + header_length + start:8 + header_length + end], dtype=np.float32).reshape(info["shape"])
+def folder(family):
+    """A fixture folder's config and its float32 safetensors weights by name."""
+    base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", family, "base")
+    raw = open(os.path.join(base, "model.safetensors"), "rb").read()
+    (header_length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + header_length])
+    weights = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        data = raw[8 + header_length + start:8 + header_length + end]
+        weights[name] = np.frombuffer(data, dtype=np.float32).reshape(info["shape"])
+    return base, json.load(open(os.path.join(base, "config.json"))), weights
+
+
+base, config, weights = folder("llama-gqa")
 
 
 def permute(w, heads):
@@ -135,17 +141,8 @@ w.close()
 # gpt2.gguf: ../gpt2/base (transformers' float32 GPT-2) written as llama.cpp's converter writes a GPT-2: its tensor
 # names, the Conv1D weights transposed to [out, in], the head written as a copy of the token table, F32, and the
 # folder's byte-level BPE tokenizer with the "gpt-2" pre-tokenizer.
-base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpt2", "base")
-config = json.load(open(os.path.join(base, "config.json")))
-raw = open(os.path.join(base, "model.safetensors"), "rb").read()
-(header_length,) = struct.unpack("<Q", raw[:8])
-header = json.loads(raw[8:8 + header_length])
-weights = {}
-for name, info in header.items():
-    if name == "__metadata__":
-        continue
-    start, end = info["data_offsets"]
-    weights[name.removeprefix("transformer.")] = np.frombuffer(raw[8 + header_length + start:8 + header_length + end], dtype=np.float32).reshape(info["shape"])
+base, config, weights = folder("gpt2")
+weights = {name.removeprefix("transformer."): w for name, w in weights.items()}
 w = gguf.GGUFWriter(f"{out}/gpt2.gguf", "gpt2")
 w.add_block_count(config["n_layer"])
 w.add_context_length(config["n_positions"])
