@@ -66,6 +66,21 @@ struct ChatTemplateTests {
         }
     }
 
+    /// A template from a model file is outside input: nesting, text and loops are bounded, and integer edge cases
+    /// give values, not traps.
+    @Test func runawayTemplatesStopWithAnError() throws {
+        let deep = String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200)
+        #expect(throws: ChatTemplateError.self) { try ChatTemplate("{{ \(deep) }}") }
+        let blocks = String(repeating: "{% if true %}", count: 100) + String(repeating: "{% endif %}", count: 100)
+        #expect(throws: ChatTemplateError.self) { try ChatTemplate(blocks) }
+        for source in ["{{ 'ab' * 100000000 }}", "{% for i in range(3000) %}{% for j in range(3000) %}{% endfor %}{% endfor %}",
+                       "{{ range(100000000) | length }}", "{% for i in range(500000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}"] {
+            #expect(throws: ChatTemplateError.self, "\(source)") { try ChatTemplate(source).render([], addGenerationPrompt: false) }
+        }
+        let edges = "{{ (-9223372036854775807 - 1) // -1 }} {{ (-9223372036854775807 - 1) % -1 }} {{ -(-9223372036854775807 - 1) }} {{ 2 ** 1000 }}"
+        #expect(try ChatTemplate(edges).render([], addGenerationPrompt: false).hasPrefix("-9223372036854775808 0 -9223372036854775808 "))
+    }
+
     @Test func whatTheSubsetLacksIsRefusedByName() throws {
         let refusals: [(String, String)] = [
             ("{% macro f() %}x{% endmacro %}", "line 1: {% macro %} is not implemented by Finch's template subset"),

@@ -30,6 +30,9 @@ enum FuzzTarget: String, CaseIterable {
     /// A GGUF file: header, metadata, tensor table, every tensor of a readable type turned into float32, the model
     /// configuration its metadata gives, and its tokenizer, which then encodes and decodes a text.
     case gguf
+    /// A chat template (GGUF's tokenizer.chat_template, tokenizer_config.json's chat_template): parsed, then
+    /// rendered on a short conversation with and without the generation prompt.
+    case chatTemplate = "chat-template"
 
     func run(_ bytes: Data, in scratch: Scratch) {
         switch self {
@@ -43,6 +46,7 @@ enum FuzzTarget: String, CaseIterable {
         case .state: Self.state(bytes, scratch)
         case .data: Self.data(bytes, scratch)
         case .gguf: Self.gguf(bytes, scratch)
+        case .chatTemplate: Self.chatTemplate(bytes)
         }
     }
 
@@ -72,6 +76,15 @@ enum FuzzTarget: String, CaseIterable {
         guard let tokenizer = try? Tokenizer(gguf: file) else { return }
         let ids = tokenizer.encode("Héllo wörld 123 <s> 日本 🙂  x", addSpecialTokens: true)
         _ = tokenizer.decode(ids, skipSpecialTokens: true)
+    }
+
+    static func chatTemplate(_ bytes: Data) {
+        guard let template = try? ChatTemplate(String(decoding: bytes, as: UTF8.self)) else { return }
+        let messages = [ChatTemplate.Message(role: "system", content: "Be brief."), ChatTemplate.Message(role: "user", content: "Hi 🙂"),
+                        ChatTemplate.Message(role: "assistant", content: " Hello\n")]
+        for prompt in [false, true] {
+            _ = try? template.render(messages, addGenerationPrompt: prompt, bosToken: "<s>", eosToken: "</s>")
+        }
     }
 
     static func safetensorsIndex(_ bytes: Data, _ scratch: Scratch) {

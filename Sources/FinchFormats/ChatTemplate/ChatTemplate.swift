@@ -57,6 +57,8 @@ public struct ChatTemplate: Sendable {
                 guard bounds.count == args.count, (1...3).contains(bounds.count) else { throw ChatTemplateError("range needs 1 to 3 integers") }
                 let (lo, hi, step) = bounds.count == 1 ? (0, bounds[0], 1) : (bounds[0], bounds[1], bounds.count == 3 ? bounds[2] : 1)
                 guard step != 0 else { throw ChatTemplateError("range step cannot be zero") }
+                let count = max(0, ((Double(hi) - Double(lo)) / Double(step)).rounded(.up))
+                guard count <= Double(1 << 20) else { throw ChatTemplateError("range of \(Int(min(count, 1e18))) numbers is more than a chat template may use") }
                 return .array(Array(stride(from: lo, to: hi, by: step)).map(JinjaValue.int))
             }),
         ]

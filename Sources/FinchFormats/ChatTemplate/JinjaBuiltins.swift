@@ -58,7 +58,11 @@ enum JinjaBuiltins {
         case "*":
             switch (a, b) {
             case let (.int(x), .int(y)): return .int(x &* y)
-            case let (.string(s), .int(n)), let (.int(n), .string(s)): return .string(String(repeating: s, count: max(n, 0)))
+            case let (.string(s), .int(n)), let (.int(n), .string(s)):
+                guard n <= JinjaRenderer.maximumOutput / max(1, s.unicodeScalars.count) else {
+                    throw ChatTemplateError("repeating a string \(n) times makes more text than a chat template may")
+                }
+                return .string(String(repeating: s, count: max(n, 0)))
             default:
                 if let (x, y) = numbers() { return .double(x * y) }
                 throw fail()
@@ -70,8 +74,9 @@ enum JinjaBuiltins {
         case "//", "%":
             if case let (.int(x), .int(y)) = (a, b) {
                 guard y != 0 else { throw ChatTemplateError("division by zero") }
-                let q = Int((Double(x) / Double(y)).rounded(.down))
-                return op == "//" ? .int(q) : .int(x - q * y)
+                var q = y == -1 ? 0 &- x : x / y
+                if x.remainderReportingOverflow(dividingBy: y).partialValue != 0 && ((x < 0) != (y < 0)) { q -= 1 }  // Python floors
+                return op == "//" ? .int(q) : .int(x &- q &* y)
             }
             guard let (x, y) = numbers() else { throw fail() }
             guard y != 0 else { throw ChatTemplateError("division by zero") }
@@ -79,7 +84,7 @@ enum JinjaBuiltins {
             return op == "//" ? .double(q) : .double(x - q * y)
         case "**":
             guard let (x, y) = numbers() else { throw fail() }
-            if case let (.int(i), .int(j)) = (a, b), j >= 0 {
+            if case let (.int(i), .int(j)) = (a, b), j >= 0, j <= 64 {
                 var r = 1
                 for _ in 0..<j { r = r &* i }
                 return .int(r)
@@ -230,7 +235,7 @@ enum JinjaBuiltins {
             }
         case "abs":
             switch v {
-            case .int(let i): return .int(abs(i))
+            case .int(let i): return .int(i == Int.min ? i : abs(i))
             case .double(let d): return .double(abs(d))
             default: throw ChatTemplateError("abs needs a number")
             }

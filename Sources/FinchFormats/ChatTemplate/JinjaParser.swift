@@ -38,15 +38,21 @@ struct JinjaParser {
                                      "lt", "<", "gt", ">", "le", "<=", "ge", ">=", "in", "odd", "even", "divisibleby",
                                      "lower", "upper", "callable", "sameas"]
 
+    /// How deep expressions and blocks may nest (published templates nest a handful deep); deeper is refused
+    /// rather than run the parser out of stack.
+    static let maximumDepth = 64
+
     private var tokens: [JinjaToken] = []
     private var position = 0
+    private var depth = 0
     private var line = 0
     private var source = ""
 
     static func parse(_ template: String) throws -> [JinjaNode] {
         let pieces = try TemplateSplitter.split(template)
         var index = 0
-        let nodes = try parseBlock(pieces, &index, until: [])
+        var blockDepth = 0
+        let nodes = try parseBlock(pieces, &index, until: [], depth: &blockDepth)
         if index < pieces.count, case .statement(let s, let line) = pieces[index] {
             throw ChatTemplateError("line \(line): {% \(s.trimmingCharacters(in: .whitespacesAndNewlines)) %} has no block to end")
         }
@@ -54,7 +60,13 @@ struct JinjaParser {
     }
 
     /// Nodes until a statement whose first word is in `until` (left at `index`), or the end.
-    private static func parseBlock(_ pieces: [TemplatePiece], _ index: inout Int, until: Set<String>) throws -> [JinjaNode] {
+    private static func parseBlock(_ pieces: [TemplatePiece], _ index: inout Int, until: Set<String>,
+                                   depth: inout Int) throws -> [JinjaNode] {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > maximumDepth {
+            throw ChatTemplateError("blocks nest more than \(maximumDepth) deep")
+        }
         var nodes: [JinjaNode] = []
         while index < pieces.count {
             switch pieces[index] {
@@ -76,7 +88,7 @@ struct JinjaParser {
                     var branches = [(try p.expressionToEnd(), [JinjaNode]())]
                     var otherwise: [JinjaNode] = []
                     while true {
-                        branches[branches.count - 1].1 = try parseBlock(pieces, &index, until: ["elif", "else", "endif"])
+                        branches[branches.count - 1].1 = try parseBlock(pieces, &index, until: ["elif", "else", "endif"], depth: &depth)
                         var end = try statementParser(pieces, index, closing: "if", line: line)
                         index += 1
                         guard case .name(let word) = end.peek else { break }
@@ -84,7 +96,7 @@ struct JinjaParser {
                         if word == "elif" { branches.append((try end.expressionToEnd(), [])); continue }
                         if word == "else" {
                             try end.expectEnd()
-                            otherwise = try parseBlock(pieces, &index, until: ["endif"])
+                            otherwise = try parseBlock(pieces, &index, until: ["endif"], depth: &depth)
                             _ = try statementParser(pieces, index, closing: "if", line: line)
                             index += 1
                         } else {
@@ -101,13 +113,13 @@ struct JinjaParser {
                     let filter = p.acceptName("if") ? try p.expression() : nil
                     if p.acceptName("recursive") { throw p.error("recursive loops are not implemented") }
                     try p.expectEnd()
-                    let body = try parseBlock(pieces, &index, until: ["else", "endfor"])
+                    let body = try parseBlock(pieces, &index, until: ["else", "endfor"], depth: &depth)
                     var end = try statementParser(pieces, index, closing: "for", line: line)
                     index += 1
                     var otherwise: [JinjaNode] = []
                     if end.acceptName("else") {
                         try end.expectEnd()
-                        otherwise = try parseBlock(pieces, &index, until: ["endfor"])
+                        otherwise = try parseBlock(pieces, &index, until: ["endfor"], depth: &depth)
                         _ = try statementParser(pieces, index, closing: "for", line: line)
                         index += 1
                     }
@@ -129,7 +141,7 @@ struct JinjaParser {
                 case "generation":
                     // transformers' marker for the assistant's tokens: rendered as its body.
                     try p.expectEnd()
-                    nodes.append(contentsOf: try parseBlock(pieces, &index, until: ["endgeneration"]))
+                    nodes.append(contentsOf: try parseBlock(pieces, &index, until: ["endgeneration"], depth: &depth))
                     _ = try statementParser(pieces, index, closing: "generation", line: line)
                     index += 1
                 case _ where keyword.hasPrefix("end") || keyword == "elif" || keyword == "else":
@@ -190,6 +202,9 @@ struct JinjaParser {
     }
 
     mutating func expression() throws -> JinjaExpression {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maximumDepth else { throw error("expressions nest more than \(Self.maximumDepth) deep") }
         let value = try or()
         guard acceptName("if") else { return value }
         let condition = try or()
@@ -213,7 +228,12 @@ struct JinjaParser {
     }
 
     mutating func not() throws -> JinjaExpression {
-        if acceptName("not") { return .unary("not", try not()) }
+        if acceptName("not") {
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maximumDepth else { throw error("expressions nest more than \(Self.maximumDepth) deep") }
+            return .unary("not", try not())
+        }
         return try compare()
     }
 
@@ -265,8 +285,13 @@ struct JinjaParser {
     }
 
     mutating func unary() throws -> JinjaExpression {
-        if accept(.op("-")) { return .unary("-", try unary()) }
-        if accept(.op("+")) { return .unary("+", try unary()) }
+        if peek == .op("-") || peek == .op("+") {
+            depth += 1
+            defer { depth -= 1 }
+            guard depth <= Self.maximumDepth else { throw error("expressions nest more than \(Self.maximumDepth) deep") }
+            let op = accept(.op("-")) ? "-" : { position += 1; return "+" }()
+            return .unary(op, try unary())
+        }
         return try filtered(try postfix(try primary()))
     }
 

@@ -9,6 +9,12 @@ struct JinjaRenderer {
 
     enum Jump: Error { case breakLoop, continueLoop }
 
+    /// The most text (in UTF-8 bytes) a template may write, and the most loop turns it may take: far beyond any
+    /// conversation, short of exhausting memory or time.
+    static let maximumOutput = 8 << 20
+    static let maximumIterations = 1 << 20
+    private var iterations = 0
+
     init(globals: [String: JinjaValue]) { scopes = [globals] }
 
     static func render(_ nodes: [JinjaNode], globals: [String: JinjaValue]) throws -> String {
@@ -54,6 +60,9 @@ struct JinjaRenderer {
             case .breakLoop: throw Jump.breakLoop
             case .continueLoop: throw Jump.continueLoop
             }
+            guard output.utf8.count <= Self.maximumOutput else {
+                throw ChatTemplateError("the template writes more than \(Self.maximumOutput) bytes")
+            }
         }
     }
 
@@ -69,6 +78,10 @@ struct JinjaRenderer {
         }
         if items.isEmpty { try run(otherwise); return }
         for (i, item) in items.enumerated() {
+            iterations += 1
+            guard iterations <= Self.maximumIterations else {
+                throw ChatTemplateError("the template's loops run more than \(Self.maximumIterations) times")
+            }
             var scope = try bind(targets, item)
             let n = items.count
             scope["loop"] = .object(JinjaObject(
@@ -148,7 +161,7 @@ struct JinjaRenderer {
             case "not": return .bool(!v.isTrue)
             case "-":
                 switch v {
-                case .int(let i): return .int(-i)
+                case .int(let i): return .int(0 &- i)
                 case .double(let d): return .double(-d)
                 default: throw ChatTemplateError("cannot negate a \(v.typeName)")
                 }
