@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import FinchAdapters
+import FinchFormats
 import FinchModels
 import FinchTraining
 
@@ -53,14 +54,15 @@ struct EvalCommand: ParsableCommand {
         // By extension and first record, as training reads it: a JSON-lines file is never scored as raw text.
         let text = try TrainingData.readText(data)
         let format = try TrainingData.format(of: data, text: text)
-        if format == .completion {
+        if format == .completion || format == .chat {
             // A path that cannot be written fails now, not after minutes of generation.
             if let predictions, !FileManager.default.createFile(atPath: predictions, contents: nil) {
                 throw RecipeError(file: predictions, "cannot create the predictions file (does its folder exist?)")
             }
             let r = try CompletionEvaluation.run(model: base.model, tokenizer: tokenizer, path: data,
                                                  prefix: applied?.attentionPrefix, maxExamples: maxExamples ?? maxWindows,
-                                                 wholeCompletions: predictions != nil)
+                                                 wholeCompletions: predictions != nil,
+                                                 chat: format == .chat ? try chatFormat(base) : nil)
             if let predictions { try writePredictions(r.predictions, to: predictions) }
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
@@ -101,6 +103,15 @@ struct EvalCommand: ParsableCommand {
                 + "(\(result.windows) window\(result.windows == 1 ? "" : "s") of \(result.sequenceLength) tokens, \(result.predictedTokens) predicted, "
                 + "\(Output.fixed(result.tokensPerSecond, 0)) tokens/s)")
         }
+    }
+
+    /// The model's chat format, or an error naming what is missing.
+    private func chatFormat(_ base: PretrainedModel) throws -> ChatFormat {
+        guard let format = try base.chatFormat() else {
+            throw RecipeError(file: data, "holds chat records (\"messages\"), but \(source.model) has no chat template "
+                              + "(tokenizer.chat_template in a GGUF file, chat_template in tokenizer_config.json)")
+        }
+        return format
     }
 
     private func writePredictions(_ rows: [CompletionEvaluation.Prediction], to path: String) throws {

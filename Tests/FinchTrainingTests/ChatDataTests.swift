@@ -77,3 +77,24 @@ struct ChatDataTests {
         #expect("\(error)".contains("holds chat records (\"messages\"), but the model has no chat template"))
     }
 }
+
+/// `finch eval` on a chat file: each conversation scored on its last reply.
+@Suite("chat evaluation")
+struct ChatEvaluationTests {
+    @Test func theLastReplyIsScoredAndGenerated() throws {
+        let dir = try ChatDataTests.folder()
+        let base = try PretrainedModel.load(dir, requireTokenizer: true)
+        let path = "\(dir)/eval.jsonl"
+        let records = [
+            #"{"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Farewell"}]}"#,
+            #"{"messages": [{"role": "user", "content": "Two"}, {"role": "assistant", "content": "2"}]}"#,
+        ]
+        try records.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try CompletionEvaluation.run(model: base.model, tokenizer: try base.requireTokenizer(), path: path, prefix: nil,
+                                                  maxNewTokens: 4, chat: try #require(try base.chatFormat()))
+        #expect(result.examples == 2 && result.loss.isFinite && result.loss > 0)
+        #expect(result.predictions.map(\.expected) == ["Farewell", "2"] && result.predictions.map(\.prompt) == ["Bye", "Two"])
+        // The fixture model is untrained: whatever it says, it is not the reply.
+        #expect(result.exactMatch == 0)
+    }
+}

@@ -4,9 +4,10 @@ import FinchModels
 import FinchNN
 import FinchTensor
 
-/// Scores a prompt/completion JSON-lines file: the mean cross-entropy of the completion tokens (and the
-/// EOS after them) given the prompt, and the exact-match accuracy of greedy generation — the generated
-/// text, up to EOS, equal to the completion after trimming surrounding whitespace.
+/// Scores a prompt/completion JSON-lines file, or a chat file by its last assistant reply: the mean cross-entropy
+/// of the completion tokens (and the end token after them) given the prompt, and the exact-match accuracy of greedy
+/// generation — the generated text, up to the end token, equal to the completion after trimming surrounding
+/// whitespace.
 public enum CompletionEvaluation {
     public struct Result: Sendable {
         public let loss: Double
@@ -33,6 +34,61 @@ public enum CompletionEvaluation {
         public var line: Int = 0
     }
 
+    /// An example as the model sees it: the prompt's ids, the completion's ids through its end token, the text the
+    /// completion must equal, and the tokens that end a generated one.
+    struct Scored {
+        let prompt: String
+        let promptIds: [Int]
+        let completionIds: [Int]
+        let expected: String
+        let stopTokens: Set<Int>
+        let line: Int
+    }
+
+    /// A prompt/completion file's examples with the prompt's special tokens and EOS after the completion.
+    static func scored(_ examples: [Example], tokenizer: Tokenizer, model: any CausalLanguageModel) -> [Scored] {
+        let eos = model.config.eosTokenIds.first ?? 0
+        return examples.map { e in
+            Scored(prompt: e.prompt, promptIds: tokenizer.encode(e.prompt, addSpecialTokens: true),
+                   completionIds: tokenizer.encode(e.completion, addSpecialTokens: false) + [eos], expected: e.completion,
+                   stopTokens: Set(model.config.eosTokenIds), line: e.line)
+        }
+    }
+
+    /// A chat file's conversations, each scored on its last assistant reply: the prompt is everything before the
+    /// reply (the template's generation prompt included), the completion the reply's tokens through its end-of-turn
+    /// token.
+    static func scored(chatFile path: String, format: ChatFormat, tokenizer: Tokenizer, model: any CausalLanguageModel,
+                       limit: Int?) throws -> [Scored] {
+        var out: [Scored] = []
+        let text = try TrainingData.readText(path)
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let limit, out.count >= limit { break }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let object = (try? JSONValue.parse(Data(trimmed.utf8), file: path))?.object else {
+                throw RecipeError(file: path, line: index + 1, "expected one JSON object per line")
+            }
+            let messages = try TrainingData.chatMessages(object, path: path, line: index + 1)
+            guard let last = messages.lastIndex(where: { $0.role == "assistant" }) else {
+                throw RecipeError(file: path, line: index + 1, "the conversation has no assistant reply to score")
+            }
+            let encoded: (ids: [Int], targets: [Bool])
+            do {
+                encoded = try format.encode(Array(messages[...last]), tokenizer: tokenizer, loss: .lastAssistant)
+            } catch let error as ChatTemplateError {
+                throw RecipeError(file: path, line: index + 1, error.message)
+            }
+            let first = encoded.targets.firstIndex(of: true)!
+            let end = encoded.targets[first...].firstIndex(of: false) ?? encoded.targets.count
+            let completion = Array(encoded.ids[first..<end])
+            out.append(Scored(prompt: last > 0 ? messages[last - 1].content : "", promptIds: Array(encoded.ids[..<first]),
+                              completionIds: completion, expected: messages[last].content,
+                              stopTokens: Set(model.config.eosTokenIds).union([completion.last!]), line: index + 1))
+        }
+        return out
+    }
+
     public static func examples(path: String) throws -> [Example] {
         guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) }) else {
             throw RecipeError(file: path, "cannot read the file as UTF-8 text")
@@ -52,12 +108,18 @@ public enum CompletionEvaluation {
 
     /// With `wholeCompletions` false, generation stops as soon as the text can no longer equal the expected completion
     /// (the exact match is the same; the predictions then hold the text up to where it departed).
+    /// `chat`: the model's chat format, to score a chat file (nil: a prompt/completion file).
     public static func run(model: any CausalLanguageModel, tokenizer: Tokenizer, path: String, prefix: AttentionPrefix?,
-                           maxExamples: Int? = nil, maxNewTokens: Int = 64, wholeCompletions: Bool = true) throws -> Result {
-        let all = try examples(path: path)
-        let chosen = Array(all.prefix(maxExamples ?? all.count))
+                           maxExamples: Int? = nil, maxNewTokens: Int = 64, wholeCompletions: Bool = true,
+                           chat: ChatFormat? = nil) throws -> Result {
+        let chosen: [Scored]
+        if let chat {
+            chosen = try scored(chatFile: path, format: chat, tokenizer: tokenizer, model: model, limit: maxExamples)
+        } else {
+            let all = try examples(path: path)
+            chosen = scored(Array(all.prefix(maxExamples ?? all.count)), tokenizer: tokenizer, model: model)
+        }
         guard !chosen.isEmpty else { throw RecipeError(file: path, "holds no examples") }
-        let eos = model.config.eosTokenIds.first ?? 0
         // Positions a prompt, its completion and what is generated may use (a prefix's virtual tokens take the first).
         let positions = model.config.maxPositions - (prefix?.length ?? 0)
         let start = Date()
@@ -65,12 +127,11 @@ public enum CompletionEvaluation {
         var predictions: [Prediction] = []
         try GradientMode.withoutGradients {
             for example in chosen {
-                let p = tokenizer.encode(example.prompt, addSpecialTokens: true)
-                let c = tokenizer.encode(example.completion, addSpecialTokens: false) + [eos]
+                let p = example.promptIds, c = example.completionIds
                 let tokens = (p + c).map(Int32.init)
                 guard tokens.count <= positions else {
                     throw RecipeError(file: path, line: example.line,
-                                      "the prompt and completion are \(tokens.count) tokens (with EOS); the model has \(positions) positions")
+                                      "the prompt and completion are \(tokens.count) tokens (with the end token); the model has \(positions) positions")
                 }
                 let mask = [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)
                 let logits = try model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: prefix)
@@ -79,12 +140,12 @@ public enum CompletionEvaluation {
                 count += c.count
                 let generated = try Generation.generate(
                     model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens, positions - p.count + 1),
-                                                                    stopTokens: Set(model.config.eosTokenIds)),
+                                                                    stopTokens: example.stopTokens),
                     prefix: prefix, continuing: { produced in
-                        wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true), example.completion)
+                        wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true), example.expected)
                     })
-                let text = tokenizer.decode(generated.filter { $0 != eos }, skipSpecialTokens: true)
-                predictions.append(Prediction(prompt: example.prompt, expected: example.completion, generated: text))
+                let text = tokenizer.decode(generated.filter { !example.stopTokens.contains($0) }, skipSpecialTokens: true)
+                predictions.append(Prediction(prompt: example.prompt, expected: example.expected, generated: text))
             }
         }
         let correct = predictions.filter(\.correct).count
