@@ -165,5 +165,13 @@ struct ChatLossMaskTests {
             try format.encode([user, reply, user, reply], tokenizer: tokenizer, loss: .assistant)
         }
         #expect(changing.message.hasPrefix("t.jinja: the template writes the conversation before assistant turn 2 differently"))
+        let plain = ChatFormat(template: try ChatTemplate("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"),
+                               bosToken: "", eosToken: "", origin: "p.jinja")
+        let empty = try #require(throws: ChatTemplateError.self) {
+            try plain.encode([user, ChatTemplate.Message(role: "assistant", content: "  ")], tokenizer: tokenizer, loss: .assistant)
+        }
+        #expect(empty.message == "assistant turn 2 is empty: it has no text to train on")
+        let headerless = try #require(throws: ChatTemplateError.self) { try plain.encode([user, reply], tokenizer: tokenizer, loss: .assistant) }
+        #expect(headerless.message.hasPrefix("p.jinja: the text the template writes for assistant turn 2 does not begin with its message"))
     }
 }

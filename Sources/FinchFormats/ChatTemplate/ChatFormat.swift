@@ -66,6 +66,14 @@ public struct ChatFormat: Sendable {
             // The reply ends with the first special token after it (its end of turn): what the template writes after
             // that (a newline, the next turn's header, an end of text) is not the reply's.
             let reply = String(String.UnicodeScalarView(full[before.count..<end]))
+            // It must begin with the message's text: a template whose generation prompt stops short of where the reply
+            // starts (one that ignores add_generation_prompt) would otherwise train the assistant's header too.
+            let content = messages[i].content.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !content.isEmpty else { throw ChatTemplateError("assistant turn \(i + 1) is empty: it has no text to train on") }
+            guard reply.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix(content) else {
+                throw ChatTemplateError("\(origin): the text the template writes for assistant turn \(i + 1) does not begin with its "
+                    + "message (does the template write the assistant's header when add_generation_prompt is true?)")
+            }
             if let close = tokenizer.splitOnAddedTokens(reply).firstIndex(where: { if case .added = $0 { return true } else { return false } }) {
                 let kept = tokenizer.splitOnAddedTokens(reply)[...close].reduce(0) { total, segment in
                     switch segment {

@@ -79,7 +79,9 @@ public enum CompletionEvaluation {
             } catch let error as ChatTemplateError {
                 throw RecipeError(file: path, line: index + 1, error.message)
             }
-            let first = encoded.targets.firstIndex(of: true)!
+            guard let first = encoded.targets.firstIndex(of: true) else {
+                throw RecipeError(file: path, line: index + 1, "the last assistant reply has no tokens to score")
+            }
             let end = encoded.targets[first...].firstIndex(of: false) ?? encoded.targets.count
             let completion = Array(encoded.ids[first..<end])
             out.append(Scored(prompt: last > 0 ? messages[last - 1].content : "", promptIds: Array(encoded.ids[..<first]),
