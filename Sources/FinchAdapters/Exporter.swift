@@ -13,7 +13,7 @@ public enum Exporter {
                                          dtype: SafetensorsDType, dtypeName: String) throws {
         let fm = FileManager.default
         // Into the base's own folder, the export would replace the weights and tokenizer it was made from.
-        if isSameFolder(out, baseFolder) {
+        if isSameFile(out, baseFolder) {
             throw FormatError(file: out, "is the base model's folder (\(baseFolder)); the merged model would be written over the weights it is made from. Give another output folder")
         }
         try Folder.create(out)
@@ -50,7 +50,7 @@ public enum Exporter {
     /// weights and tokenizer), a path that is a file, or, unless `replacing`, a folder that already holds files
     /// (another model, or someone's work).
     public static func checkOutputFolder(_ out: String, baseFolder: String, replacing: Bool) throws {
-        if isSameFolder(out, baseFolder) {
+        if isSameFile(out, baseFolder) {
             throw FormatError(file: out, "is the base model's folder (\(baseFolder)); the merged model would be written over the weights it is made from. Give another output folder")
         }
         var isFolder: ObjCBool = false
@@ -62,8 +62,8 @@ public enum Exporter {
         throw FormatError(file: out, "already holds files (\(shown)); pass --force to replace what export writes there, or choose another output folder")
     }
 
-    /// Whether two paths name one existing folder (through symbolic links, `..` or another spelling).
-    static func isSameFolder(_ a: String, _ b: String) -> Bool {
+    /// Whether two paths name one existing file or folder (through symbolic links, `..` or another spelling).
+    static func isSameFile(_ a: String, _ b: String) -> Bool {
         var first = stat(), second = stat()
         guard stat(a, &first) == 0, stat(b, &second) == 0 else { return false }
         return first.st_dev == second.st_dev && first.st_ino == second.st_ino
@@ -74,7 +74,7 @@ extension Exporter {
     /// Refuses an output file that would lose something: the base model's own file, a folder, or, unless
     /// `replacing`, a file that already exists.
     public static func checkOutputFile(_ out: String, base: String, replacing: Bool) throws {
-        if isSameFolder(out, base) {
+        if isSameFile(out, base) {
             throw FormatError(file: out, "is the base model's file; the result would be written over the weights it is made from. Give another output file")
         }
         var isFolder: ObjCBool = false

@@ -30,9 +30,7 @@ public struct PretrainedModel {
     /// folder as Hugging Face's. With `randomSeed` the weights are not read (see `HuggingFaceFolder.load`).
     public static func load(_ path: String, requireTokenizer: Bool = false,
                             randomSeed: UInt64? = nil) throws -> PretrainedModel {
-        var isFolder: ObjCBool = false
-        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
-        guard exists, !isFolder.boolValue else {
+        guard isFile(path) else {
             let folder = try HuggingFaceFolder.load(path, requireTokenizer: requireTokenizer, randomSeed: randomSeed)
             return PretrainedModel(path: path, source: .huggingFace(folder: path), model: folder.model,
                                    tokenizer: folder.tokenizer)
@@ -82,6 +80,12 @@ public struct PretrainedModel {
             }
             return ChatFormat(template: template, bosToken: token("bos_token"), eosToken: token("eos_token"), origin: origin)
         }
+    }
+
+    /// Whether `path` is an existing file rather than a folder: what `load` reads as GGUF.
+    public static func isFile(_ path: String) -> Bool {
+        var isFolder: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && !isFolder.boolValue
     }
 
     /// The tokenizer, or an error naming what is missing.

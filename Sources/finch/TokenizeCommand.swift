@@ -21,8 +21,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         let tokenizer: Tokenizer
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: model, isDirectory: &isFolder), !isFolder.boolValue, !model.hasSuffix(".json") {
+        if PretrainedModel.isFile(model), !model.hasSuffix(".json") {
             tokenizer = try Tokenizer(gguf: try GGUFFile(path: model))
         } else {
             tokenizer = try Tokenizer(path: model.hasSuffix(".json") ? model : model + "/tokenizer.json")

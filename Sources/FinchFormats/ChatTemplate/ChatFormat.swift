@@ -74,8 +74,9 @@ public struct ChatFormat: Sendable {
                 throw ChatTemplateError("\(origin): the text the template writes for assistant turn \(i + 1) does not begin with its "
                     + "message (does the template write the assistant's header when add_generation_prompt is true?)")
             }
-            if let close = tokenizer.splitOnAddedTokens(reply).firstIndex(where: { if case .added = $0 { return true } else { return false } }) {
-                let kept = tokenizer.splitOnAddedTokens(reply)[...close].reduce(0) { total, segment in
+            let segments = tokenizer.splitOnAddedTokens(reply)
+            if let close = segments.firstIndex(where: { if case .added = $0 { return true } else { return false } }) {
+                let kept = segments[...close].reduce(0) { total, segment in
                     switch segment {
                     case .added(let t): return total + t.content.unicodeScalars.count
                     case .text(let t): return total + t.unicodeScalars.count

@@ -228,8 +228,7 @@ public final class Trainer {
         let dtype: SafetensorsDType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
         // An adapter that cannot be merged (a prefix) has its folder as the result.
         if let adapter = session.adapter, try !adapter.mergeAndUnload(from: session.model) { return }
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: r.model, isDirectory: &isFolder), !isFolder.boolValue {
+        if PretrainedModel.isFile(r.model) {
             let type: GGUFOutputType = r.exportType == .float16 ? .f16 : r.exportType == .bfloat16 ? .bf16 : .f32
             _ = try GGUFExport.write(model: session.model, base: try GGUFFile(path: r.model),
                                      to: (runDirectory as NSString).appendingPathComponent("merged.gguf"), type: type)
