@@ -72,6 +72,59 @@ public enum Generation {
         return produced
     }
 
+    /// Greedy continuation of several prompts of the same length at once, sharing every forward pass (decoding one
+    /// row reads all the weights for one token; a batch reads them once for all its rows). Row `r` stops after one
+    /// of `stopTokens[r]`, after `maxTokens`, or when `continuing(r, tokens so far)` says no more are wanted; a
+    /// finished row is still fed (its last token) until every row has finished, and its result no longer changes.
+    /// Returns each row's new tokens (the stop token included when one ended it).
+    public static func greedy(
+        model: any CausalLanguageModel, prompts: [[Int]], maxTokens: Int, stopTokens: [Set<Int>],
+        prefix: AttentionPrefix? = nil, continuing: (Int, [Int]) -> Bool = { _, _ in true }
+    ) throws -> [[Int]] {
+        let rows = prompts.count
+        guard rows > 0 else { return [] }
+        let length = prompts[0].count
+        guard length > 0, prompts.allSatisfy({ $0.count == length }), stopTokens.count == rows else {
+            throw TensorError.invalidArgument(op: "generate", message: "a batch needs non-empty prompts of one length and a stop set per row")
+        }
+        let positions = model.config.maxPositions - (prefix?.length ?? 0)
+        guard length + maxTokens - 1 <= positions else {
+            throw TensorError.invalidArgument(op: "generate", message: "the prompts' \(length) tokens and \(maxTokens) new ones "
+                + "do not fit in the model's \(positions) positions")
+        }
+        var produced = [[Int]](repeating: [], count: rows)
+        var done = [Bool](repeating: maxTokens <= 0, count: rows)
+        try GradientMode.withoutGradients {
+            let cache = model.makeCache()
+            var input = prompts.flatMap { $0 }
+            var feedLength = length
+            while done.contains(false) {
+                let hidden = try model.hiddenStates(input.map(Int32.init), batch: rows, length: feedLength, cache: cache,
+                                                    prefix: prefix)
+                // Only the last position of each row is continued: the head runs on those rows alone.
+                let last = try hidden.slice(axis: 1, (feedLength - 1)..<feedLength).reshaped([rows, model.hiddenSize])
+                let head = try model.headInputs(last)
+                let logits = try head.hidden.matmul(head.weight, transposeOther: true)
+                let v = logits.shape[1]
+                let values = logits.storage.buffer
+                var next = [Int](repeating: 0, count: rows)
+                for r in 0..<rows {
+                    if done[r] { next[r] = produced[r].last ?? prompts[r][length - 1]; continue }
+                    var best = r * v
+                    for i in (r * v + 1)..<((r + 1) * v) where values[i] > values[best] { best = i }
+                    next[r] = best - r * v
+                    produced[r].append(next[r])
+                    if stopTokens[r].contains(next[r]) || produced[r].count >= maxTokens || !continuing(r, produced[r]) {
+                        done[r] = true
+                    }
+                }
+                input = next
+                feedLength = 1
+            }
+        }
+        return produced
+    }
+
     /// Greedy argmax, or a sample after temperature, top-k and top-p.
     public static func choose(_ logits: [Float], options: GenerationOptions,
                               generator: inout RandomGenerator) throws -> Int {

@@ -50,6 +50,34 @@ struct ReferenceModelTests {
         #expect(uncached == greedy.base, "\(family) without cache")
     }
 
+    /// Batched greedy decoding gives every row what decoding it alone gives (transformers' ids for the reference
+    /// prompt), and each row stops on its own stop token or its own `continuing`, while the others go on.
+    @Test(arguments: Fixtures.families)
+    func batchedGreedyGenerationMatchesOneRowAtATime(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let greedy = try Fixtures.reference(family).greedy
+        let n = greedy.prompt_ids.count
+        let other = greedy.prompt_ids.reversed().map { $0 }, third = Array(greedy.prompt_ids.dropFirst()) + [1]
+        let alone = try [other, third].map {
+            try Generation.generate(model: folder.model, prompt: $0, options: GenerationOptions(maxTokens: greedy.max_new_tokens))
+        }
+        let rows = try Generation.greedy(model: folder.model, prompts: [greedy.prompt_ids, other, third],
+                                         maxTokens: greedy.max_new_tokens, stopTokens: [[], [], []])
+        #expect(rows == [greedy.base] + alone, "\(family)")
+        // Row 0 stops at the first appearance of its third token; row 1 after two tokens; row 2 runs on.
+        let stop = greedy.base[2]
+        let stopped = try Generation.greedy(model: folder.model, prompts: [greedy.prompt_ids, other, third],
+                                            maxTokens: greedy.max_new_tokens, stopTokens: [[stop], [], []],
+                                            continuing: { row, produced in row != 1 || produced.count < 2 })
+        #expect(stopped[0] == Array(greedy.base[...greedy.base.firstIndex(of: stop)!]))
+        #expect(stopped[1] == Array(alone[0].prefix(2)))
+        #expect(stopped[2] == alone[1])
+        #expect(throws: TensorError.self) {
+            _ = try Generation.greedy(model: folder.model, prompts: [greedy.prompt_ids, [1]], maxTokens: 2, stopTokens: [[], []])
+        }
+        #expect(n > 1)
+    }
+
     /// Generation runs to the last position the model has, and a request for more fails before any work.
     @Test(arguments: Fixtures.families)
     func generationFillsThePositionsAndRefusesMore(_ family: String) throws {

@@ -3,6 +3,8 @@ import Testing
 import FinchFormats
 import TestSupport
 import FinchModels
+import FinchNN
+import FinchTensor
 @testable import FinchTraining
 
 /// Chat records (`messages`) read with the model's chat template from its folder: the loss falls on the replies.
@@ -96,5 +98,47 @@ struct ChatEvaluationTests {
         #expect(result.predictions.map(\.expected) == ["Farewell", "2"] && result.predictions.map(\.prompt) == ["Bye", "Two"])
         // The fixture model is untrained: whatever it says, it is not the reply.
         #expect(result.exactMatch == 0)
+    }
+}
+
+/// `finch eval` on a prompt/completion file runs examples of one length together; what it reports is what scoring
+/// and decoding each example alone gives.
+@Suite("completion evaluation")
+struct CompletionEvaluationTests {
+    @Test func batchesScoreAndGenerateAsEachExampleAlone() throws {
+        let dir = try ChatDataTests.folder()
+        let base = try PretrainedModel.load(dir, requireTokenizer: true)
+        let tokenizer = try base.requireTokenizer()
+        let path = "\(dir)/eval.jsonl"
+        // Prompts of equal and of different lengths, so batches of several rows and of one are both made.
+        let pairs = [("Hello there", " world"), ("Hello again", " friend of mine"), ("A", " b c"), ("Hello there", " you"),
+                     ("The quick brown fox", " jumps")]
+        let lines = try pairs.map { p, c in
+            String(decoding: try JSONSerialization.data(withJSONObject: ["prompt": p, "completion": c]), as: UTF8.self)
+        }
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try CompletionEvaluation.run(model: base.model, tokenizer: tokenizer, path: path, prefix: nil,
+                                                  maxNewTokens: 5)
+        let eos = base.model.config.eosTokenIds.first ?? 0
+        var total = 0.0, count = 0
+        var expected: [String] = []
+        try GradientMode.withoutGradients {
+            for (p, c) in pairs {
+                let promptIds = tokenizer.encode(p, addSpecialTokens: true)
+                let completionIds = tokenizer.encode(c, addSpecialTokens: false) + [eos]
+                let tokens = (promptIds + completionIds).map(Int32.init)
+                let mask = [Bool](repeating: false, count: promptIds.count) + [Bool](repeating: true, count: completionIds.count)
+                let logits = try base.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
+                total += Double(try Losses.causalLanguageModel(logits: logits, tokens: tokens, mask: mask).item()) * Double(completionIds.count)
+                count += completionIds.count
+                let stops = Set(base.model.config.eosTokenIds)
+                let ids = try Generation.generate(model: base.model, prompt: promptIds,
+                                                  options: GenerationOptions(maxTokens: 5, stopTokens: stops))
+                expected.append(tokenizer.decode(ids.filter { !stops.contains($0) }, skipSpecialTokens: true))
+            }
+        }
+        #expect(abs(result.loss - total / Double(count)) <= 1e-5 * max(1, abs(result.loss)))
+        #expect(result.predictions.map(\.generated) == expected)
+        #expect(result.predictions.map(\.prompt) == pairs.map(\.0))
     }
 }

@@ -126,34 +126,73 @@ public enum CompletionEvaluation {
         let positions = model.config.maxPositions - (prefix?.length ?? 0)
         let start = Date()
         var total = 0.0, count = 0
-        var predictions: [Prediction] = []
+        var generated = [String](repeating: "", count: chosen.count)
         try GradientMode.withoutGradients {
             for example in chosen {
-                let p = example.promptIds, c = example.completionIds
-                let tokens = (p + c).map(Int32.init)
-                guard tokens.count <= positions else {
-                    throw RecipeError(file: path, line: example.line,
-                                      "the prompt and completion are \(tokens.count) tokens (with the end token); the model has \(positions) positions")
+                guard !example.promptIds.isEmpty else {
+                    throw RecipeError(file: path, line: example.line, "the prompt has no tokens to generate from")
                 }
-                let mask = [Bool](repeating: false, count: p.count) + [Bool](repeating: true, count: c.count)
-                let logits = try model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: prefix)
-                let loss = try Losses.causalLanguageModel(logits: logits, tokens: tokens, mask: mask)
-                total += Double(try loss.item()) * Double(c.count)
-                count += c.count
-                let generated = try Generation.generate(
-                    model: model, prompt: p, options: GenerationOptions(maxTokens: min(maxNewTokens, positions - p.count + 1),
-                                                                    stopTokens: example.stopTokens),
-                    prefix: prefix, continuing: { produced in
-                        wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true), example.expected)
-                    })
-                let text = tokenizer.decode(generated.filter { !example.stopTokens.contains($0) }, skipSpecialTokens: true)
-                predictions.append(Prediction(prompt: example.prompt, expected: example.expected, generated: text))
+                guard example.promptIds.count + example.completionIds.count <= positions else {
+                    throw RecipeError(file: path, line: example.line, "the prompt and completion are "
+                                      + "\(example.promptIds.count + example.completionIds.count) tokens (with the end token); the model has \(positions) positions")
+                }
             }
+            // The loss in batches of examples of one whole length: each position's target is the next token where
+            // that token belongs to the completion.
+            for batch in batches(ofEqual: chosen.map { $0.promptIds.count + $0.completionIds.count }) {
+                let length = chosen[batch[0]].promptIds.count + chosen[batch[0]].completionIds.count
+                var tokens: [Int32] = [], targets: [Int32] = []
+                var scored = 0
+                for index in batch {
+                    let p = chosen[index].promptIds, c = chosen[index].completionIds
+                    tokens += (p + c).map(Int32.init)
+                    targets += [Int32](repeating: Int32(Losses.ignoreIndex), count: p.count - 1) + c.map(Int32.init)
+                        + [Int32(Losses.ignoreIndex)]
+                    scored += c.count
+                }
+                let loss = try model.loss(tokens, batch: batch.count, length: length, targets: targets, prefix: prefix)
+                total += Double(try loss.item()) * Double(scored)
+                count += scored
+            }
+            // Greedy generation in batches of prompts of one length, which share their positions exactly.
+            for batch in batches(ofEqual: chosen.map(\.promptIds.count)) {
+                let length = chosen[batch[0]].promptIds.count
+                let outputs = try Generation.greedy(
+                    model: model, prompts: batch.map { chosen[$0].promptIds },
+                    maxTokens: min(maxNewTokens, positions - length + 1), stopTokens: batch.map { chosen[$0].stopTokens },
+                    prefix: prefix, continuing: { row, produced in
+                        wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true),
+                                                          chosen[batch[row]].expected)
+                    })
+                for (row, index) in batch.enumerated() {
+                    let stops = chosen[index].stopTokens
+                    generated[index] = tokenizer.decode(outputs[row].filter { !stops.contains($0) }, skipSpecialTokens: true)
+                }
+            }
+        }
+        let predictions = chosen.indices.map {
+            Prediction(prompt: chosen[$0].prompt, expected: chosen[$0].expected, generated: generated[$0])
         }
         let correct = predictions.filter(\.correct).count
         return Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
                       examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
     }
+
+    /// The examples' indices in batches of equal `lengths` (the prompts' for `Generation.greedy`, the whole
+    /// examples' for the loss), at most `batchSize` to a batch, in file order within a batch.
+    static func batches(ofEqual lengths: [Int]) -> [[Int]] {
+        var byLength: [Int: [Int]] = [:]
+        for (index, length) in lengths.enumerated() { byLength[length, default: []].append(index) }
+        return byLength.keys.sorted().flatMap { length in
+            stride(from: 0, to: byLength[length]!.count, by: batchSize).map {
+                Array(byLength[length]![$0..<min($0 + batchSize, byLength[length]!.count)])
+            }
+        }
+    }
+
+    /// Examples run together: enough that a decoding step reads the weights once for many tokens, few enough that
+    /// the key/value cache and the head's logits stay small.
+    static let batchSize = 32
 
     /// Whether text generated so far can still become `expected` (both compared as `Prediction.correct` does): the
     /// text, without surrounding whitespace and an unfinished character, begins `expected`'s.
