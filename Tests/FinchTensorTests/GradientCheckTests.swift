@@ -256,4 +256,13 @@ struct FusedKernelTests {
             try Tensor.linearCrossEntropy(hidden: $0[0], weight: $0[1], targets: targets, chunkRows: 3)
         }
     }
+
+    @Test func linearCrossEntropyWithEveryRowIgnoredIsZeroWithZeroGradients() throws {
+        let h = Inputs.normal([4, 3], seed: 5).requiringGrad(), w = Inputs.normal([6, 3], seed: 6).requiringGrad()
+        let loss = try Tensor.linearCrossEntropy(hidden: h, weight: w, targets: [-100, -100, -100, -100])
+        try loss.backward()
+        #expect(try loss.item() == 0)
+        #expect(h.grad!.scalars.allSatisfy { $0 == 0 })
+        #expect(w.grad!.scalars.allSatisfy { $0 == 0 })
+    }
 }
