@@ -2,19 +2,31 @@
 the intent and slots as one line of JSON, written as prompt/completion JSON lines.
 
     python3 datasets/commands/generate.py            # writes train.jsonl, validation.jsonl, test.jsonl here
+    python3 datasets/commands/generate.py --tuning DIR   # a split for choosing a recipe without the test split
 
 Deterministic (seeded; standard library only). Every intent has several phrasing templates; the last two
 of each intent are held out and used only by the test split, so test accuracy measures generalisation to
 unseen phrasings, not recall. Train and validation share the other templates but not examples. Numbers
 are written as digits or words, names and places vary, and some requests carry typos.
+
+The tuning split asks the test split's question one level down, so a recipe can be chosen without looking
+at test.jsonl: of the five templates train.jsonl uses, one per intent (TUNING_TEMPLATE) is held out into
+DIR/dev.jsonl and DIR/train.jsonl has the other four. test.jsonl's templates appear in neither.
 """
 import json
 import random
+import sys
 from pathlib import Path
 
 SEED = 20261127
 SIZES = {"train": 4000, "validation": 300, "test": 500}
 HELD_OUT_TEMPLATES = 2
+MORE_SEED = 20261207
+MORE_TRAIN = 4000     # requests from MORE_TEMPLATES' training phrasings, shuffled into train.jsonl
+NOVEL_SIZE = 300      # requests from MORE_TEMPLATES' novel phrasings: novel.jsonl
+TUNING_SEED = 20261206
+TUNING_SIZES = {"train": 4000, "dev": 300}
+TUNING_TEMPLATE = 2   # index among the seen templates of the one each intent holds out for dev.jsonl
 
 ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -201,13 +213,96 @@ def volume(rng):
         "put the volume on {level}"]
 
 
+# More phrasings for training, and phrasings for the novel split alone (neither in train.jsonl nor in test.jsonl),
+# by intent (and, where an intent has two kinds of slots, by the second key of its JSON).
+MORE_TEMPLATES = {
+    "set_alarm": {
+        "train": ["alarm for {time} {day}", "please wake me {day} at {time}", "{time} {day}, set an alarm",
+                  "make sure i'm awake at {time} {day}", "i have to wake up at {time} {day}"],
+        "novel": ["rouse me at {time} {day}", "i must be awake by {time} {day}", "alarm clock {time} {day}"]},
+    "set_timer": {
+        "train": ["{n} {unit} timer please", "time {n} {unit} for me", "set the timer to {n} {unit}",
+                  "start counting {n} {unit}", "a timer of {n} {unit}"],
+        "novel": ["countdown of {n} {unit}", "begin a {n} {unit} countdown", "time me for {n} {unit}"]},
+    "send_message": {
+        "train": ["send {name} the message {msg}", "tell {name} that {msg}", "text to {name}: {msg}",
+                  "let {name} know {msg}", "message for {name}: {msg}"],
+        "novel": ["drop {name} a line: {msg}", "pass a message to {name}: {msg}", "send {name} a text, {msg}"]},
+    "call": {
+        "train": ["call up {name}", "make a call to {name}", "phone call to {name}", "ring up {name}",
+                  "can you call {name} for me"],
+        "novel": ["place a call to {name}", "call {name} now", "phone {name} for me"]},
+    "set_lights/brightness": {
+        "train": ["{room} brightness {level} percent", "lights in the {room} to {level} percent",
+                  "can you dim the {room} lights to {level} percent", "brightness of the {room} at {level} percent",
+                  "set {room} lighting to {level} percent"],
+        "novel": ["{room} lamps to {level} percent", "brightness {level} percent in the {room}",
+                  "adjust the {room} light to {level} percent"]},
+    "set_lights/color": {
+        "train": ["{level} lights in the {room}", "switch the {room} lights to {level}", "can the {room} be {level}",
+                  "make the {room} glow {level}", "{room} lighting {level}"],
+        "novel": ["{room} light colour {level}", "tint the {room} {level}", "{level} lighting for the {room}"]},
+    "set_temperature": {
+        "train": ["heat the place to {t} degrees", "temperature {t}", "can you set it to {t} degrees",
+                  "adjust the thermostat to {t} degrees", "{t} degrees please"],
+        "novel": ["heating at {t} degrees", "raise the temperature to {t} degrees", "set thermostat {t} degrees"]},
+    "play_music/artist": {
+        "train": ["play me some {what}", "can you play {what}", "music by {what}", "put {what} on",
+                  "i'd like to hear {what}"],
+        "novel": ["stream {what}", "some {what} would be nice", "throw on {what}"]},
+    "play_music/genre": {
+        "train": ["play me some {what}", "can you play {what}", "some {what} please", "put {what} on",
+                  "i'd like to hear {what}"],
+        "novel": ["stream {what}", "some {what} would be nice", "throw on {what}"]},
+    "weather": {
+        "train": ["weather {city} {day}", "what will the weather be like in {city} {day}",
+                  "is it going to be cold in {city} {day}", "how's the weather in {city} {day}",
+                  "tell me the weather for {city} {day}"],
+        "novel": ["what's it like in {city} {day}", "weather report for {city} {day}",
+                  "should i take a jacket in {city} {day}"]},
+    "reminder": {
+        "train": ["remind me {day} at {time} to {task}", "i need a reminder to {task} at {time} {day}",
+                  "at {time} {day} remind me to {task}", "make sure i {task} at {time} {day}",
+                  "reminder: {task}, {day} at {time}"],
+        "novel": ["alert me to {task} at {time} {day}", "{task} at {time} {day}, remind me",
+                  "can you remind me {day} at {time} to {task}"]},
+    "add_to_list": {
+        "train": ["{n} {item} on the shopping list", "put {item} on the list, {n}", "buy {n} {item}",
+                  "list {n} {item}", "get {n} {item} on the shopping list"],
+        "novel": ["add {n} {item} to groceries", "grocery list: {n} {item}", "pick up {n} {item}, add it to the list"]},
+    "navigate": {
+        "train": ["drive to {place}", "i need to go to {place}", "find a route to {place}", "where is {place}",
+                  "lead me to {place}"],
+        "novel": ["head to {place}", "navigation to {place}", "i'm going to {place}, guide me"]},
+    "set_volume": {
+        "train": ["volume to {level} percent", "set the sound to {level}", "adjust volume to {level}",
+                  "{level} percent volume please", "make the volume {level}"],
+        "novel": ["sound level {level}", "volume at {level} percent", "adjust the sound to {level} percent"]},
+}
+
+
+def template_key(target: dict) -> str:
+    """The MORE_TEMPLATES key of a JSON target."""
+    if target["intent"] in ("set_lights", "play_music"):
+        return target["intent"] + "/" + list(target)[2 if target["intent"] == "set_lights" else 1]
+    return target["intent"]
+
+
 INTENTS = [set_alarm, set_timer, send_message, call_contact, set_lights, set_thermostat, play_music, weather,
            reminder, shopping, navigate, volume]
 
 
-def example(rng: random.Random, held_out: bool) -> dict:
+def example(rng: random.Random, held_out: bool, tuning: str | None = None, more: str | None = None) -> dict:
+    """One request. held_out: from the test split's templates. tuning: "train" or "dev" for the tuning split,
+    which divides the seen templates instead. more: "train" or "novel", from MORE_TEMPLATES instead."""
     slots, target, templates = rng.choice(INTENTS)(rng)
     pool = templates[-HELD_OUT_TEMPLATES:] if held_out else templates[:-HELD_OUT_TEMPLATES]
+    if more:
+        pool = MORE_TEMPLATES[template_key(target)][more]
+    if tuning == "dev":
+        pool = [pool[TUNING_TEMPLATE]]
+    elif tuning == "train":
+        pool = pool[:TUNING_TEMPLATE] + pool[TUNING_TEMPLATE + 1:]
     text = rng.choice(pool).format(**slots)
     if rng.random() < 0.15:
         text = typo(text, rng, [str(v) for v in slots.values()])
@@ -216,18 +311,34 @@ def example(rng: random.Random, held_out: bool) -> dict:
     return {"prompt": f"Command: {text}\nJSON:", "completion": " " + json.dumps(target, separators=(",", ":"))}
 
 
+def draw(rng: random.Random, size: int, seen: set, **kind) -> list[dict]:
+    """`size` requests whose prompts are not in `seen` (which then holds them too)."""
+    rows = []
+    while len(rows) < size:
+        row = example(rng, **kind)
+        if row["prompt"] in seen:
+            continue
+        seen.add(row["prompt"])
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
-    here = Path(__file__).resolve().parent
-    rng = random.Random(SEED)
+    tuning = len(sys.argv) == 3 and sys.argv[1] == "--tuning"
+    if len(sys.argv) != 1 and not tuning:
+        sys.exit("usage: generate.py [--tuning DIR]")
+    here = Path(sys.argv[2]) if tuning else Path(__file__).resolve().parent
+    here.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(TUNING_SEED if tuning else SEED)
     seen = set()
-    for split, size in SIZES.items():
-        rows = []
-        while len(rows) < size:
-            row = example(rng, held_out=(split == "test"))
-            if row["prompt"] in seen:
-                continue
-            seen.add(row["prompt"])
-            rows.append(row)
+    splits = {split: draw(rng, size, seen, held_out=(split == "test"), tuning=split if tuning else None)
+              for split, size in (TUNING_SIZES if tuning else SIZES).items()}
+    # The further phrasings come from their own generator, so the splits above stay as they were without them.
+    more = random.Random(MORE_SEED)
+    splits["train"] += draw(more, MORE_TRAIN, seen, held_out=False, more="train")
+    more.shuffle(splits["train"])
+    splits["novel"] = draw(more, NOVEL_SIZE, seen, held_out=False, more="novel")
+    for split, rows in splits.items():
         path = here / f"{split}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         print(f"{path}: {len(rows)} examples")
