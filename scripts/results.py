@@ -1,22 +1,43 @@
-"""Runs the shipped fine-tuning recipes and prints the README's results table (Markdown).
+"""Runs the results recipes and prints the README's results table (Markdown).
 
-    swift build -c release && python3 scripts/results.py [--only milton|commands] [--kind lora|lora-table|prefix|full]
+    swift build -c release && python3 scripts/results.py [--task commands|milton] [--only RECIPE-NAME] [--shakespeare]
 
 Each recipe trains into runs/results/NAME under /usr/bin/time -v (wall time, peak resident memory), then
 `finch eval` scores it: the validation split's loss and perplexity, and for the command task the exact
-match of greedy completions on the test split (phrasings never seen in training). The base model's own
-scores come first for reference. Standard library only.
+match of greedy completions on the whole test split (phrasings never seen in training), each completion
+written to runs/results/NAME/test-predictions.jsonl. The base model's own scores come first. The rows are
+the SmolLM2-135M-Instruct recipes (scripts/fetch-smollm2 first); --shakespeare runs the same methods on
+the shipped 4.2 M-parameter model (recipes/shakespeare/). Standard library only.
 """
 import json, re, subprocess, sys, time
 from pathlib import Path
 
 FINCH = ".build/release/finch"
-BASE = "models/finch-shakespeare"
-TASKS = {
-    "milton": {"validation": "datasets/milton/validation.txt", "test": None, "kinds": ["lora", "prefix", "full"]},
-    "commands": {"validation": "datasets/commands/validation.jsonl", "test": "datasets/commands/test.jsonl",
-                 "kinds": ["lora", "lora-table", "prefix", "full"]},
+DATA = {
+    "commands": {"validation": "datasets/commands/validation.jsonl", "test": "datasets/commands/test.jsonl"},
+    "milton": {"validation": "datasets/milton/validation.txt", "test": None},
 }
+# (task, method as the table names it, recipe)
+ROWS = [
+    ("commands", "LoRA r12, top 10 layers (the quickstart)", "recipes/quickstart.yaml"),
+    ("commands", "LoRA r4, every layer", "recipes/commands-lora-r4.yaml"),
+    ("commands", "LoRA r16, every layer", "recipes/commands-lora-r16.yaml"),
+    ("commands", "prefix tuning", "recipes/commands-prefix.yaml"),
+    ("commands", "full fine-tuning", "recipes/commands-full.yaml"),
+    ("milton", "LoRA r4, every layer", "recipes/milton-lora.yaml"),
+    ("milton", "LoRA r16, every layer", "recipes/milton-lora-r16.yaml"),
+    ("milton", "prefix tuning", "recipes/milton-prefix.yaml"),
+    ("milton", "full fine-tuning", "recipes/milton-full.yaml"),
+]
+SHAKESPEARE_ROWS = [
+    ("commands", "LoRA r4, q/v/down", "recipes/shakespeare/commands-lora.yaml"),
+    ("commands", "LoRA r4 + token table", "recipes/shakespeare/commands-lora-table.yaml"),
+    ("commands", "prefix tuning", "recipes/shakespeare/commands-prefix.yaml"),
+    ("commands", "full fine-tuning", "recipes/shakespeare/commands-full.yaml"),
+    ("milton", "LoRA r8, every projection", "recipes/shakespeare/milton-lora.yaml"),
+    ("milton", "prefix tuning", "recipes/shakespeare/milton-prefix.yaml"),
+    ("milton", "full fine-tuning", "recipes/shakespeare/milton-full.yaml"),
+]
 
 
 def run(args):
@@ -37,46 +58,63 @@ def evaluate(model, adapter, data, predictions=None):
     return json.loads(run(args).stdout)
 
 
-def train(task, kind):
-    name = f"{task}-{kind}"
+def base_model(recipe):
+    """The recipe's `model:` line."""
+    match = re.search(r"^model:\s*(\S+)", Path(recipe).read_text(), re.MULTILINE)
+    if not match:
+        sys.exit(f"{recipe}: no model: line")
+    return match.group(1)
+
+
+def train(recipe):
+    name = Path(recipe).stem
     out_dir = f"runs/results/{name}"
     subprocess.run(["rm", "-rf", out_dir])
     start = time.time()
-    out = run(["/usr/bin/time", "-v", FINCH, "train", f"recipes/{name}.yaml", f"output.dir={out_dir}", "logging.progress=plain"])
+    out = run(["/usr/bin/time", "-v", FINCH, "train", recipe, f"output.dir={out_dir}", "logging.progress=plain"])
     wall = time.time() - start
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1)) / 1024
     trainable = int(re.search(r"trainable params: ([\d,]+)", out.stdout).group(1).replace(",", ""))
     total = int(re.search(r"all params: ([\d,]+)", out.stdout).group(1).replace(",", ""))
-    model, adapter = (f"{out_dir}/merged", None) if kind == "full" else (BASE, f"{out_dir}/adapter")
-    return {"name": name, "trainable": trainable, "total": total, "wall": wall, "rss": rss, "model": model, "adapter": adapter}
+    base = base_model(recipe)
+    if "type: none" in Path(recipe).read_text():
+        model, adapter = (f"{out_dir}/merged.gguf" if base.endswith(".gguf") else f"{out_dir}/merged"), None
+    else:
+        model, adapter = base, f"{out_dir}/adapter"
+    return {"name": name, "trainable": trainable, "total": total, "wall": wall, "rss": rss, "model": model,
+            "adapter": adapter}
 
 
 def main():
-    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    only_kind = sys.argv[sys.argv.index("--kind") + 1] if "--kind" in sys.argv else None
+    def option(flag):
+        return sys.argv[sys.argv.index(flag) + 1] if flag in sys.argv else None
+    only_task, only_name = option("--task"), option("--only")
     rows = []
-    for task, files in TASKS.items():
-        if only and task != only:
-            continue
-        base_valid = evaluate(BASE, None, files["validation"])
-        base_test = evaluate(BASE, None, files["test"]) if files["test"] else None
-        rows.append((task, "base model (no fine-tuning)", None, base_valid, base_test))
-        for kind in files["kinds"]:
-            if only_kind and kind != only_kind:
-                continue
-            r = train(task, kind)
-            valid = evaluate(r["model"], r["adapter"], files["validation"])
-            test = evaluate(r["model"], r["adapter"], files["test"], f"runs/results/{r['name']}/test-predictions.jsonl") if files["test"] else None
-            rows.append((task, kind, r, valid, test))
-            print(f"done {r['name']}", file=sys.stderr)
+    chosen = [r for r in (SHAKESPEARE_ROWS if "--shakespeare" in sys.argv else ROWS)
+              if (only_task is None or r[0] == only_task) and (only_name is None or Path(r[2]).stem == only_name)]
+    based = set()
+    for task, method, recipe in chosen:
+        files = DATA[task]
+        base = base_model(recipe)
+        if (task, base) not in based:
+            based.add((task, base))
+            valid = evaluate(base, None, files["validation"])
+            test = evaluate(base, None, files["test"]) if files["test"] else None
+            rows.append((task, "base model (no fine-tuning)", None, valid, test))
+        r = train(recipe)
+        valid = evaluate(r["model"], r["adapter"], files["validation"])
+        test = evaluate(r["model"], r["adapter"], files["test"],
+                        f"runs/results/{r['name']}/test-predictions.jsonl") if files["test"] else None
+        rows.append((task, method, r, valid, test))
+        print(f"done {recipe}", file=sys.stderr)
     print("| task | method | trainable params | validation loss | perplexity | test exact match | wall time | peak memory |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for task, kind, r, valid, test in rows:
+    for task, method, r, valid, test in rows:
         trainable = "–" if r is None else f"{r['trainable']:,} ({100 * r['trainable'] / r['total']:.2f} %)"
         exact = "–" if test is None else f"{100 * test['exact_match']:.1f} %"
         wall = "–" if r is None else f"{r['wall'] / 60:.1f} min"
         rss = "–" if r is None else f"{r['rss']:.0f} MB"
-        print(f"| {task} | {kind} | {trainable} | {valid['loss']:.3f} | {valid['perplexity']:.1f} | {exact} | {wall} | {rss} |")
+        print(f"| {task} | {method} | {trainable} | {valid['loss']:.3f} | {valid['perplexity']:.1f} | {exact} | {wall} | {rss} |")
 
 
 if __name__ == "__main__":
