@@ -19,9 +19,9 @@ DATA = {
 }
 # (task, method as the table names it, recipe)
 ROWS = [
-    ("commands", "LoRA r12, top 10 layers (the quickstart)", "recipes/quickstart.yaml"),
-    ("commands", "LoRA r4, every layer", "recipes/commands-lora-r4.yaml"),
-    ("commands", "LoRA r16, every layer", "recipes/commands-lora-r16.yaml"),
+    ("commands", "LoRA r4, every layer", "recipes/commands-lora.yaml"),
+    ("commands", "LoRA r12, top 10 layers", "recipes/commands-lora-top10.yaml"),
+    ("commands", "LoRA r16, every layer (the quickstart)", "recipes/quickstart.yaml"),
     ("commands", "prefix tuning", "recipes/commands-prefix.yaml"),
     ("commands", "full fine-tuning", "recipes/commands-full.yaml"),
     ("milton", "LoRA r4, every layer", "recipes/milton-lora.yaml"),
