@@ -106,16 +106,18 @@ public enum Generation {
                 let head = try model.headInputs(last)
                 let logits = try head.hidden.matmul(head.weight, transposeOther: true)
                 let v = logits.shape[1]
-                let values = logits.storage.buffer
                 var next = [Int](repeating: 0, count: rows)
-                for r in 0..<rows {
-                    if done[r] { next[r] = produced[r].last ?? prompts[r][length - 1]; continue }
-                    var best = r * v
-                    for i in (r * v + 1)..<((r + 1) * v) where values[i] > values[best] { best = i }
-                    next[r] = best - r * v
-                    produced[r].append(next[r])
-                    if stopTokens[r].contains(next[r]) || produced[r].count >= maxTokens || !continuing(r, produced[r]) {
-                        done[r] = true
+                withExtendedLifetime(logits) {
+                    let values = logits.storage.buffer
+                    for r in 0..<rows {
+                        if done[r] { next[r] = produced[r].last ?? prompts[r][length - 1]; continue }
+                        var best = r * v
+                        for i in (r * v + 1)..<((r + 1) * v) where values[i] > values[best] { best = i }
+                        next[r] = best - r * v
+                        produced[r].append(next[r])
+                        if stopTokens[r].contains(next[r]) || produced[r].count >= maxTokens || !continuing(r, produced[r]) {
+                            done[r] = true
+                        }
                     }
                 }
                 input = next
