@@ -111,9 +111,7 @@ public enum Generation {
                     let values = logits.storage.buffer
                     for r in 0..<rows {
                         if done[r] { next[r] = produced[r].last ?? prompts[r][length - 1]; continue }
-                        var best = r * v
-                        for i in (r * v + 1)..<((r + 1) * v) where values[i] > values[best] { best = i }
-                        next[r] = best - r * v
+                        next[r] = argmax(UnsafeBufferPointer(rebasing: values[(r * v)..<((r + 1) * v)]))
                         produced[r].append(next[r])
                         if stopTokens[r].contains(next[r]) || produced[r].count >= maxTokens || !continuing(r, produced[r]) {
                             done[r] = true
@@ -127,14 +125,17 @@ public enum Generation {
         return produced
     }
 
+    /// The index of the largest value (the first of equal ones): the greedy choice.
+    static func argmax(_ values: UnsafeBufferPointer<Float>) -> Int {
+        var best = 0
+        for i in values.indices.dropFirst() where values[i] > values[best] { best = i }
+        return best
+    }
+
     /// Greedy argmax, or a sample after temperature, top-k and top-p.
     public static func choose(_ logits: [Float], options: GenerationOptions,
                               generator: inout RandomGenerator) throws -> Int {
-        if options.temperature <= 0 {
-            var best = 0
-            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-            return best
-        }
+        if options.temperature <= 0 { return logits.withUnsafeBufferPointer(argmax) }
         var order = logits.indices.sorted { logits[$0] > logits[$1] }
         if let k = options.topK {
             guard k > 0 else { throw TensorError.invalidArgument(op: "generate", message: "top-k must be positive, got \(k)") }
