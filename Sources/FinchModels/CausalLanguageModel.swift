@@ -20,8 +20,9 @@ public protocol CausalLanguageModel: Module {
     ///
     /// Positions start after what `cache` has seen and after the `prefix`'s virtual tokens (the Hugging Face
     /// convention for prefix tuning), so a cached step continues where the previous call stopped.
-    /// `recordStarts` (B·T values, no cache) marks records packed into one sequence: each position's record
-    /// starts there, and a position attends only within its record (and to the prefix), as if the record were alone.
+    /// `recordStarts` (B·T values) marks where each position's record starts among the keys (cached ones counted):
+    /// records packed into one sequence, or prompts left-padded to one length. A position attends only within its
+    /// record (and to the prefix) and counts its position from the record's start, as if the record were alone.
     func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                       recordStarts: [Int32]?) throws -> Tensor
 
@@ -112,7 +113,7 @@ func checkInputs(_ tokens: [Int32], batch: Int, length: Int, config: ModelConfig
     guard tokens.count == batch * length, batch > 0, length > 0 else {
         throw TensorError.invalidArgument(op: "model", message: "\(tokens.count) token ids do not fill a [\(batch), \(length)] batch")
     }
-    guard positionOffset + length <= config.maxPositions else {
+    guard recordStarts != nil || positionOffset + length <= config.maxPositions else {
         throw TensorError.invalidArgument(op: config.modelType, message: "positions up to \(positionOffset + length) "
                                           + "exceed \(config.maxPositionsKey) \(config.maxPositions)")
     }
@@ -122,8 +123,14 @@ func checkInputs(_ tokens: [Int32], batch: Int, length: Int, config: ModelConfig
         throw TensorError.invalidArgument(op: "model", message: "token id \(outside) is outside the model's vocabulary of \(vocabulary) (vocab_size in config.json): does the tokenizer have tokens the model does not?")
     }
     if let recordStarts {
-        guard recordStarts.count == tokens.count, cache == nil else {
-            throw TensorError.invalidArgument(op: "model", message: "record starts need one value per token (\(tokens.count), got \(recordStarts.count)) and no cache")
+        guard recordStarts.count == tokens.count else {
+            throw TensorError.invalidArgument(op: "model", message: "record starts need one value per token (\(tokens.count), got \(recordStarts.count))")
+        }
+        // A token's position counts from its record's start: each must lie within the positions the model has.
+        let cached = cache?.length ?? 0
+        for (n, start) in recordStarts.enumerated() where start < 0 || Int(start) > cached + n % length
+            || positionOffset + n % length - Int(start) >= config.maxPositions {
+            throw TensorError.invalidArgument(op: "model", message: "record start \(start) for token \(n % length) of row \(n / length) is not a key it can see")
         }
     }
 }

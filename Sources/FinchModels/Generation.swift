@@ -72,57 +72,81 @@ public enum Generation {
         return produced
     }
 
-    /// Greedy continuation of several prompts of the same length at once, sharing every forward pass (decoding one
-    /// row reads all the weights for one token; a batch reads them once for all its rows). Row `r` stops after one
-    /// of `stopTokens[r]`, after `maxTokens`, or when `continuing(r, tokens so far)` says no more are wanted; a
-    /// finished row is still fed (its last token) until every row has finished, and its result no longer changes.
-    /// Returns each row's new tokens (the stop token included when one ended it).
+    /// Greedy continuation of several prompts at once, sharing every forward pass (decoding one row reads all the
+    /// weights for one token; a batch reads them once for all its rows). Prompts of different lengths are padded on
+    /// the left to the longest; each row attends only from its first real token and counts its positions from there,
+    /// so it continues as it would alone. Row `r` stops after one of `stopTokens[r]`, after `maxTokens[r]`, or when
+    /// `continuing(r, tokens so far)` says no more are wanted; a finished row leaves the batch. Returns each row's new
+    /// tokens (the stop token included when one ended it).
     public static func greedy(
-        model: any CausalLanguageModel, prompts: [[Int]], maxTokens: Int, stopTokens: [Set<Int>],
+        model: any CausalLanguageModel, prompts: [[Int]], maxTokens: [Int], stopTokens: [Set<Int>],
         prefix: AttentionPrefix? = nil, continuing: (Int, [Int]) -> Bool = { _, _ in true }
     ) throws -> [[Int]] {
         let rows = prompts.count
         guard rows > 0 else { return [] }
-        let length = prompts[0].count
-        guard length > 0, prompts.allSatisfy({ $0.count == length }), stopTokens.count == rows else {
-            throw TensorError.invalidArgument(op: "generate", message: "a batch needs non-empty prompts of one length and a stop set per row")
+        guard prompts.allSatisfy({ !$0.isEmpty }), stopTokens.count == rows, maxTokens.count == rows else {
+            throw TensorError.invalidArgument(op: "generate", message: "a batch needs non-empty prompts, and a stop set and a token limit per row")
         }
         let positions = model.config.maxPositions - (prefix?.length ?? 0)
-        guard length + maxTokens - 1 <= positions else {
-            throw TensorError.invalidArgument(op: "generate", message: "the prompts' \(length) tokens and \(maxTokens) new ones "
+        for (r, prompt) in prompts.enumerated() where prompt.count + maxTokens[r] - 1 > positions {
+            throw TensorError.invalidArgument(op: "generate", message: "prompt \(r + 1)'s \(prompt.count) tokens and \(maxTokens[r]) new ones "
                 + "do not fit in the model's \(positions) positions")
         }
+        let length = prompts.map(\.count).max()!
+        let padding = prompts.map { length - $0.count }
+        // Equal lengths need no record starts; otherwise each row's real tokens start after its padding (a pad
+        // position sees only pads before it, and nothing sees it but other pads).
+        let padded = padding.allSatisfy { $0 == 0 }
+            ? nil : padding.flatMap { pad in (0..<length).map { Int32($0 < pad ? 0 : pad) } }
         var produced = [[Int]](repeating: [], count: rows)
-        var done = [Bool](repeating: maxTokens <= 0, count: rows)
+        // The rows still generating, in batch order: a finished row leaves the batch and its cache.
+        var live = prompts.indices.filter { maxTokens[$0] > 0 }
         try GradientMode.withoutGradients {
             let cache = model.makeCache()
-            var input = prompts.flatMap { $0 }
+            // Padding repeats the row's first token: any id in the vocabulary would do, as nothing real sees it.
+            var input = prompts.indices.flatMap { [Int](repeating: prompts[$0][0], count: padding[$0]) + prompts[$0] }
+            var starts = padded
             var feedLength = length
-            while done.contains(false) {
-                let hidden = try model.hiddenStates(input.map(Int32.init), batch: rows, length: feedLength, cache: cache,
-                                                    prefix: prefix)
+            if live.count < rows {
+                input = live.flatMap { input[($0 * length)..<(($0 + 1) * length)] }
+                starts = starts.map { s in live.flatMap { s[($0 * length)..<(($0 + 1) * length)] } }
+            }
+            while !live.isEmpty {
+                let hidden = try model.hiddenStates(input.map(Int32.init), batch: live.count, length: feedLength,
+                                                    cache: cache, prefix: prefix, recordStarts: starts)
                 // Only the last position of each row is continued: the head runs on those rows alone.
-                let last = try hidden.slice(axis: 1, (feedLength - 1)..<feedLength).reshaped([rows, model.hiddenSize])
+                let last = try hidden.slice(axis: 1, (feedLength - 1)..<feedLength).reshaped([live.count, model.hiddenSize])
                 let head = try model.headInputs(last)
                 let logits = try head.hidden.matmul(head.weight, transposeOther: true)
                 let v = logits.shape[1]
-                var next = [Int](repeating: 0, count: rows)
+                var kept: [Int] = []
                 withExtendedLifetime(logits) {
                     let values = logits.storage.buffer
-                    for r in 0..<rows {
-                        if done[r] { next[r] = produced[r].last ?? prompts[r][length - 1]; continue }
-                        next[r] = argmax(UnsafeBufferPointer(rebasing: values[(r * v)..<((r + 1) * v)]))
-                        produced[r].append(next[r])
-                        if stopTokens[r].contains(next[r]) || produced[r].count >= maxTokens || !continuing(r, produced[r]) {
-                            done[r] = true
+                    for (i, r) in live.enumerated() {
+                        let next = argmax(UnsafeBufferPointer(rebasing: values[(i * v)..<((i + 1) * v)]))
+                        produced[r].append(next)
+                        if !(stopTokens[r].contains(next) || produced[r].count >= maxTokens[r] || !continuing(r, produced[r])) {
+                            kept.append(i)
                         }
                     }
                 }
-                input = next
+                if kept.count < live.count, !kept.isEmpty { try cache.keepRows(kept) }
+                live = kept.map { live[$0] }
+                input = live.map { produced[$0].last! }
                 feedLength = 1
+                starts = padded == nil ? nil : live.map { Int32(padding[$0]) }
             }
         }
         return produced
+    }
+
+    /// `greedy` with one token limit for every row.
+    public static func greedy(
+        model: any CausalLanguageModel, prompts: [[Int]], maxTokens: Int, stopTokens: [Set<Int>],
+        prefix: AttentionPrefix? = nil, continuing: (Int, [Int]) -> Bool = { _, _ in true }
+    ) throws -> [[Int]] {
+        try greedy(model: model, prompts: prompts, maxTokens: [Int](repeating: maxTokens, count: prompts.count),
+                   stopTokens: stopTokens, prefix: prefix, continuing: continuing)
     }
 
     /// The index of the largest value (the first of equal ones): the greedy choice.

@@ -56,6 +56,22 @@ public final class LayerCache {
                 try values!.leadingView([1, length] + Array(v.shape.dropFirst(2))))
     }
 
+    /// Keeps only the batch rows `rows` (in that order), so sequences that have finished stop costing work.
+    public func keepRows(_ rows: [Int]) throws {
+        guard let keys, let values else { return }
+        guard keys.shape[0] > 1 || rows == [0] else {
+            throw TensorError.invalidArgument(op: "key/value cache", message: "a single sequence's cache keeps its one row")
+        }
+        guard keys.shape[0] > 1 else { return }
+        func kept(_ t: Tensor) throws -> Tensor {
+            let rest = Array(t.shape.dropFirst())
+            return try t.reshaped([t.shape[0], rest.reduce(1, *)])
+                .gatherRows(rows.map(Int32.init), indexShape: [rows.count]).reshaped([rows.count] + rest)
+        }
+        self.keys = try kept(keys)
+        self.values = try kept(values)
+    }
+
     /// `buffer` when it has room for `positions`, else a larger one holding its filled positions.
     private func grown(_ buffer: Tensor?, toHold positions: Int, like new: Tensor) -> Tensor {
         if let buffer, buffer.shape[1] >= positions { return buffer }
@@ -72,6 +88,9 @@ public final class KVCache {
     public init(layerCount: Int) { layers = (0..<layerCount).map { _ in LayerCache() } }
     /// Real positions seen so far.
     public var length: Int { layers.first?.length ?? 0 }
+
+    /// Keeps only the batch rows `rows` (in that order) in every layer.
+    public func keepRows(_ rows: [Int]) throws { for layer in layers { try layer.keepRows(rows) } }
 }
 
 /// Head reshapes shared by the attention variants. Attention works sequence-major ([B, T, H, D]), so
@@ -114,15 +133,20 @@ public final class Attention: Module {
         self.rotary = rotary
     }
 
-    /// x [B, T, C] → [B, T, C]. Row t has position `positionOffset + t`. With `recordStarts` (B·T values: where
-    /// each position's record starts in a packed sequence), a position attends only within its record; rotary
-    /// positions need no reset for that, as attention scores depend on positions' differences alone.
+    /// x [B, T, C] → [B, T, C]. Row t has position `positionOffset + t`. With `recordStarts` (B·T values: the key
+    /// index where each position's record starts, in a packed sequence or after a prompt's left padding, cached keys
+    /// counted), a position attends only within its record and its rotary position counts from the record's start.
     public func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?,
                                prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
         var q = try Heads.split(qProj(x), heads: headCount)          // [B, T, Hq, D]
         var k = try Heads.split(kProj(x), heads: keyValueHeadCount)  // [B, T, Hkv, D]
         let v = try Heads.split(vProj(x), heads: keyValueHeadCount)
-        if let rotary {
+        if let rotary, let recordStarts {
+            let t = x.shape[1]
+            let positions = recordStarts.indices.map { Int32(positionOffset + $0 % t) - recordStarts[$0] }
+            q = try q.rotaryEmbedding(rotary, positions: positions)
+            k = try k.rotaryEmbedding(rotary, positions: positions)
+        } else if let rotary {
             q = try q.rotaryEmbedding(rotary, offset: positionOffset, sequenceAxis: 1)
             k = try k.rotaryEmbedding(rotary, offset: positionOffset, sequenceAxis: 1)
         }

@@ -73,9 +73,32 @@ struct ReferenceModelTests {
         #expect(stopped[1] == Array(alone[0].prefix(2)))
         #expect(stopped[2] == alone[1])
         #expect(throws: TensorError.self) {
-            _ = try Generation.greedy(model: folder.model, prompts: [greedy.prompt_ids, [1]], maxTokens: 2, stopTokens: [[], []])
+            _ = try Generation.greedy(model: folder.model, prompts: [greedy.prompt_ids, []], maxTokens: 2, stopTokens: [[], []])
         }
         #expect(n > 1)
+    }
+
+    /// Prompts of different lengths, padded on the left in one batch, continue exactly as each does alone (row by
+    /// row limits included); a row whose prompt and limit overrun the positions is refused before any work.
+    @Test(arguments: Fixtures.families)
+    func batchedGreedyGenerationPadsPromptsOfDifferentLengths(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
+        let greedy = try Fixtures.reference(family).greedy
+        let prompts = [greedy.prompt_ids, [greedy.prompt_ids[0]], Array(greedy.prompt_ids.reversed().dropFirst(2)),
+                       greedy.prompt_ids + greedy.prompt_ids]
+        let limits = [greedy.max_new_tokens, greedy.max_new_tokens, 3, greedy.max_new_tokens]
+        let alone = try prompts.indices.map {
+            try Generation.generate(model: folder.model, prompt: prompts[$0], options: GenerationOptions(maxTokens: limits[$0]))
+        }
+        let rows = try Generation.greedy(model: folder.model, prompts: prompts, maxTokens: limits,
+                                         stopTokens: [Set<Int>](repeating: [], count: prompts.count))
+        #expect(rows == alone, "\(family)")
+        #expect(rows[0] == greedy.base)
+        let positions = folder.config.maxPositions
+        #expect(throws: TensorError.self) {
+            _ = try Generation.greedy(model: folder.model, prompts: [[1], [1, 2]], maxTokens: [2, positions],
+                                      stopTokens: [[], []])
+        }
     }
 
     /// Generation runs to the last position the model has, and a request for more fails before any work.

@@ -7,8 +7,9 @@
 ///   → [B, T, Hq, Dv]. Query head h reads key/value head h / (Hq/Hkv).
 /// Masking: every query sees all P prefix positions. With `causal`, the T queries are the last T of the S
 /// positions (T < S while generating with a cache), so query i sees key j when j ≤ i + S − T. With
-/// `firstKeys` (B·T values, causal, T = S: several records packed into one sequence), query i of batch row b
-/// sees no key before `firstKeys[b·T + i]`, the start of its own record.
+/// `firstKeys` (B·T values, causal: several records packed into one sequence, or prompts left-padded to one
+/// length), query i of batch row b sees no key before `firstKeys[b·T + i]`, the start of its own record (an index
+/// among all S keys, cached ones included).
 ///
 /// Per head, with L = P + S, A = softmax(scale · Q Kᵀ + mask) [T, L] and O = A V:
 ///   dV += Aᵀ dO,  dA = dO Vᵀ,  dZ = A ⊙ (dA − rowsum(dA ⊙ A)),
@@ -25,12 +26,12 @@ extension Tensor {
         causal: Bool = true, scale: Float? = nil, firstKeys: [Int32]? = nil
     ) throws -> Tensor {
         if let firstKeys {
-            guard query.rank == 4, key.rank == 4, causal, key.shape[1] == query.shape[1],
+            guard query.rank == 4, key.rank == 4, causal, key.shape[1] >= query.shape[1],
                   firstKeys.count == query.shape[0] * query.shape[1] else {
-                throw TensorError.invalidArgument(op: "attention", message: "firstKeys needs causal attention over as many keys as queries and one value per query (\(query.shape[0]) × \(query.shape[1])), got \(firstKeys.count)")
+                throw TensorError.invalidArgument(op: "attention", message: "firstKeys needs causal attention over at least as many keys as queries and one value per query (\(query.shape[0]) × \(query.shape[1])), got \(firstKeys.count)")
             }
-            let t = query.shape[1]
-            for (n, first) in firstKeys.enumerated() where first < 0 || Int(first) > n % t {
+            let t = query.shape[1], earlier = key.shape[1] - t
+            for (n, first) in firstKeys.enumerated() where first < 0 || Int(first) > n % t + earlier {
                 throw TensorError.invalidArgument(op: "attention", message: "firstKeys[\(n)] = \(first) is not a key query \(n % t) can see")
             }
         }

@@ -65,8 +65,33 @@ extension Tensor {
         return y
     }
 
+    /// Rotates x [B, T, ..., D] (the sequence axis 1) with a position per (batch row, t): `positions` holds B·T
+    /// values, batch-major. Records packed into one row, and prompts left-padded to one length, each count their
+    /// positions from their own first token this way.
+    public func rotaryEmbedding(_ table: RotaryTable, positions: [Int32]) throws -> Tensor {
+        guard rank >= 3, shape[rank - 1] == table.headDimension, positions.count == shape[0] * shape[1] else {
+            throw TensorError.shapeMismatch(op: "rotaryEmbedding (x vs [B, T, ..., head dim] with B·T positions)",
+                                            lhs: shape, rhs: [positions.count, table.headDimension])
+        }
+        if let bad = positions.first(where: { $0 < 0 || Int($0) >= table.maxPositions }) {
+            throw TensorError.invalidArgument(op: "rotaryEmbedding", message: "position \(bad) is outside the table's 0..<\(table.maxPositions)")
+        }
+        let rowsPerPosition = shape[2..<(rank - 1)].reduce(1, *)
+        let y = Tensor.rotate(self, table, offset: 0, positions: shape[1], rowsPerPosition: rowsPerPosition,
+                              inverse: false, perPosition: positions)
+        if Tensor.needsGradient(self) {
+            y.recordBackward("rotaryEmbedding", inputs: [self]) { [shape] g in
+                [Tensor.rotate(g, table, offset: 0, positions: shape[1], rowsPerPosition: rowsPerPosition, inverse: true,
+                               perPosition: positions)]
+            }
+        }
+        return y
+    }
+
+    /// With `perPosition`, row r's position is `perPosition[r / rowsPerPosition]`; otherwise `offset` plus its
+    /// index along the T axis.
     static func rotate(_ x: Tensor, _ table: RotaryTable, offset: Int, positions t: Int, rowsPerPosition: Int,
-                       inverse: Bool) -> Tensor {
+                       inverse: Bool, perPosition: [Int32]? = nil) -> Tensor {
         let d = table.headDimension, h = d / 2
         let rows = x.count / d
         let y = Tensor(uninitializedShape: x.shape)
@@ -75,7 +100,7 @@ extension Tensor {
         table.cos.withUnsafeBufferPointer { cp in
             table.sin.withUnsafeBufferPointer { sp in
                 Parallel.forRows(rows, rowLength: d) { r in
-                    let p = offset + (r / rowsPerPosition) % t
+                    let p = perPosition.map { Int($0[r / rowsPerPosition]) } ?? offset + (r / rowsPerPosition) % t
                     let c = cp.baseAddress! + p * h, s = sp.baseAddress! + p * h
                     let xr = xp + r * d, yr = yp + r * d
                     // Eight pairs at a time (the compiler cannot vectorise the loop: x and y might overlap),

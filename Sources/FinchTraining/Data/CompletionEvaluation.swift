@@ -137,29 +137,31 @@ public enum CompletionEvaluation {
                                       + "\(example.promptIds.count + example.completionIds.count) tokens (with the end token); the model has \(positions) positions")
                 }
             }
-            // The loss in batches of examples of one whole length: each position's target is the next token where
-            // that token belongs to the completion.
-            for batch in batches(ofEqual: chosen.map { $0.promptIds.count + $0.completionIds.count }) {
-                let length = chosen[batch[0]].promptIds.count + chosen[batch[0]].completionIds.count
+            // The loss in batches of examples of similar whole length, padded on the right (causal attention keeps
+            // the padding out of every real position): each position's target is the next token where that token
+            // belongs to the completion.
+            for batch in batches(byLength: chosen.map { $0.promptIds.count + $0.completionIds.count }) {
+                let length = batch.map { chosen[$0].promptIds.count + chosen[$0].completionIds.count }.max()!
                 var tokens: [Int32] = [], targets: [Int32] = []
                 var scored = 0
                 for index in batch {
                     let p = chosen[index].promptIds, c = chosen[index].completionIds
-                    tokens += (p + c).map(Int32.init)
+                    let pad = length - p.count - c.count
+                    tokens += (p + c).map(Int32.init) + [Int32](repeating: Int32(c.last!), count: pad)
                     targets += [Int32](repeating: Int32(Losses.ignoreIndex), count: p.count - 1) + c.map(Int32.init)
-                        + [Int32(Losses.ignoreIndex)]
+                        + [Int32](repeating: Int32(Losses.ignoreIndex), count: 1 + pad)
                     scored += c.count
                 }
                 let loss = try model.loss(tokens, batch: batch.count, length: length, targets: targets, prefix: prefix)
                 total += Double(try loss.item()) * Double(scored)
                 count += scored
             }
-            // Greedy generation in batches of prompts of one length, which share their positions exactly.
-            for batch in batches(ofEqual: chosen.map(\.promptIds.count)) {
-                let length = chosen[batch[0]].promptIds.count
+            // Greedy generation in batches of prompts of similar length (`Generation.greedy` pads them on the left).
+            for batch in batches(byLength: chosen.map(\.promptIds.count)) {
                 let outputs = try Generation.greedy(
                     model: model, prompts: batch.map { chosen[$0].promptIds },
-                    maxTokens: min(maxNewTokens, positions - length + 1), stopTokens: batch.map { chosen[$0].stopTokens },
+                    maxTokens: batch.map { min(maxNewTokens, positions - chosen[$0].promptIds.count + 1) },
+                    stopTokens: batch.map { chosen[$0].stopTokens },
                     prefix: prefix, continuing: { row, produced in
                         wholeCompletions || stillMatching(tokenizer.decode(produced, skipSpecialTokens: true),
                                                           chosen[batch[row]].expected)
@@ -178,21 +180,17 @@ public enum CompletionEvaluation {
                       examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
     }
 
-    /// The examples' indices in batches of equal `lengths` (the prompts' for `Generation.greedy`, the whole
-    /// examples' for the loss), at most `batchSize` to a batch, in file order within a batch.
-    static func batches(ofEqual lengths: [Int]) -> [[Int]] {
-        var byLength: [Int: [Int]] = [:]
-        for (index, length) in lengths.enumerated() { byLength[length, default: []].append(index) }
-        return byLength.keys.sorted().flatMap { length in
-            stride(from: 0, to: byLength[length]!.count, by: batchSize).map {
-                Array(byLength[length]![$0..<min($0 + batchSize, byLength[length]!.count)])
-            }
-        }
+    /// The examples' indices sorted by `lengths` (the prompts' for `Generation.greedy`, the whole examples' for the
+    /// loss; file order among equal ones) and cut into batches of at most `batchSize`, so a batch's rows need little
+    /// padding.
+    static func batches(byLength lengths: [Int]) -> [[Int]] {
+        let order = lengths.indices.sorted { (lengths[$0], $0) < (lengths[$1], $1) }
+        return stride(from: 0, to: order.count, by: batchSize).map { Array(order[$0..<min($0 + batchSize, order.count)]) }
     }
 
     /// Examples run together: enough that a decoding step reads the weights once for many tokens, few enough that
     /// the key/value cache and the head's logits stay small.
-    static let batchSize = 32
+    static let batchSize = 64
 
     /// Whether text generated so far can still become `expected` (both compared as `Prediction.correct` does): the
     /// text, without surrounding whitespace and an unfinished character, begins `expected`'s.
