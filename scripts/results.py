@@ -1,6 +1,6 @@
 """Runs the results recipes and prints the README's results table (Markdown).
 
-    swift build -c release && python3 scripts/results.py [--task commands|milton] [--only RECIPE-NAME] [--shakespeare]
+    swift build -c release && python3 scripts/results.py [--task commands|milton] [--only NAME,NAME...] [--shakespeare]
 
 Each recipe trains into runs/results/NAME under /usr/bin/time -v (wall time, peak resident memory), then
 `finch eval` scores it: the validation split's loss and perplexity, and for the command task the exact
@@ -92,7 +92,7 @@ def main():
     only_task, only_name = option("--task"), option("--only")
     rows = []
     chosen = [r for r in (SHAKESPEARE_ROWS if "--shakespeare" in sys.argv else ROWS)
-              if (only_task is None or r[0] == only_task) and (only_name is None or Path(r[2]).stem == only_name)]
+              if (only_task is None or r[0] == only_task) and (only_name is None or Path(r[2]).stem in only_name.split(","))]
     based = set()
     for task, method, recipe in chosen:
         files = DATA[task]
