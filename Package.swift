@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "FinchTensorTests",
-            dependencies: ["FinchTensor"]
+            dependencies: ["FinchTensor", "TestSupport"]
         ),
         .testTarget(
             name: "FinchNNTests",
