@@ -9,7 +9,12 @@ import FinchTensor
 public enum GGUFModel {
     /// The model in `path` and the file it came from (its tokenizer metadata is there too). With `randomSeed`
     /// only the configuration is read and the weights start from transformers' initialisation.
-    public static func load(_ path: String, randomSeed: UInt64? = nil) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
+    ///
+    /// With `keepQuantized`, every projection of the decoder layers stored in a block-quantised type (Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, the K-quants) stays in the file's blocks as a `QuantizedLinear`; the token table, the
+    /// head, norms and float tensors are read as float32.
+    public static func load(_ path: String, randomSeed: UInt64? = nil,
+                            keepQuantized: Bool = false) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
         let file = try GGUFFile(path: path)
         let config = try self.config(file)
         try ModelSize.check(config, path: path, against: nil)
@@ -17,10 +22,56 @@ public enum GGUFModel {
         if let randomSeed {
             HuggingFaceFolder.initializeRandomly(model, seed: randomSeed)
         } else {
+            if keepQuantized { try keepQuantizedProjections(of: model, from: file) }
             try loadWeights(into: model, from: file)
         }
         model.freeze()
         return (model, file)
+    }
+
+    /// The GGUF types a projection can stay in: whole blocks per row that `GGUFDequantization` reads.
+    static let blockTypes: Set<GGUFTensorType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+
+    /// Replaces each decoder-layer Linear whose weight the file stores in a block type by a `QuantizedLinear`
+    /// over the file's own bytes (q and k rows put back in Hugging Face's order, row by row). `loadWeights` then
+    /// reads the rest.
+    static func keepQuantizedProjections(of model: any CausalLanguageModel, from file: GGUFFile) throws {
+        guard case .llama = model.config else {
+            throw FormatError(file: file.path, "keeping a GGUF's quantised blocks is supported for llama models, not \(model.config.modelType)")
+        }
+        let config = model.config
+        for (path, module) in model.namedModules() {
+            guard let linear = module as? Linear, path.contains(".layers."),
+                  let key = ggufName(path + ".weight", in: config), let info = file.tensor(named: key),
+                  blockTypes.contains(info.type) else { continue }
+            let (rows, columns) = (linear.outputDimensions, linear.inputDimensions)
+            guard info.shape == [rows, columns] else {
+                throw FormatError(file: file.path, "tensor '\(key)' has shape \(info.shape), expected \([rows, columns])")
+            }
+            let (blockValues, blockBytes) = info.type.block
+            guard columns % blockValues == 0 else {
+                throw FormatError(file: file.path, "tensor '\(key)' has rows of \(columns) values, not whole \(info.type.name) blocks of \(blockValues)")
+            }
+            let rowBytes = columns / blockValues * blockBytes
+            let raw = file.rawBytes(info)
+            var bytes = [UInt8](raw)
+            if let heads = permutedHeads(key, in: config) {
+                // Row `halves` of Hugging Face's order is the file's row `interleaved`.
+                let perHead = rows / heads, half = perHead / 2
+                for h in 0..<heads {
+                    for i in 0..<half {
+                        for part in 0..<2 {
+                            let interleaved = h * perHead + 2 * i + part, halves = h * perHead + part * half + i
+                            bytes.replaceSubrange((halves * rowBytes)..<((halves + 1) * rowBytes),
+                                                  with: raw[(interleaved * rowBytes)..<((interleaved + 1) * rowBytes)])
+                        }
+                    }
+                }
+            }
+            let matrix = try QuantizedBase.ggufMatrix(rows: rows, columns: columns, type: info.type, bytes: bytes,
+                                                      name: "\(file.path): tensor '\(key)'")
+            try model.replaceModule(at: path, with: QuantizedLinear(matrix, bias: linear.bias))
+        }
     }
 
     public static let architectures = ["llama", "gpt2"]
@@ -152,6 +203,10 @@ public enum GGUFModel {
                 throw FormatError(file: file.path, "tensor 'output.weight' differs from 'token_embd.weight': Finch's GPT-2 ties its head to the token table")
             }
             used.insert("output.weight")
+        }
+        // Projections kept in the file's blocks were read by `keepQuantizedProjections`.
+        for (path, module) in model.namedModules() where module is QuantizedLinear {
+            if let key = ggufName(path + ".weight", in: config) { used.insert(key) }
         }
         if let extra = file.tensors.first(where: { !used.contains($0.name) }) {
             throw FormatError(file: file.path, "unexpected tensor '\(extra.name)': Finch's \(config.modelType) model has no parameter for it")

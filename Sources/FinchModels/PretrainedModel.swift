@@ -28,14 +28,21 @@ public struct PretrainedModel {
 
     /// Reads the folder or file at `path`: a regular file is read as GGUF (its magic bytes are checked), a
     /// folder as Hugging Face's. With `randomSeed` the weights are not read (see `HuggingFaceFolder.load`).
-    public static func load(_ path: String, requireTokenizer: Bool = false,
-                            randomSeed: UInt64? = nil) throws -> PretrainedModel {
+    /// `quantization` holds the decoder layers' projections quantised (`BaseQuantization`): `.keep` a GGUF file's
+    /// own blocks, the others quantised at load.
+    public static func load(_ path: String, requireTokenizer: Bool = false, randomSeed: UInt64? = nil,
+                            quantization: BaseQuantization = .none) throws -> PretrainedModel {
         guard isFile(path) else {
+            guard quantization != .keep else {
+                throw FormatError(file: path, "quantize: keep keeps a GGUF file's own blocks; a Hugging Face folder is float (use nf4, q8_0 or q4_0)")
+            }
             let folder = try HuggingFaceFolder.load(path, requireTokenizer: requireTokenizer, randomSeed: randomSeed)
+            try QuantizedBase.quantize(folder.model, as: quantization)
             return PretrainedModel(path: path, source: .huggingFace(folder: path), model: folder.model,
                                    tokenizer: folder.tokenizer)
         }
-        let (model, file) = try GGUFModel.load(path, randomSeed: randomSeed)
+        let (model, file) = try GGUFModel.load(path, randomSeed: randomSeed, keepQuantized: quantization == .keep)
+        try QuantizedBase.quantize(model, as: quantization)
         let tokenizer: Tokenizer? = file["tokenizer.ggml.model"] == nil && !requireTokenizer
             ? nil : try Tokenizer(gguf: file)
         return PretrainedModel(path: path, source: .gguf(file), model: model, tokenizer: tokenizer)

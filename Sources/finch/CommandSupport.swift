@@ -34,9 +34,15 @@ struct ModelSource: ParsableArguments {
     @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
     var adapter: String?
 
+    @Option(help: "Hold the base's decoder projections quantised: none (float32), keep (a GGUF file's own blocks), nf4, q8_0 or q4_0.")
+    var quantize: String = BaseQuantization.none.rawValue
+
     /// The model with its tokenizer, and the adapter applied when one was given.
     func load() throws -> (base: PretrainedModel, tokenizer: Tokenizer, adapter: Adapter?) {
-        let base = try PretrainedModel.load(model, requireTokenizer: true)
+        guard let quantization = BaseQuantization(rawValue: quantize) else {
+            throw OptionError("--quantize must be one of \(BaseQuantization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(quantize)'")
+        }
+        let base = try PretrainedModel.load(model, requireTokenizer: true, quantization: quantization)
         let applied = try adapter.map { try PEFTFormat.load($0, into: base.model) }
         return (base, try base.requireTokenizer(), applied)
     }

@@ -54,7 +54,7 @@ public final class LoRAAdapter {
                 embeddings.append((path, lora))
                 continue
             }
-            guard let base = candidates.first(where: { $0.name == path })?.module as? Linear else { continue }
+            guard let base = candidates.first(where: { $0.name == path })?.module as? any LinearLayer else { continue }
             let (rank, alpha) = configuration.rankAndAlpha(for: path)
             let lora = try LoRALinear(base: base, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
                                       dropout: Float(configuration.dropout), initialization: configuration.initialization,
@@ -82,8 +82,10 @@ public final class LoRAAdapter {
     /// The Linear and Embedding modules of `model`, and the paths of those the configuration targets.
     static func targets(in model: Module, configuration: LoRAConfiguration) throws
         -> (candidates: [(name: String, module: Module)], chosen: [String]) {
-        let candidates = model.namedModules().filter { ($0.module is Linear || $0.module is Embedding) && !$0.name.isEmpty }
-        let linearPaths = Set(candidates.filter { $0.module is Linear }.map(\.name))
+        let candidates = model.namedModules().filter {
+            ($0.module is Linear || $0.module is QuantizedLinear || $0.module is Embedding) && !$0.name.isEmpty
+        }
+        let linearPaths = Set(candidates.filter { $0.module is Linear || $0.module is QuantizedLinear }.map(\.name))
         return (candidates, try select(candidates.map(\.name), linear: linearPaths, configuration: configuration))
     }
 
@@ -95,7 +97,8 @@ public final class LoRAAdapter {
             let (rank, _) = configuration.rankAndAlpha(for: path)
             guard rank > 0 else { throw AdapterError("the rank for '\(path)' is \(rank); ranks must be positive", setting: .rank) }
             // Linear [out, in] gets A [r, in] and B [out, r]; Embedding [count, dim] gets A [r, count] and B [dim, r].
-            let shape = (module as? Linear)?.weight.shape ?? (module as? Embedding)?.weight.shape ?? []
+            let shape = (module as? Linear)?.weight.shape ?? (module as? QuantizedLinear)?.quantized.shape
+                ?? (module as? Embedding)?.weight.shape ?? []
             let (sides, o1) = shape.reduce(0, +).multipliedReportingOverflow(by: rank)
             let (sum, o2) = total.addingReportingOverflow(sides)
             if o1 || o2 { return nil }
@@ -142,6 +145,8 @@ public final class LoRAAdapter {
                     copy = Embedding(weight: table.weight.copy())
                 } else if let linear = module as? Linear {
                     copy = Linear(weight: linear.weight.copy(), bias: linear.bias?.copy())
+                } else if let quantized = module as? QuantizedLinear {
+                    copy = quantized.dequantized()
                 } else { continue }
                 copy.unfreeze()
                 do {

@@ -9,9 +9,13 @@ import FinchTensor
 /// zero, so at initialisation the output is exactly the base layer's. The base layer is wrapped, not
 /// subclassed; its parameters stay frozen under `base_layer.` as PEFT names them.
 ///
-/// `merge()` folds s·B·A into W (the adapter path then switches off); `unmerge()` takes it out again.
+/// `merge()` folds s·B·A into W (the adapter path then switches off); `unmerge()` takes it out again. The base
+/// may be a float32 `Linear` or a `QuantizedLinear`; merging into a quantised base puts a float32 layer holding
+/// deq(W) + s·B·A in its place (and unmerging puts the quantised one back).
 public final class LoRALinear: Module, LinearLayer {
-    public let baseLayer: Linear
+    public private(set) var baseLayer: any LinearLayer
+    /// The quantised base while a merge has put a float32 layer in its place.
+    private var quantizedBase: QuantizedLinear?
     public let lora_A: Linear
     public let lora_B: Linear
     public let rank: Int
@@ -33,8 +37,11 @@ public final class LoRALinear: Module, LinearLayer {
         case zeros
     }
 
-    public init(base: Linear, rank: Int, alpha: Float, useRSLoRA: Bool = false, dropout: Float = 0,
+    public init(base: any LinearLayer, rank: Int, alpha: Float, useRSLoRA: Bool = false, dropout: Float = 0,
                 initialization: Initialization = .kaimingUniform, generator: inout RandomGenerator) throws {
+        guard base is Linear || base is QuantizedLinear else {
+            throw AdapterError("LoRA adapts a Linear or a quantised Linear layer, not a \(type(of: base))")
+        }
         guard rank > 0 else { throw AdapterError("LoRA rank must be positive, got \(rank)") }
         guard dropout >= 0 && dropout < 1 else { throw AdapterError("lora_dropout must be in [0, 1), got \(dropout)") }
         baseLayer = base
@@ -78,21 +85,40 @@ public final class LoRALinear: Module, LinearLayer {
         try GradientMode.withoutGradients { try lora_B.weight.matmul(lora_A.weight) * scaling }
     }
 
-    /// Folds the adapter into the base weight in place. Refuses (changing nothing) if the result is not finite.
+    /// Folds the adapter into the base weight in place (a quantised base: a float32 layer holding deq(W) + s·B·A
+    /// takes its place). Refuses (changing nothing) if the result is not finite.
     public func merge() throws {
         guard !isMerged else { return }
-        let merged = try GradientMode.withoutGradients { try baseLayer.weight.detached() + delta() }
+        let dense: Linear
+        if let quantized = baseLayer as? QuantizedLinear {
+            dense = quantized.dequantized()
+        } else if let linear = baseLayer as? Linear {
+            dense = linear
+        } else {
+            throw AdapterError("cannot merge into a \(type(of: baseLayer))")
+        }
+        let merged = try GradientMode.withoutGradients { try dense.weight.detached() + delta() }
         guard merged.scalars.allSatisfy(\.isFinite) else {
             throw AdapterError("merging the adapter gives non-finite weights; the base weight was left unchanged")
         }
-        try baseLayer.weight.assign(merged)
+        try dense.weight.assign(merged)
+        if let quantized = baseLayer as? QuantizedLinear {
+            quantizedBase = quantized
+            dense.freeze()
+            baseLayer = dense
+        }
         isMerged = true
     }
 
-    /// Takes a merged adapter back out of the base weight.
+    /// Takes a merged adapter back out of the base weight (a quantised base comes back as it was).
     public func unmerge() throws {
         guard isMerged else { return }
-        try baseLayer.weight.assign(try GradientMode.withoutGradients { try baseLayer.weight.detached() - delta() })
+        if let quantized = quantizedBase {
+            baseLayer = quantized
+            quantizedBase = nil
+        } else if let linear = baseLayer as? Linear {
+            try linear.weight.assign(try GradientMode.withoutGradients { try linear.weight.detached() - delta() })
+        }
         isMerged = false
     }
 }

@@ -17,7 +17,7 @@ public final class TensorStorage: @unchecked Sendable {
     /// Uninitialised storage: every caller writes all `count` values before anyone reads them.
     init(uninitializedCount count: Int) {
         self.count = count
-        self.pointer = StoragePool.shared.take(count: count)
+        self.pointer = StoragePool.shared.take(count: count, wantZeros: false).pointer
         self.base = nil
     }
 
@@ -35,14 +35,15 @@ public final class TensorStorage: @unchecked Sendable {
         isKnownUniquelyReferenced(&storage) && storage.base == nil
     }
 
-    /// Storage with every value set to `value`.
-    convenience init(count: Int, repeating value: Float) {
-        self.init(uninitializedCount: count)
-        if value == 0 {
-            pointer.update(repeating: 0, count: count)
-        } else {
-            pointer.update(repeating: value, count: count)
-        }
+    /// Storage with every value set to `value`. Zeros in fresh pages from the kernel are left unwritten: the
+    /// kernel's pages are zero already, and untouched ones take no memory (a model built before its weights are
+    /// loaded, or whose weights are replaced by quantised ones, never holds the float32 zeros).
+    init(count: Int, repeating value: Float) {
+        let (pointer, zeroed) = StoragePool.shared.take(count: count, wantZeros: value == 0)
+        self.count = count
+        self.pointer = pointer
+        self.base = nil
+        if !zeroed { pointer.update(repeating: value, count: count) }
     }
 
     deinit {
@@ -137,11 +138,13 @@ final class StoragePool: Sendable {
     /// (live, kept, high-water) bytes of pooled buffers, for tests.
     var usage: (live: Int, held: Int, highWater: Int) { state.withLock { ($0.liveBytes, $0.heldBytes, $0.highWater) } }
 
-    func take(count: Int) -> UnsafeMutablePointer<Float> {
+    /// A buffer for `count` floats (a kept one when there is one), and whether it is known to hold zeros: fresh
+    /// pages from the kernel are, when `wantZeros` asks; a kept buffer holds whatever it held.
+    func take(count: Int, wantZeros: Bool) -> (pointer: UnsafeMutablePointer<Float>, zeroed: Bool) {
         let byteCount = max(count, 1) * MemoryLayout<Float>.stride
         guard count >= Self.minimumPooledCount, !passThrough else {
             let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: Self.alignment)
-            return raw.bindMemory(to: Float.self, capacity: max(count, 1))
+            return (raw.bindMemory(to: Float.self, capacity: max(count, 1)), false)
         }
         let (reused, victims): (UInt?, [(UInt, Int)]) = state.withLock { s in
             s.requestedBytes += byteCount
@@ -155,14 +158,18 @@ final class StoragePool: Sendable {
             return (nil, s.evictOverHighWater(slack: slackBytes))
         }
         for (address, size) in victims { release(address, byteCount: size) }
-        if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return p }
-        if let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-           mapped != UnsafeMutableRawPointer(bitPattern: -1) {
-            return mapped.bindMemory(to: Float.self, capacity: count)
-        }
+        if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return (p, false) }
+        if let mapped = mapFresh(byteCount) { return (mapped.bindMemory(to: Float.self, capacity: count), wantZeros) }
         let raw = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: Self.alignment)
         state.withLock { _ = $0.fromMalloc.insert(UInt(bitPattern: raw)) }
-        return raw.bindMemory(to: Float.self, capacity: count)
+        return (raw.bindMemory(to: Float.self, capacity: count), false)
+    }
+
+    /// Fresh zero pages from the kernel, or nil when it has none to give.
+    private func mapFresh(_ byteCount: Int) -> UnsafeMutableRawPointer? {
+        guard let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              mapped != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
+        return mapped
     }
 
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {

@@ -30,7 +30,8 @@ public final class TrainingSession {
         let tokenizer: Tokenizer
         do {
             base = try PretrainedModel.load(r.model, requireTokenizer: true,
-                                            randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil)
+                                            randomSeed: r.modelInit == .random ? UInt64(r.seed) &+ 0x5EED : nil,
+                                            quantization: r.quantize)
             tokenizer = try base.requireTokenizer()
         } catch let error as FormatError {
             throw RecipeError(file: loaded.file, line: loaded.lines["model"], "model: \(error)")

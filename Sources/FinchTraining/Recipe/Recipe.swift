@@ -1,4 +1,5 @@
 import FinchFormats
+import FinchModels
 import FinchAdapters
 
 /// A training recipe: every setting of a run, typed, with the defaults documented in `RecipeSchema`.
@@ -15,6 +16,7 @@ public struct Recipe: Equatable, Sendable {
 
     public var model = ""
     public var modelInit: ModelInitialization = .pretrained
+    public var quantize: BaseQuantization = .none
     public var seed: Int = 0
 
     /// The adapter and its settings (LoRA's `adapter.rank` lives in its `LoRAConfiguration`, and so on).

@@ -1,0 +1,87 @@
+import FinchFormats
+import FinchNN
+import FinchTensor
+
+/// How a frozen base model's projections are held while adapters train over it (recipe key `quantize`,
+/// `--quantize` of eval and generate).
+public enum BaseQuantization: String, CaseIterable, Sendable {
+    /// Every weight in float32.
+    case none
+    /// A GGUF file's own quantised blocks, as stored (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, K-quants); float tensors stay
+    /// float32.
+    case keep
+    /// QLoRA's 4-bit NormalFloat, blocks of 64 with double quantisation, made at load from the float weights.
+    case nf4
+    /// ggml's 8-bit blocks of 32, made at load.
+    case q8_0
+    /// ggml's 4-bit blocks of 32, made at load.
+    case q4_0
+}
+
+/// The decoder layers' projections held quantised: `QuantizedLinear` in place of each `Linear`. The token table,
+/// a head, norms and biases stay float32 (a head tied to the table is the table).
+public enum QuantizedBase {
+    /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0), freeing its
+    /// float weight; a projection whose rows are not whole blocks of the format stays float32 (`storage(of:)`
+    /// shows which). Returns how many were quantised.
+    @discardableResult
+    public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization) throws -> Int {
+        var count = 0
+        for (path, module) in model.namedModules() {
+            guard let linear = module as? Linear, isDecoderProjection(path) else { continue }
+            let matrix: QuantizedMatrix
+            switch mode {
+            case .none, .keep:
+                return 0
+            case .nf4:
+                guard linear.inputDimensions % NF4.blockSize == 0 else { continue }
+                matrix = try QuantizedMatrix.nf4(linear.weight.detached())
+            case .q8_0, .q4_0:
+                let type: GGUFTensorType = mode == .q8_0 ? .q8_0 : .q4_0
+                guard GGUFQuantization.canStore(rowLength: linear.inputDimensions, as: type) else { continue }
+                let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(linear.weight.storage.buffer), as: type)
+                matrix = try ggufMatrix(rows: linear.outputDimensions, columns: linear.inputDimensions, type: type,
+                                        bytes: bytes, name: path + ".weight")
+            }
+            try model.replaceModule(at: path, with: QuantizedLinear(matrix, bias: linear.bias))
+            count += 1
+        }
+        return count
+    }
+
+    /// A projection inside a decoder layer (`model.layers.3.self_attn.q_proj`), not the table or the head.
+    static func isDecoderProjection(_ path: String) -> Bool { path.contains(".layers.") || path.contains(".h.") }
+
+    /// A matrix over GGUF blocks of `type`, read by `GGUFDequantization`.
+    static func ggufMatrix(rows: Int, columns: Int, type: GGUFTensorType, bytes: [UInt8],
+                           name: String) throws -> QuantizedMatrix {
+        let (blockValues, blockBytes) = type.block
+        guard GGUFDequantization.supported.contains(type) else {
+            throw FormatError(file: name, "is stored as \(type.name), which Finch cannot read yet")
+        }
+        return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
+                                   blockBytes: blockBytes, data: bytes) { source, _, blocks, out in
+            // The type is one `GGUFDequantization` reads and the sizes are whole blocks, so this cannot fail.
+            try? GGUFDequantization.dequantize(UnsafeRawBufferPointer(start: source, count: blocks * blockBytes),
+                                               type: type, into: UnsafeMutableBufferPointer(start: out, count: blocks * blockValues),
+                                               what: name)
+        }
+    }
+
+    /// What each kind of weight is held as, and the bytes it takes: for logs and `finch inspect`.
+    public static func storage(of model: any CausalLanguageModel) -> [(format: String, tensors: Int, bytes: Int)] {
+        var byFormat: [String: (tensors: Int, bytes: Int)] = [:]
+        var seen = Set<ObjectIdentifier>()
+        for (_, module) in model.namedModules() {
+            if let q = module as? QuantizedLinear {
+                byFormat[q.quantized.format, default: (0, 0)].tensors += 1
+                byFormat[q.quantized.format, default: (0, 0)].bytes += q.quantized.byteCount
+            }
+        }
+        for (_, tensor) in model.namedParameters() where seen.insert(ObjectIdentifier(tensor)).inserted {
+            byFormat["f32", default: (0, 0)].tensors += 1
+            byFormat["f32", default: (0, 0)].bytes += 4 * tensor.count
+        }
+        return byFormat.keys.sorted().map { (format: $0, tensors: byFormat[$0]!.tensors, bytes: byFormat[$0]!.bytes) }
+    }
+}

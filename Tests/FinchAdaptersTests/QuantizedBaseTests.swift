@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import FinchAdapters
+import FinchFormats
+import FinchModels
+import FinchNN
+import FinchTensor
+
+/// LoRA over a base held quantised: a GGUF's own Q4_1 blocks (`quantize: keep`) against the same file read into
+/// float32, and NF4 made at load against NF4 of the float weights.
+@Suite("LoRA over a quantised base")
+struct QuantizedBaseTests {
+    /// The fixture LLaMA written as Q4_1 (rows that are not whole blocks stay F16), in a scratch folder.
+    static func q4_1File() throws -> String {
+        let dir = try Fixtures.scratchDirectory()
+        let plain = try PretrainedModel.load(Fixtures.path("gguf", "llama-gqa.gguf"))
+        _ = try GGUFExport.write(model: plain.model, base: try #require(plain.ggufFile), to: "\(dir)/q4_1.gguf", type: .q4_1)
+        return "\(dir)/q4_1.gguf"
+    }
+
+    static func maxRelative(_ a: [Float], _ b: [Float]) -> Float {
+        let largest = b.map(abs).max() ?? 1
+        return zip(a, b).map { abs($0 - $1) }.max()! / max(largest, 1e-30)
+    }
+
+    static let tokens: [Int32] = [1, 15, 27, 3, 99, 42, 7, 64, 5, 12, 77, 31]
+    static let targets: [Int32] = Array(tokens.dropFirst()) + [-100]
+
+    /// Logits, LoRA gradients and the merged weights over the kept Q4_1 blocks equal those over the same blocks read
+    /// into float32.
+    @Test func keptBlocksGiveTheDequantisedModelsNumbers() throws {
+        let path = try Self.q4_1File()
+        let float = try PretrainedModel.load(path), kept = try PretrainedModel.load(path, quantization: .keep)
+        let quantised = kept.model.namedModules().compactMap { $0.module as? QuantizedLinear }
+        #expect(quantised.count > 10 && quantised.allSatisfy { $0.quantized.format == "q4_1" })
+        let storage = QuantizedBase.storage(of: kept.model)
+        #expect(storage.contains { $0.format == "q4_1" && $0.bytes > 0 })
+        let n = Self.tokens.count
+        let a = try float.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
+        let b = try kept.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
+        #expect(Self.maxRelative(b, a) <= 1e-5)
+
+        var gradients: [[String: [Float]]] = []
+        var merged: [[Float]] = []
+        for model in [float.model, kept.model] {
+            let adapter = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 4, alpha: 8, targets: .allLinear), seed: 3)
+            // B away from zero, the same in both, so that the gradient of A is not zero.
+            var generator = RandomGenerator(seed: 9)
+            for (_, layer) in adapter.layers {
+                try layer.lora_B.weight.assign(Tensor.randomNormal(layer.lora_B.weight.shape, standardDeviation: 0.02, generator: &generator))
+            }
+            let loss = try model.loss(Self.tokens, batch: 1, length: n, targets: Self.targets, prefix: nil)
+            try loss.backward()
+            gradients.append(Dictionary(uniqueKeysWithValues: model.trainableParameters().map { ($0.name, try! #require($0.tensor.grad).scalars) }))
+            let layer = try #require(adapter.layers.first { $0.path.hasSuffix("layers.0.self_attn.q_proj") }?.layer)
+            try layer.merge()
+            merged.append(try #require(layer.baseLayer as? Linear).weight.scalars)
+            try layer.unmerge()
+        }
+        #expect(gradients[0].keys.sorted() == gradients[1].keys.sorted() && gradients[0].count > 10)
+        for (name, g) in gradients[0] { #expect(Self.maxRelative(gradients[1][name]!, g) <= 1e-4, "\(name)") }
+        #expect(Self.maxRelative(merged[1], merged[0]) <= 1e-6)
+        #expect(kept.model.namedModules().contains { ($0.module as? LoRALinear)?.baseLayer is QuantizedLinear },
+                "unmerging puts the quantised base back")
+    }
+
+    /// NF4 (and Q8_0) at load hold exactly the format of the float weights; projections whose rows are not whole
+    /// blocks stay float32.
+    @Test(arguments: [BaseQuantization.nf4, .q8_0])
+    func quantisationAtLoadHoldsTheFormatOfTheFloatWeights(_ mode: BaseQuantization) throws {
+        let folder = Fixtures.path("llama-gqa", "base")
+        let float = try PretrainedModel.load(folder), quantised = try PretrainedModel.load(folder, quantization: mode)
+        let block = mode == .nf4 ? NF4.blockSize : 32
+        var checked = 0
+        for (path, module) in float.model.namedModules() where path.contains(".layers.") {
+            guard let linear = module as? Linear else { continue }
+            let now = quantised.model.namedModules().first { $0.name == path }?.module
+            guard linear.inputDimensions % block == 0 else {
+                #expect(now is Linear, "\(path) has rows of \(linear.inputDimensions) and should stay float32")
+                continue
+            }
+            let q = try #require(now as? QuantizedLinear, "\(path)")
+            if mode == .nf4 {
+                let expected = try linear.weight.scalars.withUnsafeBufferPointer { try NF4(quantizing: $0, doubleQuantization: true) }
+                #expect(q.quantized.dequantized().scalars == expected.dequantized(), "\(path)")
+            } else {
+                let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(linear.weight.storage.buffer), as: .q8_0)
+                var expected = [Float](repeating: 0, count: linear.weight.count)
+                try bytes.withUnsafeBytes { raw in
+                    try expected.withUnsafeMutableBufferPointer { try GGUFDequantization.dequantize(raw, type: .q8_0, into: $0, what: path) }
+                }
+                #expect(q.quantized.dequantized().scalars == expected, "\(path)")
+            }
+            checked += 1
+        }
+        #expect(checked > 5)
+    }
+
+    @Test func aFolderCannotKeepBlocksItDoesNotHave() {
+        #expect { try PretrainedModel.load(Fixtures.path("llama-gqa", "base"), quantization: .keep) } throws: {
+            "\($0)".contains("quantize: keep keeps a GGUF file's own blocks")
+        }
+    }
+}
