@@ -103,7 +103,10 @@ extension CausalLanguageModel {
     }
 
     /// Number of values in every parameter.
-    public var parameterCount: Int { namedParameters().reduce(0) { $0 + $1.tensor.count } }
+    public var parameterCount: Int {
+        namedParameters().reduce(0) { $0 + $1.tensor.count }
+            + namedModules().reduce(0) { $0 + (($1.module as? QuantizedLinear).map { $0.quantized.rows * $0.quantized.columns } ?? 0) }
+    }
 }
 
 /// What every model checks before a forward pass: the batch's shape, token ids within the vocabulary, positions

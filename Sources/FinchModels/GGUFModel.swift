@@ -24,6 +24,8 @@ public enum GGUFModel {
         } else {
             if keepQuantized { try keepQuantizedProjections(of: model, from: file) }
             try loadWeights(into: model, from: file)
+            // Every weight is copied out: the file's pages need not stay in memory beside the copies.
+            file.releaseResidentPages()
         }
         model.freeze()
         return (model, file)

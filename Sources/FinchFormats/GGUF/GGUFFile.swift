@@ -38,6 +38,10 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(mapped: try MappedFile(path: path))
     }
 
+    /// Gives back the memory of the tensor bytes read so far (after a model has copied them out); reading them
+    /// again maps them back from the file.
+    public func releaseResidentPages() { file.releaseResidentPages() }
+
     init(mapped: MappedFile) throws {
         file = mapped
         path = mapped.path

@@ -30,6 +30,12 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: address, count: count)
     }
 
+    /// Gives back the pages read so far (they count in the process's resident memory while mapped); any byte
+    /// read again comes back from the file.
+    public func releaseResidentPages() {
+        if let base = bytes.baseAddress { madvise(UnsafeMutableRawPointer(mutating: base), count, MADV_DONTNEED) }
+    }
+
     deinit {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), count) }
     }

@@ -126,9 +126,14 @@ public final class TrainingSession {
 
     public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
 
-    /// PEFT's summary line.
+    /// PEFT's summary line; over a quantised base, a second line with what the weights are stored as and the
+    /// bytes each kind takes.
     public var parameterSummary: String {
-        trainableSummary(trainable: trainableParameterCount, total: totalParameterCount)
+        let summary = trainableSummary(trainable: trainableParameterCount, total: totalParameterCount)
+        let storage = QuantizedBase.storage(of: model)
+        guard storage.contains(where: { $0.format != "f32" }) else { return summary }
+        let kinds = storage.map { "\($0.format) \($0.tensors) tensors \(String(format: "%.1f", Double($0.bytes) / 1_048_576)) MB" }
+        return summary + "\nweights: " + kinds.joined(separator: ", ")
     }
 
     /// Next-token loss of a batch of sequences (targets masked where the data says so). The batch runs only as
