@@ -29,6 +29,26 @@ struct ResumeTests {
         #expect(Checkpoint.complete(runDirectory: "\(dir)/paused").map(\.step) == [8, 12])
     }
 
+    /// Over a base held quantised (Q8_0 or NF4 made at load), stopping and resuming gives the straight run's
+    /// adapter bit for bit, and the losses are not the float base's.
+    @Test(arguments: [("lora", "q8_0"), ("prefix", "nf4")])
+    func aQuantisedBaseResumesExactly(_ adapter: String, _ quantize: String) throws {
+        let dir = try TrainingSupport.workspace("resume-quantised-\(adapter)")
+        func recipe(_ name: String, _ quantize: String) throws -> String {
+            try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "quantize: \(quantize)\noutput:\n  dir: \(dir)/\(name)\n"),
+                                      to: "\(dir)/\(name).yaml")
+        }
+        try Trainer.start(try RecipeLoader.load(path: try recipe("straight", quantize))).run()
+        try Trainer.start(try RecipeLoader.load(path: try recipe("float", "none"))).run(stopAfter: 4)
+        try Trainer.start(try RecipeLoader.load(path: try recipe("paused", quantize))).run(stopAfter: 5)
+        try Trainer.resume(runDirectory: "\(dir)/paused").run()
+        #expect(try TrainingSupport.bytes("\(dir)/straight/adapter/adapter_model.safetensors")
+                == TrainingSupport.bytes("\(dir)/paused/adapter/adapter_model.safetensors"))
+        let straight = try TrainingSupport.losses("\(dir)/straight")
+        #expect(straight == (try TrainingSupport.losses("\(dir)/paused")) && straight.count == 12)
+        #expect(Array(straight.prefix(4)) != (try TrainingSupport.losses("\(dir)/float")), "the base should be quantised")
+    }
+
     @Test(arguments: ["lora", "prefix", "none"])
     func everyAdapterKindLowersTheValidationLoss(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("lowers-\(adapter)")
