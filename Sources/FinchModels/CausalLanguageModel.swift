@@ -27,11 +27,11 @@ public protocol CausalLanguageModel: Module {
                       recordStarts: [Int32]?) throws -> Tensor
 
     /// The language-model head's weight [vocabulary, hidden] (the token embedding when tied).
-    var outputWeight: Tensor { get }
+    var outputWeight: HeadWeight { get }
 
     /// The head as one product, logits = hidden' · weight'ᵀ: (hidden, outputWeight) unless an adapter on a
     /// tied embedding widens both (see `EmbeddingLayer.tiedHeadInputs`).
-    func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor)
+    func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight)
 
     /// Gives the head its own reference to the embedding table (the same tensor, so nothing is copied and
     /// nothing changes yet), so that an adapter on the input embedding can leave the head as it was.
@@ -70,7 +70,7 @@ extension CausalLanguageModel {
         return layers
     }
 
-    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, outputWeight) }
+    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight) { (hidden, outputWeight) }
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?,
                              prefix: AttentionPrefix?) throws -> Tensor {
@@ -81,7 +81,7 @@ extension CausalLanguageModel {
     public func logits(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?,
                        prefix: AttentionPrefix?) throws -> Tensor {
         let head = try headInputs(try hiddenStates(tokens, batch: batch, length: length, cache: cache, prefix: prefix))
-        return try head.hidden.matmul(head.weight, transposeOther: true)
+        return try head.weight.logits(head.hidden)
     }
 
     /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
@@ -91,8 +91,7 @@ extension CausalLanguageModel {
         let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix,
                                  recordStarts: recordStarts)
         let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
-        return try Tensor.linearCrossEntropy(hidden: head.hidden, weight: head.weight, targets: targets,
-                                             ignoreIndex: Losses.ignoreIndex)
+        return try head.weight.crossEntropy(hidden: head.hidden, targets: targets, ignoreIndex: Losses.ignoreIndex)
     }
 
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }
@@ -105,7 +104,7 @@ extension CausalLanguageModel {
     /// Number of values in every parameter.
     public var parameterCount: Int {
         namedParameters().reduce(0) { $0 + $1.tensor.count }
-            + namedModules().reduce(0) { $0 + (($1.module as? QuantizedLinear).map { $0.quantized.rows * $0.quantized.columns } ?? 0) }
+            + namedModules().reduce(0) { $0 + (($1.module as? any QuantizedModule).map { $0.quantized.rows * $0.quantized.columns } ?? 0) }
     }
 }
 

@@ -11,8 +11,9 @@ public enum GGUFModel {
     /// only the configuration is read and the weights start from transformers' initialisation.
     ///
     /// With `keepQuantized`, every projection of the decoder layers stored in a block-quantised type (Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q8_0, the K-quants) stays in the file's blocks as a `QuantizedLinear`; the token table, the
-    /// head, norms and float tensors are read as float32.
+    /// Q5_0, Q5_1, Q8_0, the K-quants) stays in the file's blocks as a `QuantizedLinear`, and so does a token table
+    /// stored that way (a `QuantizedEmbedding`, which a tied head reads too); an untied head, norms and float
+    /// tensors are read as float32.
     public static func load(_ path: String, randomSeed: UInt64? = nil,
                             keepQuantized: Bool = false) throws -> (model: any CausalLanguageModel, file: GGUFFile) {
         let file = try GGUFFile(path: path)
@@ -35,18 +36,20 @@ public enum GGUFModel {
     static let blockTypes: Set<GGUFTensorType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     /// Replaces each decoder-layer Linear whose weight the file stores in a block type by a `QuantizedLinear`
-    /// over the file's own bytes (q and k rows put back in Hugging Face's order, row by row). `loadWeights` then
-    /// reads the rest.
+    /// over the file's own bytes (q and k rows put back in Hugging Face's order, row by row), and the token table
+    /// by a `QuantizedEmbedding` when it is stored in one. `loadWeights` then reads the rest.
     static func keepQuantizedProjections(of model: any CausalLanguageModel, from file: GGUFFile) throws {
         guard case .llama = model.config else {
             throw FormatError(file: file.path, "keeping a GGUF's quantised blocks is supported for llama models, not \(model.config.modelType)")
         }
         let config = model.config
         for (path, module) in model.namedModules() {
-            guard let linear = module as? Linear, path.contains(".layers."),
+            let linear = module as? Linear, table = module as? Embedding
+            guard (linear != nil && path.contains(".layers.")) || (table != nil && path == "model.embed_tokens"),
                   let key = ggufName(path + ".weight", in: config), let info = file.tensor(named: key),
                   blockTypes.contains(info.type) else { continue }
-            let (rows, columns) = (linear.outputDimensions, linear.inputDimensions)
+            let (rows, columns) = linear.map { ($0.outputDimensions, $0.inputDimensions) }
+                ?? (table!.count, table!.dimensions)
             guard info.shape == [rows, columns] else {
                 throw FormatError(file: file.path, "tensor '\(key)' has shape \(info.shape), expected \([rows, columns])")
             }
@@ -72,7 +75,8 @@ public enum GGUFModel {
             }
             let matrix = try QuantizedBase.ggufMatrix(rows: rows, columns: columns, type: info.type, bytes: bytes,
                                                       name: "\(file.path): tensor '\(key)'")
-            try model.replaceModule(at: path, with: QuantizedLinear(matrix, bias: linear.bias))
+            try model.replaceModule(at: path, with: linear.map { QuantizedLinear(matrix, bias: $0.bias) }
+                                                    ?? QuantizedEmbedding(matrix))
         }
     }
 
@@ -207,7 +211,7 @@ public enum GGUFModel {
             used.insert("output.weight")
         }
         // Projections kept in the file's blocks were read by `keepQuantizedProjections`.
-        for (path, module) in model.namedModules() where module is QuantizedLinear {
+        for (path, module) in model.namedModules() where module is any QuantizedModule {
             if let key = ggufName(path + ".weight", in: config) { used.insert(key) }
         }
         if let extra = file.tensors.first(where: { !used.contains($0.name) }) {
@@ -219,6 +223,7 @@ public enum GGUFModel {
     /// rows in llama.cpp's interleaved order), in the model's parameter order.
     public static func ggufValues(of model: any CausalLanguageModel) throws -> [(name: String, shape: [Int], values: [Float])] {
         let config = model.config
+        try QuantizedBase.requireFloat(model, for: "a GGUF file's float tensors")
         return try model.namedParameters().map { name, tensor in
             guard let key = ggufName(name, in: config) else { throw FormatError(file: name, "has no GGUF tensor name") }
             var values = tensor.scalars

@@ -105,7 +105,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public var headDimension: Int { gpt2Config.embeddingSize / gpt2Config.headCount }
     public var hiddenSize: Int { gpt2Config.embeddingSize }
 
-    public var outputWeight: Tensor { transformer.wte.weight }
+    public var outputWeight: HeadWeight { .dense(transformer.wte.weight) }
 
     public func untieWordEmbeddings() throws {
         throw FormatError(file: "config.json", "gpt2 with tie_word_embeddings false is not supported, so its embedding cannot be adapted apart from its head")

@@ -117,7 +117,7 @@ public enum Generation {
                 // Only the last position of each row is continued: the head runs on those rows alone.
                 let last = try hidden.slice(axis: 1, (feedLength - 1)..<feedLength).reshaped([live.count, model.hiddenSize])
                 let head = try model.headInputs(last)
-                let logits = try head.hidden.matmul(head.weight, transposeOther: true)
+                let logits = try head.weight.logits(head.hidden)
                 let v = logits.shape[1]
                 var kept: [Int] = []
                 withExtendedLifetime(logits) {

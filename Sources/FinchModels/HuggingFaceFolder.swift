@@ -105,7 +105,8 @@ public struct HuggingFaceFolder {
     /// The model's parameters as safetensors items under their Hugging Face names and layouts.
     public static func checkpointItems(of model: any CausalLanguageModel,
                                        dtype: SafetensorsDType) throws -> [SafetensorsWriter.Item] {
-        try model.namedParameters().map { name, tensor in
+        try QuantizedBase.requireFloat(model, for: "a Hugging Face checkpoint's tensors")
+        return try model.namedParameters().map { name, tensor in
             let stored = model.storesTransposed(name) ? try tensor.detached().permuted([1, 0]) : tensor
             return SafetensorsWriter.Item(name: name, shape: stored.shape, values: stored.scalars, dtype: dtype)
         }

@@ -60,16 +60,19 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     public var headDimension: Int { llamaConfig.headDimension }
     public var hiddenSize: Int { llamaConfig.hiddenSize }
 
-    public var outputWeight: Tensor { lmHead?.weight ?? model.embedTokens.weight }
+    public var outputWeight: HeadWeight { lmHead.map { .dense($0.weight) } ?? model.embedTokens.headWeight }
 
-    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) {
-        if let lmHead { return (hidden, lmHead.weight) }
+    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight) {
+        if let lmHead { return (hidden, .dense(lmHead.weight)) }
         return try model.embedTokens.tiedHeadInputs(hidden)
     }
 
     public func untieWordEmbeddings() throws {
         guard lmHead == nil else { return }
-        lmHead = Linear(weight: model.embedTokens.weight)
+        guard let table = model.embedTokens.headWeight.tensor else {
+            throw TensorError.invalidArgument(op: "untie the head", message: "model.embed_tokens is held quantised, so the head cannot get a float table of its own; load the base with quantize: none")
+        }
+        lmHead = Linear(weight: table)
         llamaConfig.tieWordEmbeddings = false
     }
 

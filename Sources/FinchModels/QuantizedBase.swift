@@ -18,15 +18,27 @@ public enum BaseQuantization: String, CaseIterable, Sendable {
     case q4_0
 }
 
-/// The decoder layers' projections held quantised: `QuantizedLinear` in place of each `Linear`. The token table,
-/// a head, norms and biases stay float32 (a head tied to the table is the table).
+/// A frozen base held quantised: `QuantizedLinear` in place of each decoder-layer `Linear`, and for ggml's types
+/// a `QuantizedEmbedding` in place of a LLaMA token table (which a tied head reads too). Norms, biases and an
+/// untied head stay float32; so does the table under nf4, as QLoRA keeps it.
 public enum QuantizedBase {
-    /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0), freeing its
-    /// float weight; a projection whose rows are not whole blocks of the format stays float32 (`storage(of:)`
-    /// shows which). Returns how many were quantised.
+    /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0), and with
+    /// q8_0 or q4_0 a LLaMA token table, freeing each float weight; a matrix whose rows are not whole blocks of
+    /// the format stays float32 (`storage(of:)` shows which). Returns how many were quantised.
     @discardableResult
     public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization) throws -> Int {
         var count = 0
+        if mode == .q8_0 || mode == .q4_0, case .llama = model.config,
+           let table = model.namedModules().first(where: { $0.name == "model.embed_tokens" })?.module as? Embedding {
+            let type: GGUFTensorType = mode == .q8_0 ? .q8_0 : .q4_0
+            if GGUFQuantization.canStore(rowLength: table.dimensions, as: type) {
+                let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(table.weight.storage.buffer), as: type)
+                let matrix = try ggufMatrix(rows: table.count, columns: table.dimensions, type: type, bytes: bytes,
+                                            name: "model.embed_tokens.weight")
+                try model.replaceModule(at: "model.embed_tokens", with: QuantizedEmbedding(matrix))
+                count += 1
+            }
+        }
         for (path, module) in model.namedModules() {
             guard let linear = module as? Linear, isDecoderProjection(path) else { continue }
             let matrix: QuantizedMatrix
@@ -47,6 +59,15 @@ public enum QuantizedBase {
             count += 1
         }
         return count
+    }
+
+    /// Throws, naming the first quantised layer, when `model` holds any: writing its parameters alone (`purpose`)
+    /// would leave those weights out.
+    public static func requireFloat(_ model: any CausalLanguageModel, for purpose: String) throws {
+        if let (path, module) = model.namedModules().first(where: { $0.module is any QuantizedModule }),
+           let q = (module as? any QuantizedModule)?.quantized {
+            throw FormatError(file: path, "is held as \(q.format); \(purpose) need the base loaded in float32 (quantize: none)")
+        }
     }
 
     /// A projection inside a decoder layer (`model.layers.3.self_attn.q_proj`), not the table or the head.
@@ -73,7 +94,7 @@ public enum QuantizedBase {
         var byFormat: [String: (tensors: Int, bytes: Int)] = [:]
         var seen = Set<ObjectIdentifier>()
         for (_, module) in model.namedModules() {
-            if let q = module as? QuantizedLinear {
+            if let q = module as? any QuantizedModule {
                 byFormat[q.quantized.format, default: (0, 0)].tensors += 1
                 byFormat[q.quantized.format, default: (0, 0)].bytes += q.quantized.byteCount
             }

@@ -34,16 +34,16 @@ public final class Linear: Module, LinearLayer {
 
 /// Anything that maps token ids to rows like an Embedding: the Embedding itself or an adapter wrapping it.
 public protocol EmbeddingLayer: Module {
-    /// The table [count, dimensions] (for an adapter: the frozen base table).
-    var weight: Tensor { get }
+    /// The table [count, dimensions] as a head tied to it reads it (for an adapter: the frozen base table).
+    var headWeight: HeadWeight { get }
     func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor
     /// For a head tied to this table: (hidden', weight') with logits = hidden' · weight'ᵀ. A plain table gives
-    /// (hidden, weight); an adapter that also changes the head widens both.
-    func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor)
+    /// (hidden, headWeight); an adapter that also changes the head widens both.
+    func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight)
 }
 
 extension EmbeddingLayer {
-    public func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) { (hidden, weight) }
+    public func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight) { (hidden, headWeight) }
 }
 
 /// A lookup table of `count` rows of width `dimensions`.
@@ -61,6 +61,7 @@ public final class Embedding: Module, EmbeddingLayer {
 
     public var count: Int { weight.shape[0] }
     public var dimensions: Int { weight.shape[1] }
+    public var headWeight: HeadWeight { .dense(weight) }
 
     /// Rows for token ids laid out as `shape` (e.g. [B, T]) → [B, T, D].
     public func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor {

@@ -34,8 +34,13 @@ struct QuantizedBaseTests {
         let float = try PretrainedModel.load(path), kept = try PretrainedModel.load(path, quantization: .keep)
         let quantised = kept.model.namedModules().compactMap { $0.module as? QuantizedLinear }
         #expect(quantised.count > 10 && quantised.allSatisfy { $0.quantized.format == "q4_1" })
+        // The token table (and the head tied to it) stays in the file's blocks too.
+        let table = try #require(kept.model.namedModules().first { $0.name == "model.embed_tokens" }?.module as? QuantizedEmbedding)
+        let floatTable = try #require(float.model.namedModules().first { $0.name == "model.embed_tokens" }?.module as? Embedding)
+        #expect(table.quantized.dequantized().scalars == floatTable.weight.scalars)
         let storage = QuantizedBase.storage(of: kept.model)
         #expect(storage.contains { $0.format == "q4_1" && $0.bytes > 0 })
+        #expect(throws: FormatError.self) { try HuggingFaceFolder.checkpointItems(of: kept.model, dtype: .f32) }
         let n = Self.tokens.count
         let a = try float.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
         let b = try kept.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
@@ -95,6 +100,50 @@ struct QuantizedBaseTests {
             checked += 1
         }
         #expect(checked > 5)
+    }
+
+    /// Q8_0 at load on a model whose head is tied to its table (the shipped Shakespeare model) quantises the
+    /// table, and the head reads it there: the loss and its gradients equal a float model holding the same
+    /// dequantised values.
+    @Test func aTiedHeadReadsTheQuantisedTable() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("models/finch-shakespeare").path
+        let quantised = try PretrainedModel.load(folder, quantization: .q8_0), float = try PretrainedModel.load(folder)
+        guard case .quantized(let head) = quantised.model.outputWeight else {
+            Issue.record("the tied head should read the quantised table")
+            return
+        }
+        #expect(head.format == "q8_0")
+        // The float model gets the very values the quantised one holds.
+        let floatModules = Dictionary(uniqueKeysWithValues: float.model.namedModules().map { ($0.name, $0.module) })
+        var replaced = 0
+        for (path, module) in quantised.model.namedModules() {
+            guard let q = (module as? any QuantizedModule)?.quantized else { continue }
+            let target = (floatModules[path] as? Linear)?.weight ?? (floatModules[path] as? Embedding)?.weight
+            try #require(target).assign(q.dequantized())
+            replaced += 1
+        }
+        #expect(replaced > 10)
+        let tokens: [Int32] = [5, 17, 33, 2, 9, 60, 41, 8], targets: [Int32] = [17, 33, -100, 9, 60, 41, 8, 3]
+        var results: [(loss: Float, grads: [String: [Float]])] = []
+        for model in [float.model, quantised.model] {
+            _ = try LoRAAdapter.inject(into: model, configuration: LoRAConfiguration(rank: 2, alpha: 4, targets: .allLinear), seed: 1)
+            let loss = try model.loss(tokens, batch: 2, length: 4, targets: targets, prefix: nil)
+            try loss.backward()
+            results.append((loss.scalars[0], Dictionary(uniqueKeysWithValues: model.trainableParameters().map { ($0.name, try! #require($0.tensor.grad).scalars) })))
+        }
+        #expect(abs(results[0].loss - results[1].loss) <= 1e-5 * results[0].loss)
+        #expect(results[0].grads.keys.sorted() == results[1].grads.keys.sorted())
+        for (name, g) in results[0].grads { #expect(Self.maxRelative(results[1].grads[name]!, g) <= 1e-4, "\(name)") }
+        #expect(throws: (any Error).self) { try quantised.model.untieWordEmbeddings() }
+        // A table held quantised cannot carry LoRA or a trainable copy: refused by name, not dequantised silently.
+        let again = try PretrainedModel.load(folder, quantization: .q8_0)
+        #expect { _ = try LoRAAdapter.inject(into: again.model, configuration: LoRAConfiguration(rank: 2, alpha: 4, targets: .names(["embed_tokens"])), seed: 1) }
+            throws: { "\($0)".contains("'model.embed_tokens' is held as q8_0") }
+        var saving = LoRAConfiguration(rank: 2, alpha: 4, targets: .names(["q_proj"]))
+        saving.modulesToSave = ["embed_tokens"]
+        #expect { _ = try LoRAAdapter.inject(into: again.model, configuration: saving, seed: 1) }
+            throws: { "\($0)".contains("'model.embed_tokens' is held as q8_0") }
     }
 
     @Test func aFolderCannotKeepBlocksItDoesNotHave() {

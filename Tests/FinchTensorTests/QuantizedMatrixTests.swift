@@ -43,6 +43,31 @@ struct QuantizedMatrixTests {
         #expect(again.scalars.map(\.bitPattern) == y.scalars.map(\.bitPattern))
     }
 
+    /// The head's loss over a quantised table equals the loss over its dequantised copy, with the same gradient
+    /// for the hidden states, in several chunks and with ignored rows; and row lookups are the copy's rows.
+    @Test func theLossOverAQuantisedHeadEqualsTheDequantisedHeads() throws {
+        let w = try QuantizedMatrix.nf4(Self.random([300, 128], seed: 4, scale: 0.1))
+        let dense = w.dequantized()
+        let targets: [Int32] = [3, -100, 299, 0, 17, -100, 150, 42, 8]
+        var losses: [Float] = [], gradients: [Tensor] = []
+        for quantised in [true, false] {
+            let hidden = Self.random([targets.count, 128], seed: 5)
+            hidden.requiresGrad = true
+            let loss = quantised
+                ? try Tensor.linearCrossEntropy(hidden: hidden, quantizedWeight: w, targets: targets, chunkRows: 3)
+                : try Tensor.linearCrossEntropy(hidden: hidden, weight: dense, targets: targets, chunkRows: 3)
+            try loss.backward()
+            losses.append(loss.scalars[0])
+            gradients.append(try #require(hidden.grad))
+        }
+        #expect(abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[1]))
+        #expect(Self.maxRelative(gradients[0], gradients[1]) <= 1e-5)
+        let ids: [Int32] = [299, 0, 7, 7]
+        #expect(try w.rows(ids, shape: [2, 2]).scalars == (try dense.gatherRows(ids, indexShape: [2, 2])).scalars)
+        #expect(throws: TensorError.self) { try w.rows([300], shape: [1]) }
+        #expect(throws: TensorError.self) { try Tensor.linearCrossEntropy(hidden: Self.random([2, 64], seed: 1), quantizedWeight: w, targets: [1, 2]) }
+    }
+
     @Test func aShapeMismatchIsNamed() throws {
         let w = try QuantizedMatrix.nf4(Self.random([8, 64], seed: 1))
         #expect(throws: TensorError.self) { try Self.random([3, 32], seed: 2).matmul(quantized: w) }

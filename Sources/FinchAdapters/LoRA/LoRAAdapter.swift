@@ -40,6 +40,9 @@ public final class LoRAAdapter {
         var layers: [(path: String, layer: LoRALinear)] = []
         var embeddings: [(path: String, layer: LoRAEmbedding)] = []
         for path in chosen {
+            if let table = candidates.first(where: { $0.name == path })?.module as? QuantizedEmbedding {
+                throw AdapterError("module '\(path)' is held as \(table.quantized.format); LoRA on the token table needs it in float32 (quantize: none, or nf4, which keeps the table float32)", setting: .targets)
+            }
             if let table = candidates.first(where: { $0.name == path })?.module as? Embedding {
                 let (rank, alpha) = configuration.rankAndAlpha(for: path)
                 let headShares = try prepareTiedHead(of: model, for: table, configuration: configuration)
@@ -83,7 +86,8 @@ public final class LoRAAdapter {
     static func targets(in model: Module, configuration: LoRAConfiguration) throws
         -> (candidates: [(name: String, module: Module)], chosen: [String]) {
         let candidates = model.namedModules().filter {
-            ($0.module is Linear || $0.module is QuantizedLinear || $0.module is Embedding) && !$0.name.isEmpty
+            ($0.module is Linear || $0.module is QuantizedLinear || $0.module is Embedding || $0.module is QuantizedEmbedding)
+                && !$0.name.isEmpty
         }
         let linearPaths = Set(candidates.filter { $0.module is Linear || $0.module is QuantizedLinear }.map(\.name))
         return (candidates, try select(candidates.map(\.name), linear: linearPaths, configuration: configuration))
@@ -98,7 +102,7 @@ public final class LoRAAdapter {
             guard rank > 0 else { throw AdapterError("the rank for '\(path)' is \(rank); ranks must be positive", setting: .rank) }
             // Linear [out, in] gets A [r, in] and B [out, r]; Embedding [count, dim] gets A [r, count] and B [dim, r].
             let shape = (module as? Linear)?.weight.shape ?? (module as? QuantizedLinear)?.quantized.shape
-                ?? (module as? Embedding)?.weight.shape ?? []
+                ?? (module as? Embedding)?.weight.shape ?? (module as? QuantizedEmbedding)?.quantized.shape ?? []
             let (sides, o1) = shape.reduce(0, +).multipliedReportingOverflow(by: rank)
             let (sum, o2) = total.addingReportingOverflow(sides)
             if o1 || o2 { return nil }
@@ -111,7 +115,7 @@ public final class LoRAAdapter {
     /// shares the change (returns true); otherwise it is untied first and keeps the base table.
     static func prepareTiedHead(of model: Module, for table: Embedding,
                                 configuration: LoRAConfiguration) throws -> Bool {
-        guard let lm = model as? any CausalLanguageModel, lm.outputWeight === table.weight else { return false }
+        guard let lm = model as? any CausalLanguageModel, lm.outputWeight.tensor === table.weight else { return false }
         if configuration.ensureWeightTying { return true }
         do {
             try lm.untieWordEmbeddings()
@@ -140,7 +144,9 @@ public final class LoRAAdapter {
                                        setting: .modulesToSave)
                 }
                 let copy: Module
-                if let table = module as? Embedding {
+                if let table = module as? QuantizedEmbedding {
+                    throw AdapterError("modules_to_save '\(path)' is held as \(table.quantized.format); a trainable copy of the token table needs it in float32 (quantize: none)", setting: .modulesToSave)
+                } else if let table = module as? Embedding {
                     _ = try prepareTiedHead(of: model, for: table, configuration: configuration)
                     copy = Embedding(weight: table.weight.copy())
                 } else if let linear = module as? Linear {

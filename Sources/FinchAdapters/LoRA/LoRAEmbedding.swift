@@ -54,11 +54,13 @@ public final class LoRAEmbedding: Module, EmbeddingLayer {
     /// The table a tied head multiplies by: the base one, or the merged one when the head shares the adapter.
     public var weight: Tensor { appliesToTiedHead ? baseLayer.weight : (unmergedBase?.weight ?? baseLayer.weight) }
 
-    public func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: Tensor) {
-        guard appliesToTiedHead, !disabled, !isMerged else { return (hidden, weight) }
+    public var headWeight: HeadWeight { .dense(weight) }
+
+    public func tiedHeadInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight) {
+        guard appliesToTiedHead, !disabled, !isMerged else { return (hidden, headWeight) }
         let codes = try hidden.matmul(lora_embedding_B) * scaling  // [.., d] · [d, r]
         return (try Tensor.concatenate([hidden, codes], axis: hidden.rank - 1),
-                try Tensor.concatenate([baseLayer.weight, try lora_embedding_A.transposed()], axis: 1))
+                .dense(try Tensor.concatenate([baseLayer.weight, try lora_embedding_A.transposed()], axis: 1)))
     }
 
     public func callAsFunction(_ ids: [Int32], shape: [Int]) throws -> Tensor {

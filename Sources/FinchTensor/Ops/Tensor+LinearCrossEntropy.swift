@@ -13,7 +13,60 @@ extension Tensor {
             throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs weight [V, d])", lhs: hidden.shape,
                                             rhs: weight.shape)
         }
-        let (n, d, v) = (hidden.shape[0], hidden.shape[1], weight.shape[0])
+        let (d, v) = (hidden.shape[1], weight.shape[0])
+        let wantsWeight = needsGradient(weight)
+        let dWeight = wantsWeight ? Tensor.zeros(weight.shape) : nil
+        let wp = weight.storage.pointer
+        let head = HeadProducts(vocabulary: v, weight: weight, weightGradient: dWeight, logits: { h, rows, out in
+            GEMM.multiply(transposeA: false, transposeB: true, m: rows, n: v, k: d, a: h, lda: d, b: wp, ldb: d,
+                          c: out, ldc: v)
+        }, hiddenGradient: { s, rows, out in
+            GEMM.multiply(transposeA: false, transposeB: false, m: rows, n: d, k: v, a: s, lda: v, b: wp, ldb: d,
+                          c: out, ldc: d)
+        }, accumulateWeightGradient: dWeight.map { dw in { s, h, rows in
+            GEMM.multiply(transposeA: true, transposeB: false, m: v, n: d, k: rows, a: s, lda: v, b: h, ldb: d,
+                          beta: 1, c: dw.storage.pointer, ldc: d)
+        } })
+        return try linearCrossEntropy(hidden: hidden, head: head, targets: targets, ignoreIndex: ignoreIndex,
+                                      chunkRows: chunkRows)
+    }
+
+    /// The same loss over a frozen block-quantised head W [V, d] (a token table held quantised): each chunk's
+    /// two products dequantise panels of W (`QuantizedMatrix.multiplyTransposed`, `.multiply`), so W is never
+    /// float32 as a whole. Only `hidden` gets a gradient.
+    public static func linearCrossEntropy(hidden: Tensor, quantizedWeight w: QuantizedMatrix, targets: [Int32],
+                                          ignoreIndex: Int32 = -100, chunkRows: Int? = nil) throws -> Tensor {
+        guard hidden.rank == 2, hidden.shape[1] == w.columns else {
+            throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs quantised weight [V, d])",
+                                            lhs: hidden.shape, rhs: w.shape)
+        }
+        let v = w.rows
+        let head = HeadProducts(vocabulary: v, weight: nil, weightGradient: nil, logits: { h, rows, out in
+            w.multiplyTransposed(h, rows: rows, into: out, stride: v)
+        }, hiddenGradient: { s, rows, out in
+            w.multiply(s, rows: rows, stride: v, into: out)
+        }, accumulateWeightGradient: nil)
+        return try linearCrossEntropy(hidden: hidden, head: head, targets: targets, ignoreIndex: ignoreIndex,
+                                      chunkRows: chunkRows)
+    }
+
+    /// The head's matrix as the loss uses it: its three products over a chunk of rows.
+    private struct HeadProducts {
+        let vocabulary: Int
+        /// The float weight, an input of the op when it gets a gradient.
+        let weight: Tensor?
+        let weightGradient: Tensor?
+        /// logits [rows, V] = hidden [rows, d] · Wᵀ
+        let logits: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+        /// dhidden [rows, d] = (s − y) [rows, V] · W
+        let hiddenGradient: (UnsafeMutablePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+        /// dW += (s − y)ᵀ · hidden, given (s − y), hidden and the rows.
+        let accumulateWeightGradient: ((UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void)?
+    }
+
+    private static func linearCrossEntropy(hidden: Tensor, head: HeadProducts, targets: [Int32], ignoreIndex: Int32,
+                                           chunkRows: Int?) throws -> Tensor {
+        let (n, d, v) = (hidden.shape[0], hidden.shape[1], head.vocabulary)
         guard targets.count == n else {
             throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden rows vs targets)", lhs: hidden.shape,
                                             rhs: [targets.count])
@@ -21,9 +74,9 @@ extension Tensor {
         if let bad = targets.first(where: { $0 != ignoreIndex && ($0 < 0 || Int($0) >= v) }) {
             throw TensorError.invalidArgument(op: "linearCrossEntropy", message: "target \(bad) is outside 0..<\(v) and is not the ignore index \(ignoreIndex)")
         }
-        let wantsHidden = needsGradient(hidden), wantsWeight = needsGradient(weight)
+        let wantsHidden = needsGradient(hidden), wantsWeight = head.weightGradient != nil
         let dHidden = wantsHidden ? Tensor.zeros(hidden.shape) : nil
-        let dWeight = wantsWeight ? Tensor.zeros(weight.shape) : nil
+        let dWeight = head.weightGradient
         // Only rows with a target are multiplied by the head (a prompt's positions, padding and a packed record's
         // last position have none): they are copied together first when some are ignored, and their hidden
         // gradients copied back, so the products are as long as the rows that count.
@@ -31,17 +84,15 @@ extension Tensor {
         let active = kept.count
         let perRow: [Double]
         if kept.count == n {
-            perRow = chunkedLoss(hidden: hidden.storage.pointer, rows: n, d: d, weight: weight.storage.pointer, v: v,
-                                 targets: targets, dHidden: dHidden?.storage.pointer,
-                                 dWeight: dWeight?.storage.pointer, chunkRows: chunkRows)
+            perRow = chunkedLoss(hidden: hidden.storage.pointer, rows: n, d: d, head: head, targets: targets,
+                                 dHidden: dHidden?.storage.pointer, chunkRows: chunkRows)
         } else {
             let compact = Tensor(uninitializedShape: [max(kept.count, 1), d])
             let compactGradient = wantsHidden ? Tensor(uninitializedShape: [max(kept.count, 1), d]) : nil
             let hp = hidden.storage.pointer, cp = compact.storage.pointer
             for (row, index) in kept.enumerated() { (cp + row * d).update(from: hp + index * d, count: d) }
-            perRow = chunkedLoss(hidden: cp, rows: kept.count, d: d, weight: weight.storage.pointer, v: v,
-                                 targets: kept.map { targets[$0] }, dHidden: compactGradient?.storage.pointer,
-                                 dWeight: dWeight?.storage.pointer, chunkRows: chunkRows)
+            perRow = chunkedLoss(hidden: cp, rows: kept.count, d: d, head: head, targets: kept.map { targets[$0] },
+                                 dHidden: compactGradient?.storage.pointer, chunkRows: chunkRows)
             if let dHidden, let compactGradient {
                 let gp = compactGradient.storage.pointer, dp = dHidden.storage.pointer
                 for (row, index) in kept.enumerated() { (dp + index * d).update(from: gp + row * d, count: d) }
@@ -51,28 +102,29 @@ extension Tensor {
         }
         let y = Tensor(Float(active == 0 ? 0 : perRow.reduce(0, +) / Double(active)))
         if wantsHidden || wantsWeight {
-            y.recordBackward("linearCrossEntropy", inputs: [hidden, weight]) { g in
+            let inputs = [hidden] + (wantsWeight ? head.weight.map { [$0] } ?? [] : [])
+            y.recordBackward("linearCrossEntropy", inputs: inputs) { g in
                 let scale = active == 0 ? 0 : g.storage.pointer[0] / Float(active)
                 // Scaled in place: this step runs once, and nothing else holds these two.
                 for t in [dHidden, dWeight].compactMap({ $0 }) {
                     let p = t.storage.pointer
                     Parallel.forChunks(count: t.count) { r in Tensor.scale(p + r.lowerBound, r.count, by: scale) }
                 }
-                return [dHidden, dWeight]
+                return wantsWeight ? [dHidden, dWeight] : [dHidden]
             }
         }
         return y
     }
 
     /// The loss of each of `rows` rows (all with a target), and, where asked, the unscaled gradients
-    /// (s − y)·W into `dHidden` and Σ (s − y)ᵀ hidden added into `dWeight`.
-    private static func chunkedLoss(hidden hp: UnsafeMutablePointer<Float>, rows n: Int, d: Int,
-                                    weight wp: UnsafeMutablePointer<Float>, v: Int, targets: [Int32],
-                                    dHidden: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+    /// (s − y)·W into `dHidden` and Σ (s − y)ᵀ hidden added into the head's weight gradient.
+    private static func chunkedLoss(hidden hp: UnsafeMutablePointer<Float>, rows n: Int, d: Int, head: HeadProducts,
+                                    targets: [Int32], dHidden: UnsafeMutablePointer<Float>?,
                                     chunkRows: Int?) -> [Double] {
+        let v = head.vocabulary
         var perRow = [Double](repeating: 0, count: n)
         guard n > 0 else { return perRow }
-        let wantsGradient = dHidden != nil || dWeight != nil
+        let wantsGradient = dHidden != nil || head.accumulateWeightGradient != nil
         // About 1 M logits (4 MB) per chunk, but at least 256 rows: the chunk is live beside every activation
         // of the forward pass, at the step's peak, but OpenBLAS packs the whole weight again for every chunk's
         // two products. On W3's 8192 × 512 head, 128-row chunks ran at 132–155 GFLOP/s, 256 at 167–174, 512 at
@@ -85,8 +137,7 @@ extension Tensor {
                 targets.withUnsafeBufferPointer { tp in
                     for r0 in stride(from: 0, to: n, by: chunk) {
                         let rows = min(chunk, n - r0)
-                        GEMM.multiply(transposeA: false, transposeB: true, m: rows, n: v, k: d,
-                                      a: hp + r0 * d, lda: d, b: wp, ldb: d, c: sp, ldc: v)
+                        head.logits(hp + r0 * d, rows, sp)
                         Parallel.forRows(rows, rowLength: v) { r in
                             let x = sp + r * v, target = tp[r0 + r]
                             let picked = x[Int(target)]
@@ -102,14 +153,8 @@ extension Tensor {
                             Tensor.scale(x, v, by: 1 / sum)  // s − y, unscaled
                             x[Int(target)] -= 1
                         }
-                        if let dHidden {
-                            GEMM.multiply(transposeA: false, transposeB: false, m: rows, n: d, k: v,
-                                          a: sp, lda: v, b: wp, ldb: d, c: dHidden + r0 * d, ldc: d)
-                        }
-                        if let dWeight {
-                            GEMM.multiply(transposeA: true, transposeB: false, m: v, n: d, k: rows,
-                                          a: sp, lda: v, b: hp + r0 * d, ldb: d, beta: 1, c: dWeight, ldc: d)
-                        }
+                        if let dHidden { head.hiddenGradient(sp, rows, dHidden + r0 * d) }
+                        head.accumulateWeightGradient?(sp, hp + r0 * d, rows)
                     }
                 }
             }

@@ -64,6 +64,59 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return t
     }
 
+    /// y [m, rows] = x [m, columns] · deq(W)ᵀ, rows of y `stride` apart. The cores take contiguous shares of W's
+    /// rows; each dequantises a panel of its rows into its own scratch and multiplies it on one thread, writing
+    /// its columns of y.
+    public func multiplyTransposed(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
+                                   stride: Int) {
+        let k = columns
+        Tensor.forEachShare(of: rows, granule: 1) { share in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Self.panelRows * k)
+            defer { scratch.deallocate() }
+            for p in Swift.stride(from: share.lowerBound, to: share.upperBound, by: Self.panelRows) {
+                let panel = min(Self.panelRows, share.upperBound - p)
+                dequantize(rows: p..<(p + panel), columnBlocks: 0..<blocksPerRow, into: scratch)
+                GEMM.sgemm(false, true, m, panel, k, 1, x, k, scratch, k, 0, y + p, stride)
+            }
+        }
+    }
+
+    /// dx [m, columns] = g [m, rows] · deq(W), rows of g `stride` apart (dx is overwritten). The cores take
+    /// shares of W's columns (whole blocks); each dequantises panels of rows over its columns and accumulates
+    /// its columns of dx panel after panel. The order of every sum is fixed by the core count alone, so a run
+    /// repeats bit for bit.
+    public func multiply(_ g: UnsafePointer<Float>, rows m: Int, stride: Int, into dx: UnsafeMutablePointer<Float>) {
+        let (n, k) = (rows, columns)
+        Tensor.forEachShare(of: blocksPerRow, granule: 1) { blocks in
+            let width = blocks.count * blockValues, column = blocks.lowerBound * blockValues
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Self.panelRows * width)
+            defer { scratch.deallocate() }
+            for p in Swift.stride(from: 0, to: n, by: Self.panelRows) {
+                let panel = min(Self.panelRows, n - p)
+                dequantize(rows: p..<(p + panel), columnBlocks: blocks, into: scratch)
+                GEMM.sgemm(false, false, m, width, panel, 1, g + p, stride, scratch, width, p == 0 ? 0 : 1,
+                           dx + column, k)
+            }
+        }
+    }
+
+    /// The rows for token ids laid out as `shape` → [shape..., columns], as a frozen embedding table's lookup.
+    public func rows(_ ids: [Int32], shape: [Int]) throws -> Tensor {
+        guard shape.reduce(1, *) == ids.count else {
+            throw TensorError.invalidArgument(op: "quantised row lookup", message: "\(ids.count) ids do not fill shape \(shape)")
+        }
+        if let bad = ids.first(where: { $0 < 0 || Int($0) >= rows }) {
+            throw TensorError.invalidArgument(op: "quantised row lookup", message: "id \(bad) is outside 0..<\(rows)")
+        }
+        let out = Tensor(uninitializedShape: shape + [columns])
+        let p = out.storage.pointer, k = columns
+        Parallel.forRows(ids.count, rowLength: k) { i in
+            let r = Int(ids[i])
+            dequantize(rows: r..<(r + 1), columnBlocks: 0..<blocksPerRow, into: p + i * k)
+        }
+        return out
+    }
+
     /// Rows dequantised at once by a product: enough for an efficient GEMM, few enough that the scratch stays in
     /// the cache (128 rows of 1,536 columns: 768 KB).
     static let panelRows = 128
@@ -71,43 +124,19 @@ public final class QuantizedMatrix: @unchecked Sendable {
 
 extension Tensor {
     /// x [..., K] · deq(W)ᵀ for W [N, K] quantised → [..., N], as a Linear layer's frozen weight. The gradient
-    /// flows to x alone (dx = dy · deq(W)); W gets none.
-    ///
-    /// Forward: the cores take contiguous shares of W's rows; each dequantises a panel of its rows into its own
-    /// scratch and multiplies it on one thread, writing its columns of y. Backward: the cores take shares of
-    /// W's columns (whole blocks); each dequantises panels of rows over its columns and accumulates its columns of
-    /// dx panel after panel. The order of every sum is fixed by the core count alone, so a run repeats bit for bit.
+    /// flows to x alone (dx = dy · deq(W), `QuantizedMatrix.multiply`); W gets none.
     public func matmul(quantized w: QuantizedMatrix) throws -> Tensor {
         guard rank >= 1, shape[rank - 1] == w.columns else {
             throw TensorError.shapeMismatch(op: "matmul (x vs quantised Wᵀ)", lhs: shape, rhs: w.shape)
         }
-        let m = count / w.columns, n = w.rows, k = w.columns
-        let y = Tensor(uninitializedShape: Array(shape.dropLast()) + [n])
-        let x = self
-        Tensor.forEachShare(of: n, granule: 1) { share in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: QuantizedMatrix.panelRows * k)
-            defer { scratch.deallocate() }
-            for p in stride(from: share.lowerBound, to: share.upperBound, by: QuantizedMatrix.panelRows) {
-                let rows = min(QuantizedMatrix.panelRows, share.upperBound - p)
-                w.dequantize(rows: p..<(p + rows), columnBlocks: 0..<w.blocksPerRow, into: scratch)
-                GEMM.sgemm(false, true, m, rows, k, 1, x.storage.pointer, k, scratch, k, 0, y.storage.pointer + p, n)
-            }
-        }
+        let m = count / w.columns
+        let y = Tensor(uninitializedShape: Array(shape.dropLast()) + [w.rows])
+        w.multiplyTransposed(storage.pointer, rows: m, into: y.storage.pointer, stride: w.rows)
         guard Tensor.needsGradient(self) else { return y }
         let xShape = shape
         y.recordBackward("matmul (quantised)", inputs: [self]) { g in
             let dx = Tensor(uninitializedShape: xShape)
-            Tensor.forEachShare(of: w.blocksPerRow, granule: 1) { blocks in
-                let width = blocks.count * w.blockValues, column = blocks.lowerBound * w.blockValues
-                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: QuantizedMatrix.panelRows * width)
-                defer { scratch.deallocate() }
-                for p in stride(from: 0, to: n, by: QuantizedMatrix.panelRows) {
-                    let rows = min(QuantizedMatrix.panelRows, n - p)
-                    w.dequantize(rows: p..<(p + rows), columnBlocks: blocks, into: scratch)
-                    GEMM.sgemm(false, false, m, width, rows, 1, g.storage.pointer + p, n, scratch, width,
-                               p == 0 ? 0 : 1, dx.storage.pointer + column, k)
-                }
-            }
+            w.multiply(g.storage.pointer, rows: m, stride: w.rows, into: dx.storage.pointer)
             return [dx]
         }
         return y
