@@ -22,7 +22,7 @@ struct QuantizedMatrixTests {
     }
 
     /// Shapes with a partial last panel of rows, one row of x (decoding), and a batch axis.
-    @Test(arguments: [([2, 5, 192], 300), ([1, 128], 129), ([7, 64], 64)])
+    @Test(arguments: [([2, 5, 192], 300), ([1, 128], 129), ([7, 64], 64), ([3, 64], 9000)])
     func productsEqualTheDequantisedWeights(_ xShape: [Int], _ rows: Int) throws {
         let k = xShape.last!
         let w = try QuantizedMatrix.nf4(Self.random([rows, k], seed: 1, scale: 0.05))

@@ -69,12 +69,12 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// its columns of y.
     public func multiplyTransposed(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
                                    stride: Int) {
-        let k = columns
+        let k = columns, panelRows = Self.panelRows(width: k)
         Tensor.forEachShare(of: rows, granule: 1) { share in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Self.panelRows * k)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * k)
             defer { scratch.deallocate() }
-            for p in Swift.stride(from: share.lowerBound, to: share.upperBound, by: Self.panelRows) {
-                let panel = min(Self.panelRows, share.upperBound - p)
+            for p in Swift.stride(from: share.lowerBound, to: share.upperBound, by: panelRows) {
+                let panel = min(panelRows, share.upperBound - p)
                 dequantize(rows: p..<(p + panel), columnBlocks: 0..<blocksPerRow, into: scratch)
                 GEMM.sgemm(false, true, m, panel, k, 1, x, k, scratch, k, 0, y + p, stride)
             }
@@ -89,10 +89,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let (n, k) = (rows, columns)
         Tensor.forEachShare(of: blocksPerRow, granule: 1) { blocks in
             let width = blocks.count * blockValues, column = blocks.lowerBound * blockValues
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Self.panelRows * width)
+            let panelRows = Self.panelRows(width: width)
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * width)
             defer { scratch.deallocate() }
-            for p in Swift.stride(from: 0, to: n, by: Self.panelRows) {
-                let panel = min(Self.panelRows, n - p)
+            for p in Swift.stride(from: 0, to: n, by: panelRows) {
+                let panel = min(panelRows, n - p)
                 dequantize(rows: p..<(p + panel), columnBlocks: blocks, into: scratch)
                 GEMM.sgemm(false, false, m, width, panel, 1, g + p, stride, scratch, width, p == 0 ? 0 : 1,
                            dx + column, k)
@@ -117,9 +118,12 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return out
     }
 
-    /// Rows dequantised at once by a product: enough for an efficient GEMM, few enough that the scratch stays in
-    /// the cache (128 rows of 1,536 columns: 768 KB).
-    static let panelRows = 128
+    /// Rows dequantised at once by a product over `width` columns: a scratch of about 1 MB (a core's L2 on the
+    /// machines Finch targets), so the panel is still in the cache when OpenBLAS packs it, and at least 64 rows,
+    /// so each product is long enough to be efficient. OpenBLAS packs the other operand again for every panel:
+    /// a big panel keeps that repeated work small beside the product (a head of 49,152 rows multiplies 1,024-row
+    /// panels of 256 columns, 455-row panels of 576).
+    static func panelRows(width: Int) -> Int { max(64, (1 << 18) / max(width, 1)) }
 }
 
 extension Tensor {
