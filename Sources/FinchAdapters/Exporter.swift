@@ -16,11 +16,11 @@ public enum Exporter {
         if isSameFile(out, baseFolder) {
             throw FormatError(file: out, "is the base model's folder (\(baseFolder)); the merged model would be written over the weights it is made from. Give another output folder")
         }
-        try Folder.create(out)
-        let items = try HuggingFaceFolder.checkpointItems(of: model, dtype: dtype)
-        for item in items where !item.values.allSatisfy(\.isFinite) {
-            throw AdapterError("merged tensor '\(item.name)' is not finite; nothing was written")
+        for (name, tensor) in model.namedParameters() where !tensor.isFinite {
+            throw AdapterError("merged tensor '\(name)' is not finite; nothing was written")
         }
+        let items = try HuggingFaceFolder.checkpointItems(of: model, dtype: dtype)
+        try Folder.create(out)
         try SafetensorsWriter.write(items, metadata: ["format": "pt"],
                                     to: (out as NSString).appendingPathComponent("model.safetensors"))
         let configPath = (baseFolder as NSString).appendingPathComponent("config.json")

@@ -4,6 +4,12 @@ import Foundation
 /// a file-size limit) names the file and the system's reason, and leaves neither the temporary nor a torn file.
 public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws {
+        try write(to: path) { try $0.append(data) }
+    }
+
+    /// Writes what `body` appends to a temporary beside `path`, flushes it to disk and renames it into place; on
+    /// any error the temporary is removed and `path` is left as it was.
+    public static func write(to path: String, _ body: (AppendingFile) throws -> Void) throws {
         let temporary = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
         let file: AppendingFile
         do {
@@ -12,18 +18,19 @@ public enum AtomicFile {
             throw FormatError(file: path, "cannot create \(temporary) (\(error.message))")
         }
         do {
-            try file.append(data)
+            try body(file)
             try file.synchronize()
             file.close()
             if rename(temporary, path) != 0 {
                 throw FormatError(file: path,
                                   "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
             }
-        } catch let error as FormatError {
+        } catch {
             file.close()
             unlink(temporary)
             // The reason is the temporary's, but the file the user knows is the destination.
-            throw error.file == temporary ? FormatError(file: path, error.message) : error
+            if let error = error as? FormatError, error.file == temporary { throw FormatError(file: path, error.message) }
+            throw error
         }
     }
 }

@@ -108,7 +108,7 @@ public struct HuggingFaceFolder {
         try QuantizedBase.requireFloat(model, for: "a Hugging Face checkpoint's tensors")
         return try model.namedParameters().map { name, tensor in
             let stored = model.storesTransposed(name) ? try tensor.detached().permuted([1, 0]) : tensor
-            return SafetensorsWriter.Item(name: name, shape: stored.shape, values: stored.scalars, dtype: dtype)
+            return SafetensorsWriter.Item(name: name, tensor: stored, dtype: dtype)
         }
     }
 }

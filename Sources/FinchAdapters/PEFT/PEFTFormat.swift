@@ -195,7 +195,7 @@ public enum PEFTFormat {
         var config: [String: Any]
         switch adapter {
         case .lora(let lora):
-            items = (lora.peftTensors() + (try lora.tiedHeadTensors())).map { .init(name: $0.key, shape: $0.tensor.shape, values: $0.tensor.scalars) }
+            items = (lora.peftTensors() + (try lora.tiedHeadTensors())).map { .init(name: $0.key, tensor: $0.tensor) }
             config = loraConfig(lora.configuration)
         case .prefix(let prefix):
             let table = try GradientMode.withoutGradients { try prefix.prefixTable() }

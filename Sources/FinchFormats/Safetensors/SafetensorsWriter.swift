@@ -3,21 +3,48 @@ import Foundation
 /// Writes safetensors files that the Python `safetensors` library reads: the 8-byte length, a JSON header
 /// (with `__metadata__` when given) padded with spaces to a multiple of 8 bytes, then the tensors in
 /// header order. The file is written beside its destination and renamed into place, so a failure never
-/// leaves half a file where a good one was.
+/// leaves half a file where a good one was. Tensors are converted and written a slice at a time, so writing
+/// takes no memory beyond the values themselves (none at all for items that read them from where they are).
 public enum SafetensorsWriter {
-    public struct Item: Sendable {
+    public struct Item {
         public let name: String
         public let shape: [Int]
-        public let values: [Float]
         public let dtype: SafetensorsDType
+        /// How many values the item holds.
+        public let count: Int
+        /// Copies values `offset ..< offset + out.count` into `out`.
+        let read: (_ offset: Int, _ out: UnsafeMutableBufferPointer<Float>) -> Void
 
         public init(name: String, shape: [Int], values: [Float], dtype: SafetensorsDType = .f32) {
+            self.init(name: name, shape: shape, count: values.count, dtype: dtype) { offset, out in
+                values.withUnsafeBufferPointer { v in
+                    _ = out.initialize(from: UnsafeBufferPointer(rebasing: v[offset..<(offset + out.count)]))
+                }
+            }
+        }
+
+        /// An item whose values stay where they are (a tensor's storage) until the writer reads them; `read`
+        /// must stay valid until `write` returns.
+        public init(name: String, shape: [Int], count: Int, dtype: SafetensorsDType = .f32,
+                    read: @escaping (_ offset: Int, _ out: UnsafeMutableBufferPointer<Float>) -> Void) {
             self.name = name
             self.shape = shape
-            self.values = values
+            self.count = count
             self.dtype = dtype
+            self.read = read
+        }
+
+        /// All the values, copied out.
+        public var values: [Float] {
+            [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                read(0, buffer)
+                initialized = count
+            }
         }
     }
+
+    /// Values converted and written at a time.
+    static let sliceValues = 1 << 16
 
     public static func write(_ items: [Item], metadata: [String: String]? = nil, to path: String) throws {
         var names = Set<String>()
@@ -26,8 +53,8 @@ public enum SafetensorsWriter {
                 throw FormatError(file: path,
                                   "tensor '\(item.name)': Finch writes F32, F16 or BF16, not \(item.dtype.rawValue)")
             }
-            guard item.shape.reduce(1, *) == item.values.count else {
-                throw FormatError(file: path, "tensor '\(item.name)': shape \(item.shape) does not hold \(item.values.count) values")
+            guard item.shape.reduce(1, *) == item.count else {
+                throw FormatError(file: path, "tensor '\(item.name)': shape \(item.shape) does not hold \(item.count) values")
             }
             guard item.name != "__metadata__", names.insert(item.name).inserted else {
                 throw FormatError(file: path, "tensor name '\(item.name)' is reserved or repeated")
@@ -42,7 +69,7 @@ public enum SafetensorsWriter {
         }
         var offset = 0
         for item in ordered {
-            let size = item.values.count * item.dtype.byteSize
+            let size = item.count * item.dtype.byteSize
             let shape = item.shape.map(String.init).joined(separator: ",")
             fields.append("\(JSONValue.quoted(item.name)):{\"dtype\":\"\(item.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
             offset += size
@@ -51,27 +78,33 @@ public enum SafetensorsWriter {
         var headerBytes = Array(header.utf8)
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
 
-        var data = Data(capacity: 8 + headerBytes.count + offset)
-        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(contentsOf: headerBytes)
-        for item in ordered {
-            switch item.dtype {
-            case .f32:
-                item.values.withUnsafeBufferPointer { buffer in
-                    var le = [UInt32](repeating: 0, count: buffer.count)
-                    for i in 0..<buffer.count { le[i] = buffer[i].bitPattern.littleEndian }
-                    le.withUnsafeBytes { data.append(contentsOf: $0) }
+        try AtomicFile.write(to: path) { file in
+            var start = Data()
+            withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { start.append(contentsOf: $0) }
+            start.append(contentsOf: headerBytes)
+            try file.append(start)
+            let values = UnsafeMutableBufferPointer<Float>.allocate(capacity: sliceValues)
+            defer { values.deallocate() }
+            var bytes = Data(count: sliceValues * 4)
+            for item in ordered {
+                for offset in stride(from: 0, to: item.count, by: sliceValues) {
+                    let n = min(sliceValues, item.count - offset)
+                    let slice = UnsafeMutableBufferPointer(rebasing: values[0..<n])
+                    item.read(offset, slice)
+                    let size = n * item.dtype.byteSize
+                    bytes.withUnsafeMutableBytes { raw in
+                        switch item.dtype {
+                        case .f16:
+                            for i in 0..<n { raw.storeBytes(of: Float16(slice[i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                        case .bf16:
+                            for i in 0..<n { raw.storeBytes(of: DTypeConversion.bfloat16Bits(slice[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+                        default:  // f32: the only other type `isLoadable` lets through
+                            for i in 0..<n { raw.storeBytes(of: slice[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+                        }
+                    }
+                    try file.append(bytes.prefix(size))
                 }
-            case .f16:
-                var bits = item.values.map { Float16($0).bitPattern.littleEndian }
-                bits.withUnsafeMutableBytes { data.append(contentsOf: $0) }
-            case .bf16:
-                var bits = item.values.map { DTypeConversion.bfloat16Bits($0).littleEndian }
-                bits.withUnsafeMutableBytes { data.append(contentsOf: $0) }
-            default:
-                break
             }
         }
-        try AtomicFile.write(data, to: path)
     }
 }

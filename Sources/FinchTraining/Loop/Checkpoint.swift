@@ -76,13 +76,16 @@ public enum Checkpoint {
 
     /// Everything but the move into place, `COMPLETE` last.
     private static func writeContents(session: TrainingSession, state: CheckpointState, into temporary: String) throws {
-        try SafetensorsWriter.write(session.trainable.map { .init(name: $0.name, shape: $0.tensor.shape, values: $0.tensor.scalars) },
+        try SafetensorsWriter.write(session.trainable.map { .init(name: $0.name, tensor: $0.tensor) },
                                     metadata: ["format": "finch"], to: "\(temporary)/trainable.safetensors")
         var moments: [SafetensorsWriter.Item] = []
         for (name, t) in session.trainable {
             guard let m = session.optimizer.moments[name] else { continue }
-            moments.append(.init(name: "exp_avg." + name, shape: t.shape, values: m.first.scalars))
-            moments.append(.init(name: "exp_avg_sq." + name, shape: t.shape, values: m.second.scalars))
+            guard m.first.shape == t.shape, m.second.shape == t.shape else {
+                throw RecipeError(file: temporary, "the optimizer's moments for '\(name)' have shape \(m.first.shape), not the parameter's \(t.shape)")
+            }
+            moments.append(.init(name: "exp_avg." + name, tensor: m.first))
+            moments.append(.init(name: "exp_avg_sq." + name, tensor: m.second))
         }
         try SafetensorsWriter.write(moments,
                                     metadata: ["format": "finch", "optimizer": "AdamW",
