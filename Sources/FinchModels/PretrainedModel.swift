@@ -1,5 +1,6 @@
 import Foundation
 import FinchFormats
+import FinchTensor
 
 /// A model as `--model` or a recipe's `model:` names it: a Hugging Face folder or a GGUF file, with its tokenizer.
 /// Commands and the trainer take this, so every place a model is read accepts both.
@@ -38,11 +39,14 @@ public struct PretrainedModel {
             }
             let folder = try HuggingFaceFolder.load(path, requireTokenizer: requireTokenizer, randomSeed: randomSeed)
             try QuantizedBase.quantize(folder.model, as: quantization)
+            if quantization != .none { TensorStorage.resetPool() }
             return PretrainedModel(path: path, source: .huggingFace(folder: path), model: folder.model,
                                    tokenizer: folder.tokenizer)
         }
         let (model, file) = try GGUFModel.load(path, randomSeed: randomSeed, keepQuantized: quantization == .keep)
         try QuantizedBase.quantize(model, as: quantization)
+        // The float weights the model was built with are gone: they must not remain the pool's bound.
+        if quantization != .none { TensorStorage.resetPool() }
         let tokenizer: Tokenizer? = file["tokenizer.ggml.model"] == nil && !requireTokenizer
             ? nil : try Tokenizer(gguf: file)
         return PretrainedModel(path: path, source: .gguf(file), model: model, tokenizer: tokenizer)

@@ -80,6 +80,12 @@ public enum QuantizedBase {
         guard GGUFDequantization.supported.contains(type) else {
             throw FormatError(file: name, "is stored as \(type.name), which Finch cannot read yet")
         }
+        if [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1].contains(type) {
+            return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
+                                       blockBytes: blockBytes, data: bytes) { source, _, blocks, out in
+                GGUFDequantization.dequantizeBlocks(source, type: type, blocks: blocks, into: out)
+            }
+        }
         return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
                                    blockBytes: blockBytes, data: bytes) { source, _, blocks, out in
             // The type is one `GGUFDequantization` reads and the sizes are whole blocks, so this cannot fail.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import FinchFormats
 import FinchModels
+import FinchNN
 import FinchTraining
 
 struct InspectCommand: ParsableCommand {
@@ -15,7 +16,11 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
+    @Option(help: "For a model: load it as training and evaluation would with this --quantize (none, keep, nf4, q8_0, q4_0) and list what each weight is held as and the bytes it takes.")
+    var quantize: String?
+
     func run() throws {
+        if let quantize { return try inspectHeld(quantize) }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw FormatError(file: path, "does not exist")
@@ -119,22 +124,61 @@ struct InspectCommand: ParsableCommand {
         let file = try GGUFFile(path: path)
         let total = file.tensors.reduce(0) { $0 + $1.elementCount }
         var types: [String: Int] = [:]
-        for t in file.tensors { types[t.type.name, default: 0] += 1 }
+        var typeBytes: [String: Int] = [:]
+        for t in file.tensors {
+            types[t.type.name, default: 0] += 1
+            typeBytes[t.type.name, default: 0] += t.dataRange.count
+        }
         if json {
             try Output.json([
                 "format": "gguf", "version": file.version, "alignment": file.alignment, "parameters": total,
                 "metadata": Dictionary(uniqueKeysWithValues: file.metadata.map { ($0.key, $0.value.shown(limit: 8)) }),
-                "tensors": file.tensors.map { ["name": $0.name, "type": $0.type.name, "shape": $0.shape] as [String: Any] },
+                "tensors": file.tensors.map { ["name": $0.name, "type": $0.type.name, "shape": $0.shape, "bytes": $0.dataRange.count] as [String: Any] },
             ])
             return
         }
         print("GGUF version \(file.version), alignment \(file.alignment), \(file.metadata.count) metadata keys")
         for (key, value) in file.metadata { print("  \(key): \(value.shown(limit: 8))") }
-        let byType = types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        let byType = types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key) \(Self.megabytes(typeBytes[$0.key]!))" }
+            .joined(separator: ", ")
         print("parameters: \(total.formatted()) in \(file.tensors.count) tensors (\(byType))")
         let width = file.tensors.map(\.name.count).max() ?? 0
         for t in file.tensors {
-            print("  \(t.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(t.type.name.padding(toLength: 5, withPad: " ", startingAt: 0))  \(t.shape)")
+            print("  \(t.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(t.type.name.padding(toLength: 5, withPad: " ", startingAt: 0))  \(String(describing: t.shape).padding(toLength: 14, withPad: " ", startingAt: 0))  \(t.dataRange.count.formatted()) bytes")
+        }
+    }
+
+    static func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1_000_000) }
+
+    /// The model loaded as `finch train` (recipe key `quantize`), `eval` and `generate` (`--quantize`) hold it:
+    /// each weight's storage and bytes, and the totals by storage.
+    func inspectHeld(_ mode: String) throws {
+        guard let quantization = BaseQuantization(rawValue: mode) else {
+            throw OptionError("--quantize must be one of \(BaseQuantization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(mode)'")
+        }
+        let model = try PretrainedModel.load(path, quantization: quantization).model
+        var rows: [(name: String, storage: String, shape: [Int], bytes: Int)] = []
+        for (path, module) in model.namedModules() {
+            if let q = (module as? any QuantizedModule)?.quantized {
+                rows.append((path + ".weight", q.format, q.shape, q.byteCount))
+            }
+        }
+        for (name, tensor) in model.namedParameters() { rows.append((name, "f32", tensor.shape, 4 * tensor.count)) }
+        rows.sort { $0.name < $1.name }
+        let totals = QuantizedBase.storage(of: model)
+        if json {
+            try Output.json([
+                "quantize": mode,
+                "weights": rows.map { ["name": $0.name, "storage": $0.storage, "shape": $0.shape, "bytes": $0.bytes] as [String: Any] },
+                "totals": totals.map { ["storage": $0.format, "tensors": $0.tensors, "bytes": $0.bytes] as [String: Any] },
+            ])
+            return
+        }
+        print("held with --quantize \(mode): " + totals.map { "\($0.format) \($0.tensors) tensors \(Self.megabytes($0.bytes))" }.joined(separator: ", ")
+              + "; \(Self.megabytes(totals.reduce(0) { $0 + $1.bytes })) in all")
+        let width = rows.map(\.name.count).max() ?? 0
+        for r in rows {
+            print("  \(r.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(r.storage.padding(toLength: 5, withPad: " ", startingAt: 0))  \(String(describing: r.shape).padding(toLength: 14, withPad: " ", startingAt: 0))  \(r.bytes.formatted()) bytes")
         }
     }
 

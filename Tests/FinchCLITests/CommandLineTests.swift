@@ -219,12 +219,29 @@ struct CommandLineTests {
         let text = try Self.finch(["inspect", Fixtures.path("gguf", "metadata.gguf")])
         #expect(text.status == 0, "\(text.stderr)")
         for line in ["GGUF version 3, alignment 32, 15 metadata keys", "  test.nested: [[1, 2], [3]]",
-                     "  test.string: \"héllo, 世界 🙂\"", "parameters: 24 in 1 tensors (1 F32)", "  cube  F32    [2, 3, 4]"] {
+                     "  test.string: \"héllo, 世界 🙂\"", "parameters: 24 in 1 tensors (1 F32 0.0 MB)",
+                     "  cube  F32    [2, 3, 4]       96 bytes"] {
             #expect(text.stdout.contains(line + "\n"), "\(line) in:\n\(text.stdout)")
         }
         let json = try Self.finch(["inspect", Fixtures.path("gguf", "quants.gguf"), "--json"])
         let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         #expect(report?["alignment"] as? Int == 64 && (report?["tensors"] as? [Any])?.count == 27, "\(json.stdout)")
+    }
+
+    /// inspect --quantize lists what each weight would be held as for training over a quantised base, and its bytes.
+    @Test func inspectShowsHowAQuantisedBaseIsHeld() throws {
+        let run = try Self.finch(["inspect", Fixtures.path("llama-gqa", "base"), "--quantize", "nf4", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+        let weights = (report?["weights"] as? [[String: Any]]) ?? []
+        let byName = Dictionary(uniqueKeysWithValues: weights.map { ($0["name"] as? String ?? "", $0) })
+        let q = try #require(byName["model.layers.0.self_attn.q_proj.weight"])
+        #expect(q["storage"] as? String == "nf4" && (q["bytes"] as? Int ?? 0) < 64 * 64 * 4 / 6, "\(q)")
+        // Rows of 176 values are not whole 64-value blocks: that projection stays float32.
+        #expect(byName["model.layers.0.mlp.down_proj.weight"]?["storage"] as? String == "f32")
+        #expect(byName["model.embed_tokens.weight"]?["storage"] as? String == "f32", "nf4 keeps the table float, as QLoRA does")
+        let bad = try Self.finch(["inspect", Fixtures.path("llama-gqa", "base"), "--quantize", "int3"])
+        #expect(bad.status != 0 && bad.stderr.contains("--quantize must be one of"), "\(bad.stderr)")
     }
 
     /// A tokenizer with fewer tokens than the model's vocabulary: ids past it are left out of the text, and

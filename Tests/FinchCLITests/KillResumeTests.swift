@@ -6,7 +6,8 @@ import TestSupport
 /// `finch train --resume`, must end exactly where an uninterrupted run ends.
 @Suite("kill -9 and resume")
 struct KillResumeTests {
-    static func workspace() throws -> String {
+    /// Two recipes (straight, killed) for the same run, over the base held as `quantize` says.
+    static func workspace(quantize: String = "none") throws -> String {
         let dir = try Fixtures.scratchDirectory("kill")
         let text = try String(contentsOfFile: Fixtures.path("llama-gqa", "eval.txt"), encoding: .utf8)
         try text.write(toFile: "\(dir)/train.txt", atomically: true, encoding: .utf8)
@@ -14,6 +15,7 @@ struct KillResumeTests {
             let recipe = """
                 model: \(Fixtures.path("llama-gqa", "base"))
                 seed: 3
+                quantize: \(quantize)
                 adapter:
                   rank: 4
                   dropout: 0.05
@@ -56,8 +58,10 @@ struct KillResumeTests {
             .compactMap { Int($0.dropFirst(5)) }
     }
 
-    @Test func killedAndResumedRunsEqualAStraightRun() throws {
-        let dir = try Self.workspace()
+    /// Over a float base, and over one quantised to Q8_0 at load.
+    @Test(arguments: ["none", "q8_0"])
+    func killedAndResumedRunsEqualAStraightRun(_ quantize: String) throws {
+        let dir = try Self.workspace(quantize: quantize)
         let straight = try CommandLineTests.finch(["train", "\(dir)/straight.yaml"])
         #expect(straight.status == 0, "\(straight.stderr)")
 

@@ -57,6 +57,24 @@ struct StoragePoolTests {
         #expect(pool.usage.held <= pool.usage.highWater)
     }
 
+    /// After a reset the bound is what is live then: weights built and then replaced (a quantised base) no
+    /// longer let the pool keep every buffer a step frees.
+    @Test func aResetBoundsThePoolByWhatIsLiveNow() {
+        let pool = StoragePool(slackBytes: 0)
+        let weights = (0..<4).map { _ in pool.take(count: megabyte, wantZeros: true).pointer }
+        let kept = pool.take(count: megabyte, wantZeros: false).pointer
+        for p in weights { pool.give(p, count: megabyte) }
+        #expect(pool.usage.highWater == 20 * megabyte && pool.usage.held == 16 * megabyte)
+        pool.resetHighWater()
+        #expect(pool.usage.highWater == 4 * megabyte && pool.usage.held == 0 && pool.usage.live == 4 * megabyte)
+        // A step's two buffers: the second is past the new bound, so giving both back keeps only what fits.
+        let a = pool.take(count: megabyte, wantZeros: false).pointer, b = pool.take(count: megabyte, wantZeros: false).pointer
+        pool.give(a, count: megabyte)
+        pool.give(b, count: megabyte)
+        #expect(pool.usage.highWater == 12 * megabyte)
+        pool.give(kept, count: megabyte)
+    }
+
     @Test func theSlackIsKeptBeyondThePeak() {
         let pool = StoragePool(slackBytes: 4 * megabyte)  // bytes: one 1 MB buffer
         let first = (0..<3).map { _ in pool.take(count: megabyte, wantZeros: false).pointer }

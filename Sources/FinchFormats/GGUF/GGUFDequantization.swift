@@ -20,53 +20,8 @@ public enum GGUFDequantization {
         case .f32: DTypeConversion.toFloat32(source, dtype: .f32, into: destination)
         case .f16: DTypeConversion.toFloat32(source, dtype: .f16, into: destination)
         case .bf16: DTypeConversion.toFloat32(source, dtype: .bf16, into: destination)
-        case .q8_0:
-            for b in 0..<blocks {
-                let base = b * bytes, d = half(source, base), y = out + b * values
-                for j in 0..<32 { y[j] = Float(Int8(bitPattern: source[base + 2 + j])) * d }
-            }
-        case .q4_0:
-            for b in 0..<blocks {
-                let base = b * bytes, d = half(source, base), y = out + b * values
-                for j in 0..<16 {
-                    let q = source[base + 2 + j]
-                    y[j] = d * Float(Int(q & 0x0F) - 8)
-                    y[j + 16] = d * Float(Int(q >> 4) - 8)
-                }
-            }
-        case .q4_1:
-            for b in 0..<blocks {
-                let base = b * bytes, d = half(source, base), m = half(source, base + 2), y = out + b * values
-                for j in 0..<16 {
-                    let q = source[base + 4 + j]
-                    y[j] = d * Float(q & 0x0F) + m
-                    y[j + 16] = d * Float(q >> 4) + m
-                }
-            }
-        case .q5_0:
-            for b in 0..<blocks {
-                let base = b * bytes, d = half(source, base), y = out + b * values
-                let high = UInt32(littleEndian: source.loadUnaligned(fromByteOffset: base + 2, as: UInt32.self))
-                for j in 0..<16 {
-                    let q = source[base + 6 + j]
-                    let low = Int(q & 0x0F) | Int((high >> UInt32(j)) & 1) << 4
-                    let upper = Int(q >> 4) | Int((high >> UInt32(j + 16)) & 1) << 4
-                    y[j] = d * Float(low - 16)
-                    y[j + 16] = d * Float(upper - 16)
-                }
-            }
-        case .q5_1:
-            for b in 0..<blocks {
-                let base = b * bytes, d = half(source, base), m = half(source, base + 2), y = out + b * values
-                let high = UInt32(littleEndian: source.loadUnaligned(fromByteOffset: base + 4, as: UInt32.self))
-                for j in 0..<16 {
-                    let q = source[base + 8 + j]
-                    let low = Int(q & 0x0F) | Int((high >> UInt32(j)) & 1) << 4
-                    let upper = Int(q >> 4) | Int((high >> UInt32(j + 16)) & 1) << 4
-                    y[j] = d * Float(low) + m
-                    y[j + 16] = d * Float(upper) + m
-                }
-            }
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1:
+            dequantizeBlocks(source.baseAddress!, type: type, blocks: blocks, into: out)
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
             for b in 0..<blocks {
                 let block = UnsafeRawBufferPointer(rebasing: source[(b * bytes)..<((b + 1) * bytes)])
@@ -83,6 +38,85 @@ public enum GGUFDequantization {
             let names = supported.map(\.name).joined(separator: ", ")
             throw FormatError(file: what, "is stored as \(type.name), which Finch cannot read yet (it reads \(names))")
         }
+    }
+
+    /// The values of `blocks` whole blocks of a legacy type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) at `source` into
+    /// `out`, unchecked: for callers that checked the sizes once and then read row after row (a quantised
+    /// weight's products). Each type's loop is its own function over raw pointers so that it vectorises.
+    /// Other types do nothing.
+    public static func dequantizeBlocks(_ source: UnsafeRawPointer, type: GGUFTensorType, blocks: Int,
+                                        into out: UnsafeMutablePointer<Float>) {
+        switch type {
+        case .q8_0: q8_0(source, blocks, out)
+        case .q4_0: q4_0(source, blocks, out)
+        case .q4_1: q4_1(source, blocks, out)
+        case .q5_0: q5(source, blocks, out, hasMinimum: false)
+        case .q5_1: q5(source, blocks, out, hasMinimum: true)
+        default: break
+        }
+    }
+
+    /// Q8_0: d, then 32 signed bytes; d · q.
+    @inline(never)
+    static func q8_0(_ source: UnsafeRawPointer, _ blocks: Int, _ out: UnsafeMutablePointer<Float>) {
+        for b in 0..<blocks {
+            let block = source + b * 34, d = half(block, 0), y = out + b * 32
+            let q = (block + 2).assumingMemoryBound(to: Int8.self)
+            for j in 0..<32 { y[j] = Float(q[j]) * d }
+        }
+    }
+
+    /// Q4_0: d, then 16 bytes of two 4-bit values (low nibbles the first 16); d · (q − 8).
+    @inline(never)
+    static func q4_0(_ source: UnsafeRawPointer, _ blocks: Int, _ out: UnsafeMutablePointer<Float>) {
+        for b in 0..<blocks {
+            let block = source + b * 18, d = half(block, 0), y = out + b * 32
+            let q = (block + 2).assumingMemoryBound(to: UInt8.self)
+            for j in 0..<16 {
+                y[j] = d * Float(Int32(q[j] & 0x0F) - 8)
+                y[j + 16] = d * Float(Int32(q[j] >> 4) - 8)
+            }
+        }
+    }
+
+    /// Q4_1: d, m, then 16 bytes of two 4-bit values; d · q + m.
+    @inline(never)
+    static func q4_1(_ source: UnsafeRawPointer, _ blocks: Int, _ out: UnsafeMutablePointer<Float>) {
+        for b in 0..<blocks {
+            let block = source + b * 20, d = half(block, 0), m = half(block, 2), y = out + b * 32
+            let q = (block + 4).assumingMemoryBound(to: UInt8.self)
+            for j in 0..<16 {
+                y[j] = d * Float(q[j] & 0x0F) + m
+                y[j + 16] = d * Float(q[j] >> 4) + m
+            }
+        }
+    }
+
+    /// Q5_0 and Q5_1: d (and m), 32 high bits, then 16 bytes of low nibbles; d · (q − 16), or d · q + m.
+    @inline(never)
+    static func q5(_ source: UnsafeRawPointer, _ blocks: Int, _ out: UnsafeMutablePointer<Float>, hasMinimum: Bool) {
+        let size = hasMinimum ? 24 : 22, bitsAt = hasMinimum ? 4 : 2
+        for b in 0..<blocks {
+            let block = source + b * size, d = half(block, 0), y = out + b * 32
+            let m = hasMinimum ? half(block, 2) : 0
+            let high = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: bitsAt, as: UInt32.self))
+            let q = (block + bitsAt + 4).assumingMemoryBound(to: UInt8.self)
+            for j in 0..<16 {
+                let low = Int32(q[j] & 0x0F) | Int32((high >> UInt32(j)) & 1) << 4
+                let upper = Int32(q[j] >> 4) | Int32((high >> UInt32(j + 16)) & 1) << 4
+                if hasMinimum {
+                    y[j] = d * Float(low) + m
+                    y[j + 16] = d * Float(upper) + m
+                } else {
+                    y[j] = d * Float(low - 16)
+                    y[j + 16] = d * Float(upper - 16)
+                }
+            }
+        }
+    }
+
+    static func half(_ source: UnsafeRawPointer, _ offset: Int) -> Float {
+        Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
     }
 
     // K-quants: super-blocks of 256 values in sub-blocks of 16 or 32, each with its own scale (and minimum)

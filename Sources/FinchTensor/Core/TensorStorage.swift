@@ -55,6 +55,12 @@ public final class TensorStorage: @unchecked Sendable {
     }
 }
 
+extension TensorStorage {
+    /// Gives back every buffer the pool keeps and bounds it anew by what is live now (`StoragePool.resetHighWater`):
+    /// call once a model's weights have been replaced by smaller ones.
+    public static func resetPool() { StoragePool.shared.resetHighWater() }
+}
+
 /// Free buffers keyed by exact element count.
 ///
 /// Large buffers come straight from the kernel (`mmap`) so that giving one up returns its pages at once.
@@ -170,6 +176,20 @@ final class StoragePool: Sendable {
         guard let mapped = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               mapped != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
         return mapped
+    }
+
+    /// Forgets the most ever live and unmaps every kept buffer, so that the bound starts again from what is
+    /// live now. For after a model's float weights were built and then replaced by smaller ones (a quantised
+    /// base): their bytes would otherwise stay the bound, and the pool would keep every buffer a step frees.
+    func resetHighWater() {
+        let victims: [(UInt, Int)] = state.withLock { s in
+            s.highWater = s.requestedBytes
+            let kept = s.free.flatMap { size, addresses in addresses.map { ($0, size) } }
+            s.free = [:]
+            s.heldBytes = 0
+            return kept
+        }
+        for (address, size) in victims { release(address, byteCount: size) }
     }
 
     func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
