@@ -21,9 +21,10 @@ public enum GEMMCeiling {
         public let independent: Bool
     }
 
-    /// The products of one training step, with how many times each runs.
-    public static func products(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode) -> [(product: Product, count: Double)] {
-        let tokens = WorkloadBenchmark.batch * WorkloadBenchmark.sequence
+    /// The products of one training step of `batch` sequences, with how many times each runs.
+    public static func products(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode,
+                                batch: Int = 8) -> [(product: Product, count: Double)] {
+        let tokens = batch * WorkloadBenchmark.sequence
         let d = c.hiddenSize, kv = c.keyValueHeadCount * c.headDimension, f = c.intermediateSize
         let r = WorkloadBenchmark.rank
         var list: [(Product, Double)] = []
@@ -61,7 +62,7 @@ public enum GEMMCeiling {
         let t = WorkloadBenchmark.sequence, p = mode == .prefix ? WorkloadBenchmark.virtualTokens : 0
         let h = c.headDimension
         let causal = (Double(p) + Double(t + 1) / 2) / Double(t + p)
-        let pairs = layers * Double(WorkloadBenchmark.batch * c.headCount) * causal
+        let pairs = layers * Double(batch * c.headCount) * causal
         add(false, true, t, t + p, h, 2 * pairs, independent: true)    // S = Q Kᵀ, dP = dO Vᵀ
         add(false, false, t, h, t + p, 2 * pairs, independent: true)   // O = P V, dQ = dS K
         add(true, false, t + p, h, t, 2 * pairs, independent: true)    // dV = Pᵀ dO, dK = dSᵀ Q
@@ -71,22 +72,24 @@ public enum GEMMCeiling {
     public struct Estimate: Sendable {
         /// Seconds of matrix products in one training step.
         public let secondsPerStep: Double
-        public var tokensPerSecond: Double { Double(WorkloadBenchmark.batch * WorkloadBenchmark.sequence) / secondsPerStep }
+        /// Sequences in the step.
+        public let batch: Int
+        public var tokensPerSecond: Double { Double(batch * WorkloadBenchmark.sequence) / secondsPerStep }
     }
 
     /// Times every product of one step of `workload` in `mode` and adds them up. `timings` holds the products
     /// already timed, so the modes of one workload share their common products' times (measured once, and the
     /// same number in each mode's ceiling).
-    public static func estimate(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode, timings: inout [Product: Double],
-                                minimumSeconds: Double = 0.1) -> Estimate {
+    public static func estimate(_ c: LlamaConfig, mode: WorkloadBenchmark.Mode, batch: Int = 8,
+                                timings: inout [Product: Double], minimumSeconds: Double = 0.1) -> Estimate {
         var merged: [Product: Double] = [:]
-        for (product, count) in products(c, mode: mode) { merged[product, default: 0] += count }
+        for (product, count) in products(c, mode: mode, batch: batch) { merged[product, default: 0] += count }
         var total = 0.0
         for (product, count) in merged {
             if timings[product] == nil { timings[product] = seconds(product, minimumSeconds: minimumSeconds) }
             total += count * timings[product]!
         }
-        return Estimate(secondsPerStep: total)
+        return Estimate(secondsPerStep: total, batch: batch)
     }
 
     /// The best time of one product: all cores on one product, or (for independent products) one core each.

@@ -6,14 +6,29 @@ import FinchTensor
 import FinchTraining
 
 /// The training workloads of `finch bench` (the shapes `../shared/peers` measures PyTorch + PEFT on):
-/// random tokens, batch 8 × 256, AdamW; LoRA (rank 8, alpha 16, q_proj and v_proj), prefix tuning
+/// random tokens, sequences of 256, AdamW; LoRA (rank 8, alpha 16, q_proj and v_proj), prefix tuning
 /// (16 virtual tokens) or full fine-tuning of a randomly initialised LLaMA. Each runs as `finch train` does:
 /// a `Recipe`, a `TrainingSession` and the `Trainer`'s loop, in a temporary run directory.
 public enum WorkloadBenchmark {
     public struct Workload: Sendable {
         public let name: String
         public let config: LlamaConfig
+        /// Sequences of 256 tokens per step.
+        public var batch = 8
+        /// How the frozen base is held (W4Q: Q4_1 blocks made at load); adapters only.
+        public var quantize: BaseQuantization = .none
+        /// Trains with activation checkpointing whatever `finch bench` is asked.
+        public var checkpointsActivations = false
+        /// The peer's arguments for the same shape (`../shared/peers/torch_peft_bench.py`).
+        public var peerArguments: [String] = []
     }
+
+    /// SmolLM2-135M's shape: hidden 576, 30 layers, 9 heads (3 key/value), SwiGLU 1536, vocabulary 49,152, tied.
+    static let smolLM2 = LlamaConfig(vocabularySize: 49152, hiddenSize: 576, intermediateSize: 1536, layerCount: 30,
+                                     headCount: 9, keyValueHeadCount: 3, maxPositionEmbeddings: 512,
+                                     tieWordEmbeddings: true)
+    static let smolLM2Peer = ["--dim", "576", "--layers", "30", "--heads", "9", "--kv-heads", "3", "--ffn", "1536",
+                              "--vocab", "49152", "--batch", "4"]
 
     public static let workloads: [Workload] = [
         Workload(name: "W1",
@@ -21,10 +36,18 @@ public enum WorkloadBenchmark {
                                                  headCount: 6, keyValueHeadCount: 6, maxPositionEmbeddings: 512)),
         Workload(name: "W2",
                  config: LlamaConfig(vocabularySize: 32000, hiddenSize: 288, intermediateSize: 768, layerCount: 6,
-                                                 headCount: 6, keyValueHeadCount: 6, maxPositionEmbeddings: 512)),
+                                                 headCount: 6, keyValueHeadCount: 6, maxPositionEmbeddings: 512),
+                 peerArguments: ["--vocab", "32000"]),
         Workload(name: "W3",
                  config: LlamaConfig(vocabularySize: 8192, hiddenSize: 512, intermediateSize: 1376, layerCount: 8,
-                                                 headCount: 8, keyValueHeadCount: 8, maxPositionEmbeddings: 512)),
+                                                 headCount: 8, keyValueHeadCount: 8, maxPositionEmbeddings: 512),
+                 peerArguments: ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376",
+                                 "--vocab", "8192"]),
+        Workload(name: "W4", config: smolLM2, batch: 4, peerArguments: smolLM2Peer),
+        // The base held as Q4_1 blocks with activation checkpointing, against the peer's float32 run (it has no
+        // quantised base on the CPU).
+        Workload(name: "W4Q", config: smolLM2, batch: 4, quantize: .q4_1, checkpointsActivations: true,
+                 peerArguments: smolLM2Peer),
     ]
 
     public enum Mode: String, Sendable, CaseIterable { case lora, prefix, full }
@@ -41,7 +64,7 @@ public enum WorkloadBenchmark {
         public var gigaflopsPerSecond: Double { tokensPerSecond * flopsPerToken / 1e9 }
     }
 
-    public static let batch = 8, sequence = 256, rank = 8, virtualTokens = 16
+    public static let sequence = 256, rank = 8, virtualTokens = 16
 
     /// The recipe of a workload: constant learning rate 1e-3, no weight decay and no clipping (as the peer trains).
     public static func recipe(_ workload: Workload, mode: Mode, steps: Int, checkpointActivations: Bool,
@@ -61,8 +84,9 @@ public enum WorkloadBenchmark {
         recipe.learningRate = 1e-3
         recipe.schedule = .constant
         recipe.maxGradNorm = 0
-        recipe.batchSize = batch
-        recipe.activationCheckpointing = checkpointActivations
+        recipe.batchSize = workload.batch
+        recipe.activationCheckpointing = checkpointActivations || workload.checkpointsActivations
+        recipe.quantize = workload.quantize
         recipe.steps = steps
         recipe.logEvery = steps
         recipe.checkpointKeep = 1
@@ -75,8 +99,15 @@ public enum WorkloadBenchmark {
     public static func run(_ workload: Workload, mode: Mode, steps: Int = 5, warmup: Int = 2,
                            checkpointActivations: Bool = false) throws -> Result {
         let c = workload.config
+        guard workload.quantize == .none || mode != .full else {
+            throw TensorError.invalidArgument(op: "finch bench", message: "\(workload.name) holds its base quantised; it trains adapters only (lora, prefix)")
+        }
         let model = try LlamaForCausalLM(c)
         HuggingFaceFolder.initializeRandomly(model, seed: 0)
+        if workload.quantize != .none {
+            try QuantizedBase.quantize(model, as: workload.quantize)
+            TensorStorage.resetPool()
+        }
         let parameters = model.parameterCount
         let runDirectory = NSTemporaryDirectory() + "finch-bench-\(getpid())-\(workload.name)-\(mode.rawValue)"
         try? FileManager.default.removeItem(atPath: runDirectory)
@@ -86,6 +117,7 @@ public enum WorkloadBenchmark {
                                  checkpointActivations: checkpointActivations, runDirectory: runDirectory)
         let loaded = LoadedRecipe(recipe: recipe, file: "finch bench \(workload.name) \(mode.rawValue)", lines: [:])
         var generator = RandomGenerator(seed: 2)
+        let batch = workload.batch
         let sequences = (0..<batch).map { _ in
             TokenSequence(tokens: (0..<sequence).map { _ in Int32(generator.next() % UInt64(c.vocabularySize)) },
                           targetMask: [Bool](repeating: true, count: sequence))

@@ -16,21 +16,32 @@ public enum BaseQuantization: String, CaseIterable, Sendable {
     case q8_0
     /// ggml's 4-bit blocks of 32, made at load.
     case q4_0
+    /// ggml's 4-bit blocks of 32 with a minimum, made at load (the type of the quickstart's GGUF).
+    case q4_1
+
+    /// The ggml type a mode quantises to at load, if it is one.
+    var ggmlType: GGUFTensorType? {
+        switch self {
+        case .q8_0: .q8_0
+        case .q4_0: .q4_0
+        case .q4_1: .q4_1
+        default: nil
+        }
+    }
 }
 
 /// A frozen base held quantised: `QuantizedLinear` in place of each decoder-layer `Linear`, and for ggml's types
 /// a `QuantizedEmbedding` in place of a LLaMA token table (which a tied head reads too). Norms, biases and an
 /// untied head stay float32; so does the table under nf4, as QLoRA keeps it.
 public enum QuantizedBase {
-    /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0), and with
-    /// q8_0 or q4_0 a LLaMA token table, freeing each float weight; a matrix whose rows are not whole blocks of
+    /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0, q4_1), and
+    /// with a ggml type a LLaMA token table, freeing each float weight; a matrix whose rows are not whole blocks of
     /// the format stays float32 (`storage(of:)` shows which). Returns how many were quantised.
     @discardableResult
     public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization) throws -> Int {
         var count = 0
-        if mode == .q8_0 || mode == .q4_0, case .llama = model.config,
+        if let type = mode.ggmlType, case .llama = model.config,
            let table = model.namedModules().first(where: { $0.name == "model.embed_tokens" })?.module as? Embedding {
-            let type: GGUFTensorType = mode == .q8_0 ? .q8_0 : .q4_0
             if GGUFQuantization.canStore(rowLength: table.dimensions, as: type) {
                 let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(table.weight.storage.buffer), as: type)
                 let matrix = try ggufMatrix(rows: table.count, columns: table.dimensions, type: type, bytes: bytes,
@@ -48,8 +59,8 @@ public enum QuantizedBase {
             case .nf4:
                 guard linear.inputDimensions % NF4.blockSize == 0 else { continue }
                 matrix = try QuantizedMatrix.nf4(linear.weight.detached())
-            case .q8_0, .q4_0:
-                let type: GGUFTensorType = mode == .q8_0 ? .q8_0 : .q4_0
+            case .q8_0, .q4_0, .q4_1:
+                let type = mode.ggmlType!
                 guard GGUFQuantization.canStore(rowLength: linear.inputDimensions, as: type) else { continue }
                 let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(linear.weight.storage.buffer), as: type)
                 matrix = try ggufMatrix(rows: linear.outputDimensions, columns: linear.inputDimensions, type: type,

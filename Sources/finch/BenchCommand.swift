@@ -7,14 +7,14 @@ import FinchTraining
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure training throughput on the W1–W3 workloads (optionally beside PyTorch + PEFT), and the kernels.",
+        abstract: "Measure training throughput on the W1–W4 workloads (optionally beside PyTorch + PEFT), and the kernels.",
         discussion: """
             Each workload and mode runs in its own process, so its peak memory is its own. With --peer PYTHON, \
             the PyTorch + PEFT benchmark (../shared/peers/torch_peft_bench.py) runs the same shapes right after, \
             in the same sitting, and the table shows both and their ratio.
             """)
 
-    @Option(help: "Workloads, comma-separated (W1: dim 288 × 6 layers, vocab 2048; W2: vocab 32000; W3: dim 512 × 8 layers).")
+    @Option(help: "Workloads, comma-separated (W1: dim 288 × 6 layers, vocab 2048; W2: vocab 32000; W3: dim 512 × 8 layers; W4: SmolLM2-135M's shape, batch 4; W4Q: W4 over a Q4_1 base with activation checkpointing, adapters only).")
     var workloads: String = "W1,W2,W3"
 
     @Option(help: "Modes, comma-separated: lora, prefix, full.")
@@ -68,13 +68,16 @@ struct BenchCommand: ParsableCommand {
         guard repetitions >= 1 else { throw OptionError("--repeat must be at least 1, got \(repetitions)") }
         let chosen = try workloads.split(separator: ",").map { name in
             guard let w = WorkloadBenchmark.workloads.first(where: { $0.name == name }) else {
-                throw ValidationError("unknown workload '\(name)' (W1, W2, W3)")
+                throw ValidationError("unknown workload '\(name)' (\(WorkloadBenchmark.workloads.map(\.name).joined(separator: ", ")))")
             }
             return w
         }
         let chosenModes = try modes.split(separator: ",").map { m in
             guard let mode = WorkloadBenchmark.Mode(rawValue: String(m)) else { throw ValidationError("unknown mode '\(m)' (lora, prefix, full)") }
             return mode
+        }
+        if let quantised = chosen.first(where: { $0.quantize != .none }), chosenModes.contains(.full) {
+            throw ValidationError("\(quantised.name) holds its base quantised and trains adapters only: give --modes lora or prefix")
         }
         if generation {
             guard !kernels && !activationCheckpointing else {
@@ -126,7 +129,7 @@ struct BenchCommand: ParsableCommand {
             for i in rows.indices {
                 let w = chosen.first { $0.name == rows[i]["workload"] as! String }!
                 let mode = WorkloadBenchmark.Mode(rawValue: rows[i]["mode"] as! String)!
-                let ceiling = GEMMCeiling.estimate(w.config, mode: mode, timings: &timings).tokensPerSecond
+                let ceiling = GEMMCeiling.estimate(w.config, mode: mode, batch: w.batch, timings: &timings).tokensPerSecond
                 rows[i]["gemm_ceiling_tokens_per_second"] = ceiling
                 rows[i]["share_of_gemm_ceiling"] = (rows[i]["tokens_per_second"] as! Double) / ceiling
                 if let p = rows[i]["peer_tokens_per_second"] as? Double { rows[i]["largest_possible_speedup"] = ceiling / p }
@@ -145,7 +148,7 @@ struct BenchCommand: ParsableCommand {
             return
         }
         print("cores: \(Parallel.coreCount); cblas_sgemm peak (OpenBLAS, \(Parallel.coreCount) threads, 512–2048 squares): \(Output.fixed(peak, 1)) GFLOP/s")
-        print("training steps: batch \(WorkloadBenchmark.batch) × \(WorkloadBenchmark.sequence) random tokens, AdamW, forward + backward + update"
+        print("training steps: batches of \(Set(chosen.map(\.batch)).sorted().map(String.init).joined(separator: " or ")) × \(WorkloadBenchmark.sequence) random tokens, AdamW, forward + backward + update"
               + (activationCheckpointing ? "; Finch with activation checkpointing (FLOPs/token leave out the recomputed forward)" : "") + "\n")
         var header = ["workload", "mode", "Finch tok/s"]
         if peer != nil { header += ["peer tok/s", "speedup"] }
@@ -274,15 +277,10 @@ struct BenchCommand: ParsableCommand {
 
     static func peerResult(python: String, script: String, workload: String, mode: String,
                            steps: Int) throws -> (tokensPerSecond: Double, peakRSS: Double) {
-        let shapes: [String: [String]] = [
-            "W1": [], "W2": ["--vocab", "32000"],
-            "W3": ["--dim", "512", "--layers", "8", "--heads", "8", "--kv-heads", "8", "--ffn", "1376", "--vocab",
-                   "8192"],
-        ]
+        let shape = WorkloadBenchmark.workloads.first { $0.name == workload }?.peerArguments ?? []
         let object = try peerJSON(python: python,
                                   arguments: [script, "--mode", mode, "--threads", "\(Parallel.coreCount)", "--steps",
-                                              "\(steps)"]
-                                      + (shapes[workload] ?? []))
+                                              "\(steps)"] + shape)
         guard let tps = object?["tokens_per_s"] as? Double, let rss = object?["peak_rss_mb"] as? Double else {
             throw ValidationError("the peer (\(python) \(script)) printed no result for \(workload) \(mode)")
         }

@@ -34,7 +34,7 @@ struct ModelSource: ParsableArguments {
     @Option(help: "A PEFT adapter folder (LoRA or prefix tuning) to apply to the model.")
     var adapter: String?
 
-    @Option(help: "Hold the frozen base quantised: none (float32), keep (a GGUF file's own blocks, token table included), nf4 (decoder projections), q8_0 or q4_0 (projections and token table).")
+    @Option(help: "Hold the frozen base quantised: none (float32), keep (a GGUF file's own blocks, token table included), nf4 (decoder projections), q8_0, q4_0 or q4_1 (projections and token table).")
     var quantize: String = BaseQuantization.none.rawValue
 
     /// The model with its tokenizer, and the adapter applied when one was given.

@@ -16,7 +16,7 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
-    @Option(help: "For a model: load it as training and evaluation would with this --quantize (none, keep, nf4, q8_0, q4_0) and list what each weight is held as and the bytes it takes.")
+    @Option(help: "For a model: load it as training and evaluation would with this --quantize (none, keep, nf4, q8_0, q4_0, q4_1) and list what each weight is held as and the bytes it takes.")
     var quantize: String?
 
     func run() throws {

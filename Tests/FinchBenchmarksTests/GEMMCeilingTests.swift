@@ -10,7 +10,7 @@ struct GEMMCeilingTests {
     @Test(arguments: WorkloadBenchmark.workloads.map(\.name), WorkloadBenchmark.Mode.allCases)
     func productsAddUpToTheCountedFLOPs(_ name: String, _ mode: WorkloadBenchmark.Mode) {
         let c = WorkloadBenchmark.workloads.first { $0.name == name }!.config
-        let tokens = Double(WorkloadBenchmark.batch * WorkloadBenchmark.sequence)
+        let tokens = Double(8 * WorkloadBenchmark.sequence)
         let listed = GEMMCeiling.products(c, mode: mode).reduce(0.0) { sum, entry in
             sum + 2 * Double(entry.product.m * entry.product.n * entry.product.k) * entry.count
         }

@@ -125,7 +125,7 @@ public enum RecipeSchema {
           { $0.modelInit }, { $0.modelInit = $1 },
           check: { v, r in v == .pretrained || r.adapter == .none ? nil
               : "random initialisation trains the whole model; set adapter.type: none (an adapter over random weights learns nothing useful)" }),
-        c("quantize", "How the frozen base is held: none (float32), keep (a GGUF file's own quantised blocks, the token table's too), nf4 (the decoder projections, as QLoRA), q8_0 or q4_0 (the projections and a LLaMA token table), quantised at load. Adapters train in float32 over it.",
+        c("quantize", "How the frozen base is held: none (float32), keep (a GGUF file's own quantised blocks, the token table's too), nf4 (the decoder projections, as QLoRA), q8_0, q4_0 or q4_1 (the projections and a LLaMA token table), quantised at load. Adapters train in float32 over it.",
           { $0.quantize }, { $0.quantize = $1 },
           check: { v, r in v == .none || r.adapter != .none ? nil
               : "full fine-tuning trains every base weight in float32; set quantize: none (or train an adapter over the quantised base)" }),
