@@ -25,8 +25,8 @@ public enum WorkloadBenchmark {
 
     /// SmolLM2-135M's shape: hidden 576, 30 layers, 9 heads (3 key/value), SwiGLU 1536, vocabulary 49,152, tied.
     static let smolLM2 = LlamaConfig(vocabularySize: 49152, hiddenSize: 576, intermediateSize: 1536, layerCount: 30,
-                                     headCount: 9, keyValueHeadCount: 3, maxPositionEmbeddings: 512,
-                                     tieWordEmbeddings: true)
+                                     headCount: 9, keyValueHeadCount: 3, tieWordEmbeddings: true,
+                                     maxPositionEmbeddings: 512)
     static let smolLM2Peer = ["--dim", "576", "--layers", "30", "--heads", "9", "--kv-heads", "3", "--ffn", "1536",
                               "--vocab", "49152", "--batch", "4"]
 
