@@ -61,7 +61,7 @@ struct AdapterPropertyTests {
         guard case .lora(let lora) = try PEFTFormat.load(Fixtures.path("llama-gqa", "lora"), into: model) else {
             Issue.record("not LoRA"); return
         }
-        let originals = lora.layers.map { ($0.layer.baseLayer as! Linear).weight.scalars }
+        let originals = try lora.layers.map { try #require($0.layer.baseLayer as? Linear).weight.scalars }
         let unmerged = try Self.logits(model)
         try lora.merge()
         let allMerged = lora.layers.allSatisfy { $0.layer.isMerged }
@@ -70,7 +70,8 @@ struct AdapterPropertyTests {
         #expect(zip(merged, unmerged).map { abs($0 - $1) }.max()! < 1e-4, "merged and unmerged forward passes differ")
         try lora.unmerge()
         for (layer, original) in zip(lora.layers, originals) {
-            let worst = zip((layer.layer.baseLayer as! Linear).weight.scalars, original).map { abs($0 - $1) }.max()!
+            let base = try #require(layer.layer.baseLayer as? Linear, "\(layer.path) should be a plain Linear again")
+            let worst = zip(base.weight.scalars, original).map { abs($0 - $1) }.max()!
             #expect(worst <= 1e-6, "\(layer.path): \(worst)")
         }
         let restored = try Self.logits(model)
