@@ -32,8 +32,8 @@ public enum GGUFModel {
         return (model, file)
     }
 
-    /// The GGUF types a projection can stay in: whole blocks per row that `GGUFDequantization` reads.
-    static let blockTypes: Set<GGUFTensorType> = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    /// The GGUF types a projection can stay in: the block types `GGUFDequantization` reads.
+    static let blockTypes = Set(GGUFDequantization.supported).subtracting([.f32, .f16, .bf16])
 
     /// Replaces each decoder-layer Linear whose weight the file stores in a block type by a `QuantizedLinear`
     /// over the file's own bytes (q and k rows put back in Hugging Face's order, row by row), and the token table
@@ -58,19 +58,10 @@ public enum GGUFModel {
                 throw FormatError(file: file.path, "tensor '\(key)' has rows of \(columns) values, not whole \(info.type.name) blocks of \(blockValues)")
             }
             let rowBytes = columns / blockValues * blockBytes
-            let raw = file.rawBytes(info)
-            var bytes = [UInt8](raw)
+            var bytes = [UInt8](file.rawBytes(info))
             if let heads = permutedHeads(key, in: config) {
-                // Row `halves` of Hugging Face's order is the file's row `interleaved`.
-                let perHead = rows / heads, half = perHead / 2
-                for h in 0..<heads {
-                    for i in 0..<half {
-                        for part in 0..<2 {
-                            let interleaved = h * perHead + 2 * i + part, halves = h * perHead + part * half + i
-                            bytes.replaceSubrange((halves * rowBytes)..<((halves + 1) * rowBytes),
-                                                  with: raw[(interleaved * rowBytes)..<((interleaved + 1) * rowBytes)])
-                        }
-                    }
+                bytes.withUnsafeMutableBufferPointer {
+                    reorderHeadRows($0, heads: heads, rowLength: rowBytes, toInterleaved: false)
                 }
             }
             let matrix = try QuantizedBase.ggufMatrix(rows: rows, columns: columns, type: info.type, bytes: bytes,
@@ -247,9 +238,9 @@ public enum GGUFModel {
     }
 
     /// Moves each head's rows between Hugging Face's halves (row half·(d/2) + i) and llama.cpp's interleaving
-    /// (row 2·i + half).
-    private static func reorderHeadRows(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int,
-                                        toInterleaved: Bool) {
+    /// (row 2·i + half): rows of float values, or of a quantised type's bytes.
+    private static func reorderHeadRows<Element>(_ values: UnsafeMutableBufferPointer<Element>, heads: Int,
+                                                 rowLength: Int, toInterleaved: Bool) {
         let rows = values.count / rowLength, perHead = rows / heads, half = perHead / 2
         let stored = Array(values)
         for h in 0..<heads {

@@ -39,37 +39,36 @@ public enum QuantizedBase {
     /// the format stays float32 (`storage(of:)` shows which). Returns how many were quantised.
     @discardableResult
     public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization) throws -> Int {
+        guard mode != .none, mode != .keep else { return 0 }
         var count = 0
         if let type = mode.ggmlType, case .llama = model.config,
-           let table = model.namedModules().first(where: { $0.name == "model.embed_tokens" })?.module as? Embedding {
-            if GGUFQuantization.canStore(rowLength: table.dimensions, as: type) {
-                let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(table.weight.storage.buffer), as: type)
-                let matrix = try ggufMatrix(rows: table.count, columns: table.dimensions, type: type, bytes: bytes,
-                                            name: "model.embed_tokens.weight")
-                try model.replaceModule(at: "model.embed_tokens", with: QuantizedEmbedding(matrix))
-                count += 1
-            }
+           let table = model.namedModules().first(where: { $0.name == "model.embed_tokens" })?.module as? Embedding,
+           let matrix = try ggmlMatrix(table.weight, as: type, name: "model.embed_tokens.weight") {
+            try model.replaceModule(at: "model.embed_tokens", with: QuantizedEmbedding(matrix))
+            count += 1
         }
         for (path, module) in model.namedModules() {
             guard let linear = module as? Linear, isDecoderProjection(path) else { continue }
-            let matrix: QuantizedMatrix
-            switch mode {
-            case .none, .keep:
-                return 0
-            case .nf4:
-                guard linear.inputDimensions % NF4.blockSize == 0 else { continue }
-                matrix = try QuantizedMatrix.nf4(linear.weight.detached())
-            case .q8_0, .q4_0, .q4_1:
-                let type = mode.ggmlType!
-                guard GGUFQuantization.canStore(rowLength: linear.inputDimensions, as: type) else { continue }
-                let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(linear.weight.storage.buffer), as: type)
-                matrix = try ggufMatrix(rows: linear.outputDimensions, columns: linear.inputDimensions, type: type,
-                                        bytes: bytes, name: path + ".weight")
+            let made: QuantizedMatrix?
+            if let type = mode.ggmlType {
+                made = try ggmlMatrix(linear.weight, as: type, name: path + ".weight")
+            } else {  // nf4
+                made = linear.inputDimensions % NF4.blockSize == 0 ? try QuantizedMatrix.nf4(linear.weight.detached()) : nil
             }
+            guard let matrix = made else { continue }
             try model.replaceModule(at: path, with: QuantizedLinear(matrix, bias: linear.bias))
             count += 1
         }
         return count
+    }
+
+    /// `weight` [rows, columns] quantised to ggml's `type` as gguf-py does, or nil when its rows are not whole
+    /// blocks of the type.
+    static func ggmlMatrix(_ weight: Tensor, as type: GGUFTensorType, name: String) throws -> QuantizedMatrix? {
+        let (rows, columns) = (weight.shape[0], weight.shape[1])
+        guard GGUFQuantization.canStore(rowLength: columns, as: type) else { return nil }
+        let bytes = GGUFQuantization.quantize(UnsafeBufferPointer(weight.storage.buffer), as: type)
+        return try ggufMatrix(rows: rows, columns: columns, type: type, bytes: bytes, name: name)
     }
 
     /// Throws, naming the first quantised layer, when `model` holds any: writing its parameters alone (`purpose`)
@@ -90,12 +89,6 @@ public enum QuantizedBase {
         let (blockValues, blockBytes) = type.block
         guard GGUFDequantization.supported.contains(type) else {
             throw FormatError(file: name, "is stored as \(type.name), which Finch cannot read yet")
-        }
-        if [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1].contains(type) {
-            return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
-                                       blockBytes: blockBytes, data: bytes) { source, _, blocks, out in
-                GGUFDequantization.dequantizeBlocks(source, type: type, blocks: blocks, into: out)
-            }
         }
         return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
                                    blockBytes: blockBytes, data: bytes) { source, _, blocks, out in

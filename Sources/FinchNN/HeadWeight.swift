@@ -12,13 +12,6 @@ public enum HeadWeight {
         return nil
     }
 
-    public var shape: [Int] {
-        switch self {
-        case .dense(let t): t.shape
-        case .quantized(let q): q.shape
-        }
-    }
-
     /// hidden [..., d] → logits [..., vocabulary].
     public func logits(_ hidden: Tensor) throws -> Tensor {
         switch self {

@@ -39,11 +39,19 @@ struct ModelSource: ParsableArguments {
 
     /// The model with its tokenizer, and the adapter applied when one was given.
     func load() throws -> (base: PretrainedModel, tokenizer: Tokenizer, adapter: Adapter?) {
-        guard let quantization = BaseQuantization(rawValue: quantize) else {
-            throw OptionError("--quantize must be one of \(BaseQuantization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(quantize)'")
-        }
+        let quantization = try BaseQuantization(option: quantize)
         let base = try PretrainedModel.load(model, requireTokenizer: true, quantization: quantization)
         let applied = try adapter.map { try PEFTFormat.load($0, into: base.model) }
         return (base, try base.requireTokenizer(), applied)
+    }
+}
+
+extension BaseQuantization {
+    /// The value of a `--quantize` option, or an error naming the option and its choices.
+    init(option: String) throws {
+        guard let mode = BaseQuantization(rawValue: option) else {
+            throw OptionError("--quantize must be one of \(BaseQuantization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(option)'")
+        }
+        self = mode
     }
 }

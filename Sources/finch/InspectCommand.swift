@@ -153,9 +153,7 @@ struct InspectCommand: ParsableCommand {
     /// The model loaded as `finch train` (recipe key `quantize`), `eval` and `generate` (`--quantize`) hold it:
     /// each weight's storage and bytes, and the totals by storage.
     func inspectHeld(_ mode: String) throws {
-        guard let quantization = BaseQuantization(rawValue: mode) else {
-            throw OptionError("--quantize must be one of \(BaseQuantization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(mode)'")
-        }
+        let quantization = try BaseQuantization(option: mode)
         let model = try PretrainedModel.load(path, quantization: quantization).model
         var rows: [(name: String, storage: String, shape: [Int], bytes: Int)] = []
         for (path, module) in model.namedModules() {

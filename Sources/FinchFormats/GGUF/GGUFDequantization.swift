@@ -41,10 +41,9 @@ public enum GGUFDequantization {
     }
 
     /// The values of `blocks` whole blocks of a legacy type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) at `source` into
-    /// `out`, unchecked: for callers that checked the sizes once and then read row after row (a quantised
-    /// weight's products). Each type's loop is its own function over raw pointers so that it vectorises.
-    /// Other types do nothing.
-    public static func dequantizeBlocks(_ source: UnsafeRawPointer, type: GGUFTensorType, blocks: Int,
+    /// `out`, the sizes checked by `dequantize`. Each type's loop is its own function over raw pointers so that
+    /// it vectorises. Other types do nothing.
+    static func dequantizeBlocks(_ source: UnsafeRawPointer, type: GGUFTensorType, blocks: Int,
                                         into out: UnsafeMutablePointer<Float>) {
         switch type {
         case .q8_0: q8_0(source, blocks, out)
@@ -182,7 +181,5 @@ public enum GGUFDequantization {
     }
 
     /// The float16 at `offset`, widened exactly.
-    static func half(_ source: UnsafeRawBufferPointer, _ offset: Int) -> Float {
-        Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
-    }
+    static func half(_ source: UnsafeRawBufferPointer, _ offset: Int) -> Float { half(source.baseAddress!, offset) }
 }

@@ -43,10 +43,15 @@ public final class QuantizedMatrix: @unchecked Sendable {
     var blocksPerRow: Int { columns / blockValues }
 
     /// Rows `range`, columns `columnBlocks` (in blocks), as float32 into `out` (rows `columnBlocks.count ·
-    /// blockValues` long).
+    /// blockValues` long). Whole rows are consecutive blocks, so they are decoded in one call.
     func dequantize(rows range: Range<Int>, columnBlocks: Range<Int>, into out: UnsafeMutablePointer<Float>) {
         let width = columnBlocks.count * blockValues
         data.withUnsafeBytes { raw in
+            if columnBlocks == 0..<blocksPerRow {
+                let first = range.lowerBound * blocksPerRow
+                decode(raw.baseAddress! + first * blockBytes, first, range.count * blocksPerRow, out)
+                return
+            }
             for r in range {
                 let first = r * blocksPerRow + columnBlocks.lowerBound
                 decode(raw.baseAddress! + first * blockBytes, first, columnBlocks.count,
