@@ -84,6 +84,15 @@ extension CausalLanguageModel {
         return try head.weight.logits(head.hidden)
     }
 
+    /// The logits after the last of `tokens` (one sequence), the head run on that position alone: what decoding
+    /// needs, without the [length, vocabulary] logits of the whole feed.
+    public func lastLogits(_ tokens: [Int32], cache: KVCache?, prefix: AttentionPrefix?) throws -> [Float] {
+        let hidden = try hiddenStates(tokens, batch: 1, length: tokens.count, cache: cache, prefix: prefix)
+        let last = try hidden.slice(axis: 1, (tokens.count - 1)..<tokens.count).reshaped([1, hiddenSize])
+        let head = try headInputs(last)
+        return try head.weight.logits(head.hidden).scalars
+    }
+
     /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
     /// through the fused head, so the [positions, vocabulary] logits are never held at once.
     public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?,

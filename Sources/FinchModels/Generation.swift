@@ -16,9 +16,13 @@ public struct GenerationOptions: Sendable {
     public var stopTokens: Set<Int>
     /// Use the key/value cache (the no-cache path re-runs the whole sequence; for checking).
     public var useCache: Bool
+    /// Over a base kept in ggml's Q4_0, Q4_1 or Q8_0 blocks, multiply the blocks by activations quantised to
+    /// 8 bits when a step feeds a few tokens, as llama.cpp does (`QuantizedMatrix.withQuantizedActivations`);
+    /// false keeps every product x · deq(W)ᵀ in float32, as training computes it.
+    public var quantizedActivations: Bool
 
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0,
-                stopTokens: Set<Int> = [], useCache: Bool = true) {
+                stopTokens: Set<Int> = [], useCache: Bool = true, quantizedActivations: Bool = true) {
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topK = topK
@@ -26,6 +30,7 @@ public struct GenerationOptions: Sendable {
         self.seed = seed
         self.stopTokens = stopTokens
         self.useCache = useCache
+        self.quantizedActivations = quantizedActivations
     }
 }
 
@@ -51,16 +56,13 @@ public enum Generation {
         }
         var generator = RandomGenerator(seed: options.seed)
         var produced: [Int] = []
-        try GradientMode.withoutGradients {
+        try GradientMode.withoutGradients { try QuantizedMatrix.withQuantizedActivations(options.quantizedActivations) {
             let cache = options.useCache ? model.makeCache() : nil
             var sequence = prompt
             var input = prompt
             while produced.count < options.maxTokens {
                 let feed = options.useCache ? input : sequence
-                let logits = try model.logits(feed.map(Int32.init), batch: 1, length: feed.count, cache: cache,
-                                              prefix: prefix)
-                let v = logits.shape[2]
-                let row = Array(logits.storage.buffer[((feed.count - 1) * v)..<(feed.count * v)])
+                let row = try model.lastLogits(feed.map(Int32.init), cache: cache, prefix: prefix)
                 let next = try choose(row, options: options, generator: &generator)
                 produced.append(next)
                 onToken(next)
@@ -68,7 +70,7 @@ public enum Generation {
                 sequence.append(next)
                 input = [next]
             }
-        }
+        } }
         return produced
     }
 
@@ -77,10 +79,11 @@ public enum Generation {
     /// the left to the longest; each row attends only from its first real token and counts its positions from there,
     /// so it continues as it would alone. Row `r` stops after one of `stopTokens[r]`, after `maxTokens[r]`, or when
     /// `continuing(r, tokens so far)` says no more are wanted; a finished row leaves the batch. Returns each row's new
-    /// tokens (the stop token included when one ended it).
+    /// tokens (the stop token included when one ended it). `quantizedActivations` as in `GenerationOptions`.
     public static func greedy(
         model: any CausalLanguageModel, prompts: [[Int]], maxTokens: [Int], stopTokens: [Set<Int>],
-        prefix: AttentionPrefix? = nil, continuing: (Int, [Int]) -> Bool = { _, _ in true }
+        prefix: AttentionPrefix? = nil, quantizedActivations: Bool = true,
+        continuing: (Int, [Int]) -> Bool = { _, _ in true }
     ) throws -> [[Int]] {
         let rows = prompts.count
         guard rows > 0 else { return [] }
@@ -101,7 +104,7 @@ public enum Generation {
         var produced = [[Int]](repeating: [], count: rows)
         // The rows still generating, in batch order: a finished row leaves the batch and its cache.
         var live = prompts.indices.filter { maxTokens[$0] > 0 }
-        try GradientMode.withoutGradients {
+        try GradientMode.withoutGradients { try QuantizedMatrix.withQuantizedActivations(quantizedActivations) {
             let cache = model.makeCache()
             // Padding repeats the row's first token: any id in the vocabulary would do, as nothing real sees it.
             var input = prompts.indices.flatMap { [Int](repeating: prompts[$0][0], count: padding[$0]) + prompts[$0] }
@@ -136,17 +139,18 @@ public enum Generation {
                 feedLength = 1
                 starts = padded == nil ? nil : live.map { Int32(padding[$0]) }
             }
-        }
+        } }
         return produced
     }
 
     /// `greedy` with one token limit for every row.
     public static func greedy(
         model: any CausalLanguageModel, prompts: [[Int]], maxTokens: Int, stopTokens: [Set<Int>],
-        prefix: AttentionPrefix? = nil, continuing: (Int, [Int]) -> Bool = { _, _ in true }
+        prefix: AttentionPrefix? = nil, quantizedActivations: Bool = true,
+        continuing: (Int, [Int]) -> Bool = { _, _ in true }
     ) throws -> [[Int]] {
         try greedy(model: model, prompts: prompts, maxTokens: [Int](repeating: maxTokens, count: prompts.count),
-                   stopTokens: stopTokens, prefix: prefix, continuing: continuing)
+                   stopTokens: stopTokens, prefix: prefix, quantizedActivations: quantizedActivations, continuing: continuing)
     }
 
     /// The index of the largest value (the first of equal ones): the greedy choice.

@@ -91,7 +91,8 @@ public enum QuantizedBase {
             throw FormatError(file: name, "is stored as \(type.name), which Finch cannot read yet")
         }
         return try QuantizedMatrix(rows: rows, columns: columns, format: type.name.lowercased(), blockValues: blockValues,
-                                   blockBytes: blockBytes, data: bytes) { source, _, blocks, out in
+                                   blockBytes: blockBytes, data: bytes,
+                                   integerLayout: IntegerBlockLayout(rawValue: type.name.lowercased())) { source, _, blocks, out in
             // The type is one `GGUFDequantization` reads and the sizes are whole blocks, so this cannot fail.
             try? GGUFDequantization.dequantize(UnsafeRawBufferPointer(start: source, count: blocks * blockBytes),
                                                type: type, into: UnsafeMutableBufferPointer(start: out, count: blocks * blockValues),

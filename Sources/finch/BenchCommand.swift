@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import FinchTensor
+import FinchNN
+import FinchModels
 import FinchBenchmarks
 import FinchTraining
 
@@ -47,6 +49,18 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The peer's generation benchmark script.")
     var peerGenerationScript: String = "../shared/peers/torch_generate_bench.py"
 
+    @Option(help: "With --generation: measure this model (a GGUF file or a Hugging Face folder) instead of the workloads: prefill of a 256-token prompt and decoding of 128 tokens after 16, as ../shared/peers/llamacpp_generate_bench.py measures llama.cpp.")
+    var model: String?
+
+    @Option(help: "With --model: how to hold its weights, comma-separated for several rows (none, keep, nf4, q8_0, q4_0, q4_1; see `finch generate --quantize`). Each row runs in its own process.")
+    var quantize: String = "keep"
+
+    @Option(help: "With --model: a Python with llama-cpp-python, to run llama.cpp on the same file beside Finch (../shared/peers/README.md).")
+    var llamacpp: String?
+
+    @Option(help: "llama.cpp's generation benchmark script.")
+    var llamacppScript: String = "../shared/peers/llamacpp_generate_bench.py"
+
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
 
@@ -56,6 +70,11 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         guard steps >= 1 else { throw OptionError("--steps must be at least 1, got \(steps)") }
         guard seconds > 0, seconds.isFinite else { throw OptionError("--seconds must be more than 0, got \(seconds)") }
+        if let child, child.hasPrefix("generation:"), let model {
+            let mode = try BaseQuantization(option: String(child.dropFirst("generation:".count)))
+            print(String(decoding: try JSONEncoder().encode(try Self.measureModel(model, quantization: mode, repeats: repetitions)), as: UTF8.self))
+            return
+        }
         if let child {
             let parts = child.split(separator: ":").map(String.init)
             guard parts.count == 2, let w = WorkloadBenchmark.workloads.first(where: { $0.name == parts[0] }),
@@ -66,6 +85,11 @@ struct BenchCommand: ParsableCommand {
             return
         }
         guard repetitions >= 1 else { throw OptionError("--repeat must be at least 1, got \(repetitions)") }
+        if model != nil || llamacpp != nil {
+            guard generation, model != nil else { throw OptionError("--model and --llamacpp measure decoding a model file: give --generation and --model") }
+            try runModelGeneration()
+            return
+        }
         let chosen = try workloads.split(separator: ",").map { name in
             guard let w = WorkloadBenchmark.workloads.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown workload '\(name)' (\(WorkloadBenchmark.workloads.map(\.name).joined(separator: ", ")))")
@@ -228,6 +252,100 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// What the child process for one way of holding the model reports.
+    struct ModelMeasurement: Codable {
+        let quantize: String
+        let speed: GenerationBenchmark.ModelResult
+        /// Set when the products can use 8-bit activations (a base kept in Q4_0, Q4_1 or Q8_0).
+        let agreement: GenerationBenchmark.Agreement?
+        let peakResidentMB: Double
+    }
+
+    static func measureModel(_ path: String, quantization: BaseQuantization, repeats: Int) throws -> ModelMeasurement {
+        let base = try PretrainedModel.load(path, requireTokenizer: true, quantization: quantization)
+        let model = base.model
+        model.freeze()
+        let prompt = try base.requireTokenizer().encode(GenerationBenchmark.promptText, addSpecialTokens: false)
+        let speed = try GenerationBenchmark.run(model: model, prompt: prompt, repeats: repeats)
+        let integer = model.namedModules().contains { ($0.module as? any QuantizedModule)?.quantized.integerLayout != nil }
+        let agreement = integer
+            ? try GenerationBenchmark.agreement(model: model, prompt: Array(prompt.prefix(GenerationBenchmark.promptLength))) : nil
+        return ModelMeasurement(quantize: quantization.rawValue, speed: speed, agreement: agreement,
+                                peakResidentMB: WorkloadBenchmark.peakResidentMB())
+    }
+
+    /// `--generation --model`: Finch on each `--quantize` mode in its own process, then llama.cpp on the file.
+    func runModelGeneration() throws {
+        guard let model else { return }
+        let modes = try quantize.split(separator: ",").map { try BaseQuantization(option: String($0)) }
+        var finch: [ModelMeasurement] = []
+        for mode in modes {
+            let data = try Self.child(["bench", "--generation", "--model", model, "--repeat", "\(repetitions)",
+                                       "--child", "generation:\(mode.rawValue)"], what: "decoding \(model) with --quantize \(mode.rawValue)")
+            finch.append(try JSONDecoder().decode(ModelMeasurement.self, from: data))
+            if !json { FileHandle.standardError.write(Data("measured Finch, --quantize \(mode.rawValue)\n".utf8)) }
+        }
+        var peer: [String: Any] = [:]
+        if let llamacpp {
+            let first = finch[0].speed
+            let common = [llamacppScript, "--model", model, "--threads", "\(Parallel.coreCount)", "--repeat", "\(repetitions)"]
+            guard let decode = try Self.peerJSON(python: llamacpp, arguments: common + ["--prompt-tokens", "\(first.decodePromptTokens)", "--new-tokens", "\(first.newTokens)"]),
+                  let prefill = try Self.peerJSON(python: llamacpp, arguments: common + ["--prompt-tokens", "\(first.prefillTokens)", "--new-tokens", "2"]),
+                  let ms = decode["decode_ms_per_token"] as? Double, let tps = prefill["prefill_tokens_per_s"] as? Double,
+                  let rss = decode["peak_rss_mb"] as? Double, let rss2 = prefill["peak_rss_mb"] as? Double else {
+                throw ValidationError("llama.cpp (\(llamacpp) \(llamacppScript)) printed no result for \(model)")
+            }
+            peer = ["decode_ms_per_token": ms, "prefill_tokens_per_second": tps, "peak_rss_mb": max(rss, rss2)]
+            if !json { FileHandle.standardError.write(Data("measured llama.cpp\n".utf8)) }
+        }
+        if json {
+            let rows: [[String: Any]] = try finch.map { m in
+                var row = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(m)) as! [String: Any]
+                if let p = peer["decode_ms_per_token"] as? Double { row["decode_speedup_over_llamacpp"] = p / m.speed.decodeMillisecondsPerToken }
+                if let p = peer["prefill_tokens_per_second"] as? Double { row["prefill_speedup_over_llamacpp"] = m.speed.prefillTokensPerSecond / p }
+                return row
+            }
+            try Output.json(["cores": Parallel.coreCount, "model": model, "finch": rows, "llamacpp": peer])
+            return
+        }
+        let s = finch[0].speed
+        print("\(model): prefill of \(s.prefillTokens) prompt tokens; greedy decoding of \(s.newTokens) tokens after \(s.decodePromptTokens); \(Parallel.coreCount) threads; medians of \(repetitions)\n")
+        print("| engine | weights | prefill tok/s | decode ms/token | decode tok/s | peak RSS |\n| --- | --- | ---: | ---: | ---: | ---: |")
+        for m in finch {
+            print("| Finch | \(m.quantize) | \(Output.fixed(m.speed.prefillTokensPerSecond, 0)) | \(Output.fixed(m.speed.decodeMillisecondsPerToken, 2)) | \(Output.fixed(m.speed.decodeTokensPerSecond, 1)) | \(Output.fixed(m.peakResidentMB, 0)) MB |")
+        }
+        if let ms = peer["decode_ms_per_token"] as? Double, let tps = peer["prefill_tokens_per_second"] as? Double, let rss = peer["peak_rss_mb"] as? Double {
+            print("| llama.cpp | as stored | \(Output.fixed(tps, 0)) | \(Output.fixed(ms, 2)) | \(Output.fixed(1000 / ms, 1)) | \(Output.fixed(rss, 0)) MB |")
+            print("")
+            for m in finch {
+                print("Finch \(m.quantize) / llama.cpp: prefill \(Output.fixed(m.speed.prefillTokensPerSecond / tps, 2))×, decode \(Output.fixed(ms / m.speed.decodeMillisecondsPerToken, 2))×, memory \(Output.fixed(m.peakResidentMB / rss, 2))")
+            }
+        }
+        for m in finch {
+            guard let a = m.agreement else { continue }
+            print("\n\(m.quantize), 8-bit activations against float32 products: \(a.identicalLeadingTokens) of \(a.compared) greedy tokens alike from the first"
+                  + (a.floatMarginWherePartingBegins.map { "; where they part the float32 path's top two logits are \(Output.fixed(Double($0), 4)) apart" } ?? "")
+                  + "; logits along the float32 tokens differ by at most \(String(format: "%.2e", Double(a.largestRelativeLogitDifference))) of the step's largest")
+        }
+    }
+
+    /// Runs this executable with `arguments` and returns what it prints.
+    static func child(_ arguments: [String], what: String) throws -> Data {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
+            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        }
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("measuring \(what) failed") }
+        return data
+    }
+
     /// transformers' milliseconds per token on the workload's shape, from the peer's generation script.
     static func peerGeneration(python: String, script: String, workload: WorkloadBenchmark.Workload) throws -> Double {
         let c = workload.config
@@ -259,19 +377,8 @@ struct BenchCommand: ParsableCommand {
 
     static func childResult(_ workload: String, _ mode: String, steps: Int,
                             checkpointActivations: Bool) throws -> WorkloadBenchmark.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-        if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
-            process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        }
-        process.arguments = ["bench", "--child", "\(workload):\(mode)", "--steps",
-                             "\(steps)"] + (checkpointActivations ? ["--activation-checkpointing"] : [])
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ValidationError("the \(workload) \(mode) measurement failed") }
+        let data = try child(["bench", "--child", "\(workload):\(mode)", "--steps", "\(steps)"]
+                             + (checkpointActivations ? ["--activation-checkpointing"] : []), what: "\(workload) \(mode)")
         return try JSONDecoder().decode(WorkloadBenchmark.Result.self, from: data)
     }
 

@@ -32,6 +32,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Recompute the whole sequence at each step instead of using the key/value cache.")
     var noCache = false
 
+    @Flag(help: "Over a base kept in Q4_0, Q4_1 or Q8_0 blocks, keep every product in float32 instead of multiplying the blocks by 8-bit activations when decoding (llama.cpp's way, the default: faster, logits differ by the activations' rounding).")
+    var floatActivations = false
+
     @Flag(help: "Print one JSON object on stdout (prompt ids, generated ids, text, seconds) instead of streaming.")
     var json = false
 
@@ -66,7 +69,8 @@ struct GenerateCommand: ParsableCommand {
         }
         let echo = chat ? "" : prompt
         let options = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP,
-                                        seed: UInt64(seed), stopTokens: stopTokens, useCache: !noCache)
+                                        seed: UInt64(seed), stopTokens: stopTokens, useCache: !noCache,
+                                        quantizedActivations: !floatActivations)
         // Stream: print what the decoded text gained, holding back a trailing incomplete character.
         var produced: [Int] = []
         var printed = ""

@@ -17,16 +17,23 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public let blockBytes: Int
     /// Bytes besides the rows' blocks that the format keeps (NF4's scales), counted in `byteCount`.
     public let sideBytes: Int
+    /// The blocks' layout when it is one the integer products read directly (`IntegerBlockLayout`).
+    public let integerLayout: IntegerBlockLayout?
     let data: [UInt8]
     let decode: Decoder
 
     public init(rows: Int, columns: Int, format: String, blockValues: Int, blockBytes: Int, data: [UInt8],
-                sideBytes: Int = 0, decode: @escaping Decoder) throws {
+                sideBytes: Int = 0, integerLayout: IntegerBlockLayout? = nil, decode: @escaping Decoder) throws {
         guard rows > 0, columns > 0, blockValues > 0, columns % blockValues == 0,
               data.count == rows * columns / blockValues * blockBytes else {
             throw TensorError.invalidArgument(op: "QuantizedMatrix", message: "[\(rows), \(columns)] in \(format) "
                 + "needs rows of whole \(blockValues)-value blocks, \(rows * max(columns / max(blockValues, 1), 0) * blockBytes) bytes; got \(data.count)")
         }
+        if let layout = integerLayout, blockValues != IntegerBlockLayout.blockValues || blockBytes != layout.blockBytes {
+            throw TensorError.invalidArgument(op: "QuantizedMatrix", message: "\(format) blocks of \(blockValues) values in \(blockBytes) bytes "
+                + "are not \(layout.rawValue)'s \(IntegerBlockLayout.blockValues) in \(layout.blockBytes)")
+        }
+        self.integerLayout = integerLayout
         self.rows = rows
         self.columns = columns
         self.format = format
@@ -74,6 +81,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// its columns of y.
     public func multiplyTransposed(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
                                    stride: Int) {
+        if let layout = integerLayout, m <= Self.integerRowLimit, Self.quantizedActivations {
+            multiplyTransposedQuantizingActivations(x, rows: m, into: y, stride: stride, layout: layout)
+            return
+        }
         let k = columns, panelRows = Self.panelRows(width: k)
         Tensor.forEachShare(of: rows, granule: 1) { share in
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * k)
@@ -82,6 +93,37 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 let panel = min(panelRows, share.upperBound - p)
                 dequantize(rows: p..<(p + panel), columnBlocks: 0..<blocksPerRow, into: scratch)
                 GEMM.sgemm(false, true, m, panel, k, 1, x, k, scratch, k, 0, y + p, stride)
+            }
+        }
+    }
+
+    /// Whether products with at most `integerRowLimit` rows of activations may quantise them to 8 bits and
+    /// multiply the blocks in integers (`IntegerBlockLayout`); off unless a caller turns it on for its work.
+    @TaskLocal static var quantizedActivations = false
+
+    /// Runs `body` with products of few rows over ggml's legacy blocks done in integers on 8-bit activations
+    /// (llama.cpp's way of decoding: less exact than x · deq(W)ᵀ, several times faster), or not.
+    public static func withQuantizedActivations<R>(_ enabled: Bool, _ body: () throws -> R) rethrows -> R {
+        try $quantizedActivations.withValue(enabled, operation: body)
+    }
+
+    /// Above this many rows, dequantising a panel once serves every row and OpenBLAS's product is the faster way.
+    static let integerRowLimit = 8
+
+    /// y = x · Wᵀ with x's rows quantised to 8-bit blocks: each core takes a contiguous share of W's rows and
+    /// reads each of its weight rows once for all of x's rows.
+    func multiplyTransposedQuantizingActivations(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
+                                                 stride: Int, layout: IntegerBlockLayout) {
+        let activations = ActivationBlocks(x, rows: m, columns: columns)
+        defer { activations.deallocate() }
+        let rowBytes = blocksPerRow * blockBytes
+        data.withUnsafeBytes { raw in
+            let base = raw.baseAddress!
+            Tensor.forEachShare(of: rows, granule: 1) { share in
+                for r in share {
+                    let weights = base + r * rowBytes
+                    for i in 0..<m { y[i * stride + r] = activations.dot(layout, weights: weights, row: i) }
+                }
             }
         }
     }
