@@ -75,7 +75,7 @@ struct IntegerBlockProductTests {
                 for r in 0..<rows {
                     var sum = 0.0
                     for c in 0..<columns {
-                        let xq = Double(a.scales[i * 3 + c / 32]) * Double(a.values[i * columns + c])
+                        let j = c % 32, xq = Double(a.scales[i * 3 + c / 32]) * Double(a.values[i * columns + c - j + (j & 1) * 16 + j / 2])
                         sum += xq * Double(dense.storage.buffer[r * columns + c])
                     }
                     let got = integer.storage.buffer[i * rows + r]

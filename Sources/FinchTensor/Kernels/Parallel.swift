@@ -17,13 +17,27 @@ public enum Parallel {
             return
         }
         let per = (count + chunks - 1) / chunks
+        perform(iterations: chunks) { c in
+            let start = c * per
+            let end = min(count, start + per)
+            if start < end { body(start..<end) }
+        }
+    }
+
+    /// The threads that run `perform`'s jobs beside the caller (one fewer than the cores).
+    static let pool = WorkerPool(threads: coreCount - 1)
+
+    /// Calls `body(i)` for every i in `0..<iterations`, concurrently on all cores: on the worker pool, or through
+    /// Dispatch when the pool is busy (a job started inside a job, or by two threads at once).
+    public static func perform(iterations: Int, _ body: (Int) -> Void) {
+        if iterations <= 1 || coreCount == 1 {
+            for i in 0..<iterations { body(i) }
+            return
+        }
+        if pool.perform(iterations: iterations, body) { return }
         withoutActuallyEscaping(body) { body in
             let box = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let start = c * per
-                let end = min(count, start + per)
-                if start < end { box.value(start..<end) }
-            }
+            DispatchQueue.concurrentPerform(iterations: iterations) { box.value($0) }
         }
     }
 

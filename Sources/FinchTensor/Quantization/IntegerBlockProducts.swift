@@ -25,10 +25,13 @@ public enum IntegerBlockLayout: String, Sendable, CaseIterable {
 }
 
 /// Rows of float activations quantised as ggml's Q8_1: per block of 32 values a scale d = max|x| / 127, the
-/// values q = round(x / d) as signed bytes, and d · Σq (what a block with an offset m adds: m · d · Σq).
+/// values q = round(x / d), and d · Σq (what a block with an offset m adds: m · d · Σq). The values are kept as
+/// 16-bit lanes, split once per row into the even-numbered values and the odd-numbered ones, because that is
+/// how the products below find the weights' values in the bytes they load: each weight row reuses the split.
 struct ActivationBlocks {
     let rows: Int, blocksPerRow: Int
-    let values: UnsafeMutablePointer<Int8>
+    /// Per block: q₀, q₂, …, q₃₀, then q₁, q₃, …, q₃₁.
+    let values: UnsafeMutablePointer<Int16>
     let scales: UnsafeMutablePointer<Float>
     let scaledSums: UnsafeMutablePointer<Float>
 
@@ -48,7 +51,7 @@ struct ActivationBlocks {
             var total: Int32 = 0
             for j in 0..<IntegerBlockLayout.blockValues {
                 let q = Int32((source[j] * inverse).rounded(.toNearestOrEven))
-                out[j] = Int8(truncatingIfNeeded: q)
+                out[(j & 1) * 16 + j / 2] = Int16(truncatingIfNeeded: q)
                 total &+= q
             }
             scales[b] = d
@@ -72,31 +75,34 @@ struct ActivationBlocks {
         }
     }
 
-    /// Q4_0 (q − 8) or Q4_1 (q, plus m times the activations' sum). Eight 16-bit lanes hold each value pair:
-    /// the even and odd bytes of a block are split by shifts (no lane conversions, which the standard library
-    /// does not vectorise), multiplied and summed in 16 bits (at most 4 · 15 · 127 per lane), widened to 32 and
-    /// turned into floats exactly; one accumulator per block of a pair keeps the additions independent.
+    /// The block's split activations (even-numbered values, odd-numbered values), 16 lanes each.
+    @inline(__always)
+    private func split(_ block: Int) -> (SIMD16<Int16>, SIMD16<Int16>) {
+        let x = UnsafeRawPointer(values + block * IntegerBlockLayout.blockValues)
+        return (x.loadUnaligned(as: SIMD16<Int16>.self), x.loadUnaligned(fromByteOffset: 32, as: SIMD16<Int16>.self))
+    }
+
+    /// Q4_0 (q − 8) or Q4_1 (q, plus m times the activations' sum). The 16 packed bytes, seen as eight 16-bit
+    /// lanes, hold values 2i and 2i + 1 in the low nibbles of lane i and 16 + 2i, 17 + 2i in the high ones: the
+    /// lanes and the lanes shifted by four, side by side, give the even values under one mask and the odd under
+    /// another, in the activations' order. Products of 4 and 8 bits fit 16 bits two at a time (2 · 15 · 127).
+    /// One accumulator per block of a pair keeps the additions independent.
     @inline(__always)
     private func dotQ4(_ weights: UnsafeRawPointer, row: Int, offset: Bool) -> Float {
         let size = offset ? 20 : 18, packedAt = offset ? 4 : 2, centre: Int16 = offset ? 0 : 8
         let first = row * blocksPerRow
-        var sums = (SIMD4<Float>(), SIMD4<Float>()), offsets = (Float(0), Float(0))
-        @inline(__always) func block(_ b: Int) -> (SIMD4<Float>, Float) {
+        @inline(__always) func block(_ b: Int) -> (SIMD8<Float>, Float) {
             let block = weights + b * size
             let packed = block.loadUnaligned(fromByteOffset: packedAt, as: SIMD8<UInt16>.self)
-            let nibble = SIMD8<UInt16>(repeating: 0x0F)
-            let low0 = SIMD8<Int16>(truncatingIfNeeded: packed & nibble) &- centre
-            let low1 = SIMD8<Int16>(truncatingIfNeeded: (packed &>> 8) & nibble) &- centre
-            let high0 = SIMD8<Int16>(truncatingIfNeeded: (packed &>> 4) & nibble) &- centre
-            let high1 = SIMD8<Int16>(truncatingIfNeeded: packed &>> 12) &- centre
-            let x = UnsafeRawPointer(values + (first + b) * IntegerBlockLayout.blockValues)
-            let (x0, x1) = Self.bytePairs(x.loadUnaligned(as: SIMD8<Int16>.self))
-            let (x2, x3) = Self.bytePairs(x.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
-            let products = low0 &* x0 &+ low1 &* x1 &+ high0 &* x2 &+ high1 &* x3
+            let both = SIMD16<UInt16>(lowHalf: packed, highHalf: packed &>> 4)
+            let even = unsafeBitCast(both & 0x000F, to: SIMD16<Int16>.self) &- centre
+            let odd = unsafeBitCast((both &>> 8) & 0x000F, to: SIMD16<Int16>.self) &- centre
+            let (xEven, xOdd) = split(first + b)
+            let pairs = Self.widenedPairs(even &* xEven &+ odd &* xOdd)
             let scale = Self.half(block, 0) * scales[first + b]
-            return (Self.float(Self.widenedPairs(products)) * scale,
-                    offset ? Self.half(block, 2) * scaledSums[first + b] : 0)
+            return (Self.float(pairs) * scale, offset ? Self.half(block, 2) * scaledSums[first + b] : 0)
         }
+        var sums = (SIMD8<Float>(), SIMD8<Float>()), offsets = (Float(0), Float(0))
         var b = 0
         while b + 1 < blocksPerRow {
             let (s0, o0) = block(b), (s1, o1) = block(b + 1)
@@ -114,22 +120,19 @@ struct ActivationBlocks {
         return (sums.0 + sums.1).sum() + (offsets.0 + offsets.1)
     }
 
-    /// Q8_0: signed bytes times signed bytes; a lane's two products fit 16 bits (2 · 128 · 127), so each half
-    /// block is widened before the halves are added.
+    /// Q8_0: the 32 signed bytes seen as sixteen 16-bit lanes give the even values by a shift up and back, the
+    /// odd by a shift back; two products of signed bytes fit 16 bits (2 · 128 · 127).
     @inline(__always)
     private func dotQ8(_ weights: UnsafeRawPointer, row: Int) -> Float {
         let first = row * blocksPerRow
-        var sums = (SIMD4<Float>(), SIMD4<Float>())
-        @inline(__always) func block(_ b: Int) -> SIMD4<Float> {
+        @inline(__always) func block(_ b: Int) -> SIMD8<Float> {
             let block = weights + b * 34
-            let x = UnsafeRawPointer(values + (first + b) * IntegerBlockLayout.blockValues)
-            let (w0, w1) = Self.bytePairs(block.loadUnaligned(fromByteOffset: 2, as: SIMD8<Int16>.self))
-            let (w2, w3) = Self.bytePairs(block.loadUnaligned(fromByteOffset: 18, as: SIMD8<Int16>.self))
-            let (x0, x1) = Self.bytePairs(x.loadUnaligned(as: SIMD8<Int16>.self))
-            let (x2, x3) = Self.bytePairs(x.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
-            let pairs = Self.widenedPairs(w0 &* x0 &+ w1 &* x1) &+ Self.widenedPairs(w2 &* x2 &+ w3 &* x3)
+            let w = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int16>.self)
+            let (xEven, xOdd) = split(first + b)
+            let pairs = Self.widenedPairs(((w &<< 8) &>> 8) &* xEven &+ (w &>> 8) &* xOdd)
             return Self.float(pairs) * (Self.half(block, 0) * scales[first + b])
         }
+        var sums = (SIMD8<Float>(), SIMD8<Float>())
         var b = 0
         while b + 1 < blocksPerRow {
             sums.0 += block(b)
@@ -140,23 +143,19 @@ struct ActivationBlocks {
         return (sums.0 + sums.1).sum()
     }
 
-    /// Sixteen signed bytes seen as eight 16-bit lanes → (the even bytes, the odd bytes), sign-extended.
+    /// Sixteen 16-bit lanes seen as eight 32-bit ones → the sum of each adjacent pair, in 32 bits.
     @inline(__always)
-    static func bytePairs(_ v: SIMD8<Int16>) -> (SIMD8<Int16>, SIMD8<Int16>) { ((v &<< 8) &>> 8, v &>> 8) }
-
-    /// Eight 16-bit lanes seen as four 32-bit ones → the sum of each adjacent pair, in 32 bits.
-    @inline(__always)
-    static func widenedPairs(_ v: SIMD8<Int16>) -> SIMD4<Int32> {
-        let w = unsafeBitCast(v, to: SIMD4<Int32>.self)
+    static func widenedPairs(_ v: SIMD16<Int16>) -> SIMD8<Int32> {
+        let w = unsafeBitCast(v, to: SIMD8<Int32>.self)
         return ((w &<< 16) &>> 16) &+ (w &>> 16)
     }
 
     /// Integers below 2²² in magnitude as floats, exactly: added to 1.5 · 2²³ they are the float's low mantissa
     /// bits (a lane conversion without the standard library's per-lane loop).
     @inline(__always)
-    static func float(_ v: SIMD4<Int32>) -> SIMD4<Float> {
+    static func float(_ v: SIMD8<Int32>) -> SIMD8<Float> {
         let magic: Float = 12_582_912
-        return unsafeBitCast(v &+ Int32(bitPattern: magic.bitPattern), to: SIMD4<Float>.self) - magic
+        return unsafeBitCast(v &+ Int32(bitPattern: magic.bitPattern), to: SIMD8<Float>.self) - magic
     }
 
     @inline(__always)
