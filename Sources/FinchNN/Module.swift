@@ -68,6 +68,22 @@ open class Module {
         return out
     }
 
+    /// The module at a dotted path ("" is this one), found by walking down from here one level at a time
+    /// rather than listing the whole tree.
+    public func module(at path: String) -> Module? {
+        var module: Module = self
+        var rest = Substring(path)
+        while !rest.isEmpty {
+            guard let (name, child) = module.members().children.first(where: { rest == $0.0 || rest.hasPrefix($0.0 + ".") }) else {
+                return nil
+            }
+            module = child
+            rest = rest.dropFirst(name.count)
+            if rest.first == "." { rest = rest.dropFirst() }
+        }
+        return module
+    }
+
     /// The parameters that will receive gradients.
     public func trainableParameters() -> [(name: String, tensor: Tensor)] {
         namedParameters().filter { $0.tensor.requiresGrad }
@@ -88,7 +104,7 @@ open class Module {
         let parts = path.split(separator: ".").map(String.init)
         guard let last = parts.last else { throw ModuleError.noSuchModule(path) }
         let parentPath = parts.dropLast().joined(separator: ".")
-        guard let parent = namedModules().first(where: { $0.name == parentPath })?.module else {
+        guard let parent = module(at: parentPath) else {
             throw ModuleError.noSuchModule(path)
         }
         var mirror: Mirror? = Mirror(reflecting: parent)
