@@ -103,10 +103,19 @@ public enum WorkloadBenchmark {
             throw TensorError.invalidArgument(op: "finch bench", message: "\(workload.name) holds its base quantised; it trains adapters only (lora, prefix)")
         }
         let model = try LlamaForCausalLM(c)
-        HuggingFaceFolder.initializeRandomly(model, seed: 0)
-        if workload.quantize != .none {
-            try QuantizedBase.quantize(model, as: workload.quantize)
-            TensorStorage.resetPool()
+        if workload.quantize == .none {
+            HuggingFaceFolder.initializeRandomly(model, seed: 0)
+        } else {
+            // Part by part, each quantised as soon as it is made and its float32 pages handed back (a new model's
+            // weights are untouched zero pages until written), so the float32 model never exists whole: the peak
+            // is the quantised base's, as when a quantised GGUF is loaded with `quantize: keep`.
+            let parts = ["model.embed_tokens"] + (0..<c.layerCount).map { "model.layers.\($0)." }
+            for (i, part) in parts.enumerated() {
+                HuggingFaceFolder.initializeRandomly(model, seed: UInt64(i), including: { $0.hasPrefix(part) })
+                try QuantizedBase.quantize(model, as: workload.quantize, including: { $0.hasPrefix(part) })
+                TensorStorage.resetPool()
+            }
+            HuggingFaceFolder.initializeRandomly(model, seed: UInt64(parts.count))  // the norms, still float32
         }
         let parameters = model.parameterCount
         let runDirectory = NSTemporaryDirectory() + "finch-bench-\(getpid())-\(workload.name)-\(mode.rawValue)"

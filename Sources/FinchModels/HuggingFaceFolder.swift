@@ -71,11 +71,11 @@ public struct HuggingFaceFolder {
     }
 
     /// transformers' `_init_weights` for these architectures: Linear and Embedding weights N(0, std²),
-    /// biases zero, norm weights one and norm biases zero.
+    /// biases zero, norm weights one and norm biases zero. Only modules whose path `including` accepts are set.
     public static func initializeRandomly(_ model: any CausalLanguageModel, seed: UInt64,
-                                          standardDeviation: Float = 0.02) {
+                                          standardDeviation: Float = 0.02, including: (String) -> Bool = { _ in true }) {
         var generator = RandomGenerator(seed: seed)
-        for (_, module) in model.namedModules() {
+        for (path, module) in model.namedModules() where including(path) {
             switch module {
             case let linear as Linear:
                 try? linear.weight.assign(Tensor.randomNormal(linear.weight.shape, standardDeviation: standardDeviation, generator: &generator))

@@ -36,19 +36,21 @@ public enum BaseQuantization: String, CaseIterable, Sendable {
 public enum QuantizedBase {
     /// Quantises every decoder-layer projection of `model` that is still float32 (nf4, q8_0, q4_0, q4_1), and
     /// with a ggml type a LLaMA token table, freeing each float weight; a matrix whose rows are not whole blocks of
-    /// the format stays float32 (`storage(of:)` shows which). Returns how many were quantised.
+    /// the format stays float32 (`storage(of:)` shows which). Only modules whose path `including` accepts are
+    /// looked at (all by default). Returns how many were quantised.
     @discardableResult
-    public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization) throws -> Int {
+    public static func quantize(_ model: any CausalLanguageModel, as mode: BaseQuantization,
+                                including: (String) -> Bool = { _ in true }) throws -> Int {
         guard mode != .none, mode != .keep else { return 0 }
         var count = 0
-        if let type = mode.ggmlType, case .llama = model.config,
+        if let type = mode.ggmlType, case .llama = model.config, including("model.embed_tokens"),
            let table = model.namedModules().first(where: { $0.name == "model.embed_tokens" })?.module as? Embedding,
            let matrix = try ggmlMatrix(table.weight, as: type, name: "model.embed_tokens.weight") {
             try model.replaceModule(at: "model.embed_tokens", with: QuantizedEmbedding(matrix))
             count += 1
         }
         for (path, module) in model.namedModules() {
-            guard let linear = module as? Linear, isDecoderProjection(path) else { continue }
+            guard let linear = module as? Linear, isDecoderProjection(path), including(path) else { continue }
             let made: QuantizedMatrix?
             if let type = mode.ggmlType {
                 made = try ggmlMatrix(linear.weight, as: type, name: path + ".weight")

@@ -9,7 +9,7 @@ import Testing
 struct WorkerPoolTests {
     /// Runs `iterations` indices through `Parallel.perform` and returns how often each ran.
     static func counts(_ iterations: Int) -> [Int] {
-        let hits = Mutex([Int](repeating: 0, count: iterations))
+        let hits = PThreadLocked([Int](repeating: 0, count: iterations))
         Parallel.perform(iterations: iterations) { i in hits.withLock { $0[i] += 1 } }
         return hits.withLock { $0 }
     }
