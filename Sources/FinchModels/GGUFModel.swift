@@ -71,12 +71,14 @@ public enum GGUFModel {
         }
     }
 
-    public static let architectures = ["llama", "gpt2"]
+    /// llama.cpp's architectures Finch reads. Mistral models are written by llama.cpp's converter as "llama" (no
+    /// sliding window kept), so they load as LLaMA, as llama.cpp runs them.
+    public static let architectures = ["llama", "qwen2", "gpt2"]
 
     /// The configuration the file's metadata gives; what it leaves out takes llama.cpp's defaults.
     public static func config(_ file: GGUFFile) throws -> ModelConfig {
         let path = file.path
-        let supported = "Finch reads \(architectures.map { "\"\($0)\"" }.joined(separator: " and ")) GGUF models"
+        let supported = "Finch reads \(architectures.map { "\"\($0)\"" }.joined(separator: ", ")) GGUF models"
         guard let architecture = file["general.architecture"]?.string else {
             throw FormatError(file: path, "missing general.architecture (\(supported))")
         }
@@ -87,10 +89,13 @@ public enum GGUFModel {
         let vocabulary = embeddings.dimensions[1]
         let bos = file["tokenizer.ggml.bos_token_id"]?.integer, eos = file["tokenizer.ggml.eos_token_id"]?.integer
         switch architecture {
-        case "llama":
-            if let scaling = file["llama.rope.scaling.type"]?.string, scaling != "none" {
-                throw FormatError(file: path, "llama.rope.scaling.type \"\(scaling)\" is not supported (Finch implements plain rotary positions)")
+        case "llama", "qwen2":
+            if let scaling = file["\(architecture).rope.scaling.type"]?.string, scaling != "none" {
+                throw FormatError(file: path, "\(architecture).rope.scaling.type \"\(scaling)\" is not supported (Finch implements plain rotary positions)")
             }
+            // Qwen2: biases on q, k and v, never on o (as transformers builds it); LLaMA: on all four or none.
+            let qwen2 = architecture == "qwen2"
+            let qkvBias = file.tensor(named: "blk.0.attn_q.bias") != nil
             let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
             return .llama(LlamaConfig(
                 vocabularySize: vocabulary, hiddenSize: hidden,
@@ -100,9 +105,9 @@ public enum GGUFModel {
                 rmsNormEpsilon: Float(try fields.number("attention.layer_norm_rms_epsilon", default: 1e-5)),
                 ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
                 tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
-                attentionBias: file.tensor(named: "blk.0.attn_q.bias") != nil,
+                attentionBias: qkvBias, attentionOutputBias: qwen2 ? false : qkvBias,
                 maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
-                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? []))
+                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: qwen2 ? .qwen2 : .llama))
         case "gpt2":
             // llama.cpp runs GPT-2 with the tanh GELU and a head tied to the token table (a converted file may
             // carry the head as a copy of the table).
@@ -167,9 +172,10 @@ public enum GGUFModel {
         return modules[module].map { "blk.\(layer).\($0).\(parts.last!)" }
     }
 
-    /// The heads a GGUF tensor's rows are permuted over (LLaMA's q and k, weights and biases), if any.
+    /// The heads a GGUF tensor's rows are permuted over (LLaMA's and Mistral's q and k, weights and biases), if
+    /// any. Qwen2's are stored as Hugging Face has them.
     public static func permutedHeads(_ key: String, in config: ModelConfig) -> Int? {
-        guard case .llama(let c) = config, key.hasPrefix("blk.") else { return nil }
+        guard case .llama(let c) = config, c.family != .qwen2, key.hasPrefix("blk.") else { return nil }
         if key.hasSuffix(".attn_q.weight") || key.hasSuffix(".attn_q.bias") { return c.headCount }
         if key.hasSuffix(".attn_k.weight") || key.hasSuffix(".attn_k.bias") { return c.keyValueHeadCount }
         return nil

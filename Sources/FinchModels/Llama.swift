@@ -2,7 +2,8 @@ import FinchFormats
 import FinchNN
 import FinchTensor
 
-/// One LLaMA block: pre-norm attention and a SwiGLU MLP, each added back to the residual stream.
+/// One LLaMA block: pre-norm attention and a SwiGLU MLP, each added back to the residual stream. Qwen2 and
+/// Mistral are this block too; where they differ is their config (`LlamaConfig.Family`).
 public final class LlamaDecoderLayer: Module {
     public let selfAttn: Attention
     public let mlp: GatedMLP
@@ -11,7 +12,8 @@ public final class LlamaDecoderLayer: Module {
 
     init(_ c: LlamaConfig, rotary: RotaryTable) {
         selfAttn = Attention(dimensions: c.hiddenSize, headCount: c.headCount, keyValueHeadCount: c.keyValueHeadCount,
-                             headDimension: c.headDimension, bias: c.attentionBias, rotary: rotary)
+                             headDimension: c.headDimension, bias: c.attentionBias,
+                             outputBias: c.attentionOutputBias, rotary: rotary)
         mlp = GatedMLP(dimensions: c.hiddenSize, hiddenDimensions: c.intermediateSize, bias: c.mlpBias)
         inputLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
         postAttentionLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)

@@ -13,7 +13,8 @@ public enum ModelSize {
             guard let q = sumOfProducts([[c.headCount, c.headDimension]]),
                   let kv = sumOfProducts([[c.keyValueHeadCount, c.headDimension]]) else { return nil }
             var layer = [[h, q], [h, kv], [h, kv], [q, h], [3, h, i], [2, h]]  // q, k, v, o; gate, up, down; norms
-            if c.attentionBias { layer += [[q], [kv], [kv], [h]] }
+            if c.attentionBias { layer += [[q], [kv], [kv]] }
+            if c.attentionOutputBias { layer += [[h]] }
             if c.mlpBias { layer += [[2, i], [h]] }
             guard let perLayer = sumOfProducts(layer) else { return nil }
             return sumOfProducts([[c.vocabularySize, h], [perLayer, c.layerCount], [h]]

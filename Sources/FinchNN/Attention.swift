@@ -121,12 +121,13 @@ public final class Attention: Module {
     public let headDimension: Int
     let rotary: RotaryTable?
 
+    /// `bias` for the q, k and v projections; `outputBias` (the same unless given) for o.
     public init(dimensions: Int, headCount: Int, keyValueHeadCount: Int, headDimension: Int, bias: Bool,
-                rotary: RotaryTable?) {
+                outputBias: Bool? = nil, rotary: RotaryTable?) {
         qProj = Linear(inputDimensions: dimensions, outputDimensions: headCount * headDimension, bias: bias)
         kProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)
         vProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)
-        oProj = Linear(inputDimensions: headCount * headDimension, outputDimensions: dimensions, bias: bias)
+        oProj = Linear(inputDimensions: headCount * headDimension, outputDimensions: dimensions, bias: outputBias ?? bias)
         self.headCount = headCount
         self.keyValueHeadCount = keyValueHeadCount
         self.headDimension = headDimension

@@ -7,7 +7,7 @@ public enum Fixtures {
             .appendingPathComponent("Fixtures").path
     }()
 
-    public static let families = ["llama-gqa", "gpt2"]
+    public static let families = ["llama-gqa", "gpt2", "qwen2", "mistral"]
 
     public static func path(_ family: String, _ relative: String = "") -> String {
         relative.isEmpty ? "\(root)/\(family)" : "\(root)/\(family)/\(relative)"

@@ -8,7 +8,7 @@ public enum ModelConfig: Sendable, Equatable {
 
     public var modelType: String {
         switch self {
-        case .llama: return "llama"
+        case .llama(let c): return c.family.rawValue
         case .gpt2: return "gpt2"
         }
     }
@@ -27,9 +27,12 @@ public enum ModelConfig: Sendable, Equatable {
         }
     }
 
+    /// The most positions a sequence (cached and prefix positions counted) may have and be computed exactly: for
+    /// a model with a sliding attention window shorter than its positions, the window (no query is then far
+    /// enough from a key for the window to hide it; Finch does not implement the windowed mask).
     public var maxPositions: Int {
         switch self {
-        case .llama(let c): return c.maxPositionEmbeddings
+        case .llama(let c): return min(c.maxPositionEmbeddings, c.slidingWindow ?? .max)
         case .gpt2(let c): return c.maxPositions
         }
     }
@@ -37,7 +40,7 @@ public enum ModelConfig: Sendable, Equatable {
     /// The config.json key that gives `maxPositions`.
     public var maxPositionsKey: String {
         switch self {
-        case .llama: return "max_position_embeddings"
+        case .llama(let c): return (c.slidingWindow ?? .max) < c.maxPositionEmbeddings ? "sliding_window" : "max_position_embeddings"
         case .gpt2: return "n_positions"
         }
     }
@@ -56,20 +59,29 @@ public enum ModelConfig: Sendable, Equatable {
         }
         let fields = ConfigFields(object: object, path: path)
         guard let type = object["model_type"]?.string else {
-            throw FormatError(file: path, "missing \"model_type\" (Finch implements \"llama\" and \"gpt2\")")
+            throw FormatError(file: path, "missing \"model_type\" (Finch implements \(implemented))")
         }
+        if let family = LlamaConfig.Family(rawValue: type) { return .llama(try LlamaConfig(fields, family: family)) }
         switch type {
-        case "llama": return .llama(try LlamaConfig(fields))
         case "gpt2": return .gpt2(try GPT2Config(fields))
         default:
-            throw FormatError(file: path,
-                              "model_type \"\(type)\" is not supported (Finch implements \"llama\" and \"gpt2\")")
+            throw FormatError(file: path, "model_type \"\(type)\" is not supported (Finch implements \(implemented))")
         }
     }
+
+    /// The `model_type`s Finch reads, for messages.
+    static let implemented = (LlamaConfig.Family.allCases.map(\.rawValue) + ["gpt2"]).map { "\"\($0)\"" }.joined(separator: ", ")
 }
 
-/// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention.
+/// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention. Qwen2 and Mistral are
+/// the same decoder with other defaults: Qwen2 has biases on q, k and v (not o), Mistral a sliding attention window.
 public struct LlamaConfig: Sendable, Equatable {
+    /// The `model_type`s that are this decoder.
+    public enum Family: String, Sendable, CaseIterable {
+        case llama, qwen2, mistral
+    }
+
+    public var family: Family
     public var vocabularySize: Int
     public var hiddenSize: Int
     public var intermediateSize: Int
@@ -80,16 +92,25 @@ public struct LlamaConfig: Sendable, Equatable {
     public var rmsNormEpsilon: Float
     public var ropeTheta: Float
     public var tieWordEmbeddings: Bool
+    /// Biases on the q, k and v projections; `attentionOutputBias` on o.
     public var attentionBias: Bool
+    public var attentionOutputBias: Bool
     public var mlpBias: Bool
+    /// Keys further than this many positions behind a query are hidden from it (Mistral, Qwen2 with
+    /// use_sliding_window); nil when every key is seen. Sequences are limited to it (`ModelConfig.maxPositions`).
+    public var slidingWindow: Int?
     public var maxPositionEmbeddings: Int
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
 
     public init(vocabularySize: Int, hiddenSize: Int, intermediateSize: Int, layerCount: Int, headCount: Int,
                 keyValueHeadCount: Int, headDimension: Int? = nil, rmsNormEpsilon: Float = 1e-5, ropeTheta: Float = 10_000,
-                tieWordEmbeddings: Bool = false, attentionBias: Bool = false, mlpBias: Bool = false,
-                maxPositionEmbeddings: Int = 2048, bosTokenId: Int? = 1, eosTokenIds: [Int] = [2]) {
+                tieWordEmbeddings: Bool = false, attentionBias: Bool = false, attentionOutputBias: Bool? = nil,
+                mlpBias: Bool = false, maxPositionEmbeddings: Int = 2048, bosTokenId: Int? = 1, eosTokenIds: [Int] = [2],
+                family: Family = .llama, slidingWindow: Int? = nil) {
+        self.family = family
+        self.slidingWindow = slidingWindow
+        self.attentionOutputBias = attentionOutputBias ?? attentionBias
         self.vocabularySize = vocabularySize
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
@@ -107,9 +128,13 @@ public struct LlamaConfig: Sendable, Equatable {
         self.eosTokenIds = eosTokenIds
     }
 
-    init(_ f: ConfigFields) throws {
+    init(_ f: ConfigFields, family: Family = .llama) throws {
         let hidden = try f.int("hidden_size")
         let heads = try f.int("num_attention_heads")
+        // Qwen2 always has q/k/v biases and no o bias (its config has no key for them); LLaMA reads
+        // attention_bias for all four; Mistral has none.
+        let qkvBias = family == .qwen2 ? true : family == .llama ? try f.optionalBool("attention_bias") ?? false : false
+        let window = try Self.slidingWindow(f, family: family)
         // Before head_dim's default divides by the head count.
         try f.requirePositive(["hidden_size": hidden, "num_attention_heads": heads])
         self.init(
@@ -120,13 +145,22 @@ public struct LlamaConfig: Sendable, Equatable {
             rmsNormEpsilon: Float(try f.optionalDouble("rms_norm_eps") ?? 1e-6),
             ropeTheta: 10_000,
             tieWordEmbeddings: try f.optionalBool("tie_word_embeddings") ?? false,
-            attentionBias: try f.optionalBool("attention_bias") ?? false,
-            mlpBias: try f.optionalBool("mlp_bias") ?? false,
+            attentionBias: qkvBias, attentionOutputBias: family == .qwen2 ? false : qkvBias,
+            mlpBias: family == .llama ? try f.optionalBool("mlp_bias") ?? false : false,
             maxPositionEmbeddings: try f.optionalInt("max_position_embeddings") ?? 2048,
             bosTokenId: try f.optionalInt("bos_token_id"),
-            eosTokenIds: try f.intOrList("eos_token_id"))
+            eosTokenIds: try f.intOrList("eos_token_id"),
+            family: family, slidingWindow: window)
         if let act = f.object["hidden_act"]?.string, act != "silu" {
-            throw f.error("hidden_act \"\(act)\" is not supported for llama (Finch implements \"silu\")")
+            throw f.error("hidden_act \"\(act)\" is not supported for \(family.rawValue) (Finch implements \"silu\")")
+        }
+        if let types = f.object["layer_types"], !types.isNull {
+            guard let list = types.array?.compactMap(\.string), list.count == types.array?.count else {
+                throw f.error("layer_types must be a list of strings")
+            }
+            if let other = list.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
+                throw f.error("layer_types entry \"\(other)\" is not supported (Finch implements \"full_attention\" and \"sliding_attention\")")
+            }
         }
         if let tp = try f.optionalInt("pretraining_tp"), tp != 1 {
             throw f.error("pretraining_tp \(tp) is not supported (Finch implements 1)")
@@ -157,6 +191,27 @@ public struct LlamaConfig: Sendable, Equatable {
         // A negative epsilon makes a norm of small values the root of a negative number: NaN from the first layer.
         guard rmsNormEpsilon >= 0, rmsNormEpsilon.isFinite else { throw f.error("rms_norm_eps must be 0 or positive, got \(rmsNormEpsilon)") }
         guard ropeTheta > 0, ropeTheta.isFinite else { throw f.error("rope_theta must be positive, got \(ropeTheta)") }
+    }
+
+    /// The window of a config that uses one: Mistral's `sliding_window` (null: none); Qwen2's when
+    /// `use_sliding_window` is true or `layer_types` names sliding layers. LLaMA has none.
+    static func slidingWindow(_ f: ConfigFields, family: Family) throws -> Int? {
+        let sliding = f.object["layer_types"]?.array?.contains { $0.string == "sliding_attention" } ?? false
+        switch family {
+        case .llama:
+            if sliding { throw f.error("layer_types names \"sliding_attention\" layers, which llama does not have") }
+            return nil
+        case .qwen2:
+            guard try f.optionalBool("use_sliding_window") ?? false || sliding else { return nil }
+        case .mistral:
+            break
+        }
+        guard let window = try f.optionalInt("sliding_window") else {
+            if sliding { throw f.error("layer_types names \"sliding_attention\" layers but sliding_window is missing") }
+            return nil
+        }
+        guard window > 0 else { throw f.error("sliding_window must be positive, got \(window)") }
+        return window
     }
 }
 

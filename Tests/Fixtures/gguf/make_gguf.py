@@ -178,3 +178,59 @@ w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
 w.close()
+
+# qwen2.gguf and mistral.gguf: ../qwen2/base and ../mistral/base as llama.cpp's converter writes them. Qwen2 is its
+# own architecture ("qwen2": the llama tensor names plus q, k and v biases, rows not permuted, since llama.cpp runs
+# Qwen2 with the rotary halves Hugging Face uses; no output.weight when the head is tied). Mistral is written as a
+# LLaMA ("llama": q and k rows permuted; llama.cpp keeps no sliding window). Tokenizers as llama-gqa.gguf's.
+def llama_like(family, architecture, permuted):
+    base, config, weights = folder(family)
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    w = gguf.GGUFWriter(f"{out}/{family}.gguf", architecture)
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_context_length(config["max_position_embeddings"])
+    w.add_embedding_length(config["hidden_size"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    w.add_bos_token_id(config["bos_token_id"])
+    w.add_eos_token_id(config["eos_token_id"])
+    tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
+    pieces = [t for t, _ in sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores([-float(i) for i in range(len(pieces))])
+    w.add_token_types([2 if p == "<unk>" else 3 if p in ("<s>", "</s>") else 6 if p.startswith("<0x") else 1 for p in pieces])
+    w.add_unk_token_id(0)
+    w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    llama_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                   "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                   "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    for i in range(config["num_hidden_layers"]):
+        for hf, gg in llama_names.items():
+            for part in ["weight", "bias"]:
+                key = f"model.layers.{i}.{hf}.{part}"
+                if key not in weights:
+                    continue
+                t = weights[key]
+                if permuted and hf == "self_attn.q_proj":
+                    t = permute(t, heads)
+                if permuted and hf == "self_attn.k_proj":
+                    t = permute(t, kv_heads)
+                w.add_tensor(f"blk.{i}.{gg}.{part}", np.ascontiguousarray(t))
+    w.add_tensor("output_norm.weight", weights["model.norm.weight"])
+    if "lm_head.weight" in weights:
+        w.add_tensor("output.weight", weights["lm_head.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+llama_like("qwen2", "qwen2", permuted=False)
+llama_like("mistral", "llama", permuted=True)
