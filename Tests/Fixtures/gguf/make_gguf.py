@@ -11,6 +11,15 @@ import gguf
 from gguf import GGMLQuantizationType as Q
 
 out = sys.argv[1] if len(sys.argv) > 1 else "."
+
+
+def finish(w):
+    """Writes a GGUFWriter's header, metadata and tensors, and closes it."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
 rng = np.random.default_rng(20261206)
 
 # quants.gguf: the float32 "values", one tensor of each type Finch dequantises, and beside each ("NAME.expected", F32) what
@@ -40,10 +49,7 @@ for qtype, scale_offsets in [(Q.Q2_K, [80, 82]), (Q.Q3_K, [108]), (Q.Q4_K, [0, 2
     stored = raw.reshape(3, -1)
     w.add_tensor(name, stored, raw_dtype=qtype)
     w.add_tensor(name + ".expected", gguf.quants.dequantize(stored, qtype).astype(np.float32).reshape(3, 512))
-w.write_header_to_file()
-w.write_kv_data_to_file()
-w.write_tensors_to_file()
-w.close()
+finish(w)
 
 # metadata.gguf: every metadata value type, arrays of strings and of arrays, and a 3-dimensional tensor.
 w = gguf.GGUFWriter(f"{out}/metadata.gguf", "llama")
@@ -62,10 +68,7 @@ w.add_string("test.string", "héllo, 世界 🙂")
 w.add_array("test.strings", ["a", "", "ccc"])
 w.add_array("test.nested", [[1, 2], [3]])
 w.add_tensor("cube", np.arange(24, dtype=np.float32).reshape(2, 3, 4))
-w.write_header_to_file()
-w.write_kv_data_to_file()
-w.write_tensors_to_file()
-w.close()
+finish(w)
 
 # llama-gqa.gguf: ../llama-gqa/base (transformers' float32 LLaMA with grouped-query attention) written as
 # llama.cpp's convert_hf_to_gguf.py writes a LLaMA: its tensor names, q and k rows permuted per head to the
@@ -91,98 +94,10 @@ def folder(family):
     return base, json.load(open(os.path.join(base, "config.json"))), weights
 
 
-base, config, weights = folder("llama-gqa")
-
-
 def permute(w, heads):
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-         "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-         "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-w = gguf.GGUFWriter(f"{out}/llama-gqa.gguf", "llama")
-w.add_block_count(config["num_hidden_layers"])
-w.add_context_length(config["max_position_embeddings"])
-w.add_embedding_length(config["hidden_size"])
-w.add_feed_forward_length(config["intermediate_size"])
-w.add_head_count(heads)
-w.add_head_count_kv(kv_heads)
-w.add_key_length(config["head_dim"])
-w.add_value_length(config["head_dim"])
-w.add_layer_norm_rms_eps(config["rms_norm_eps"])
-w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
-w.add_bos_token_id(config["bos_token_id"])
-w.add_eos_token_id(config["eos_token_id"])
-tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
-pieces = [t for t, _ in sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])]
-w.add_tokenizer_model("llama")
-w.add_token_list(pieces)
-w.add_token_scores([-float(i) for i in range(len(pieces))])
-w.add_token_types([2 if p == "<unk>" else 3 if p in ("<s>", "</s>") else 6 if p.startswith("<0x") else 1 for p in pieces])
-w.add_unk_token_id(0)
-w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
-for i in range(config["num_hidden_layers"]):
-    for hf, gg in names.items():
-        t = weights[f"model.layers.{i}.{hf}.weight"]
-        if hf == "self_attn.q_proj":
-            t = permute(t, heads)
-        if hf == "self_attn.k_proj":
-            t = permute(t, kv_heads)
-        w.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(t))
-w.add_tensor("output_norm.weight", weights["model.norm.weight"])
-w.add_tensor("output.weight", weights["lm_head.weight"])
-w.write_header_to_file()
-w.write_kv_data_to_file()
-w.write_tensors_to_file()
-w.close()
-
-# gpt2.gguf: ../gpt2/base (transformers' float32 GPT-2) written as llama.cpp's converter writes a GPT-2: its tensor
-# names, the Conv1D weights transposed to [out, in], the head written as a copy of the token table, F32, and the
-# folder's byte-level BPE tokenizer with the "gpt-2" pre-tokenizer.
-base, config, weights = folder("gpt2")
-weights = {name.removeprefix("transformer."): w for name, w in weights.items()}
-w = gguf.GGUFWriter(f"{out}/gpt2.gguf", "gpt2")
-w.add_block_count(config["n_layer"])
-w.add_context_length(config["n_positions"])
-w.add_embedding_length(config["n_embd"])
-w.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
-w.add_head_count(config["n_head"])
-w.add_layer_norm_eps(config["layer_norm_epsilon"])
-tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
-vocab = tokenizer["model"]["vocab"]
-tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-w.add_tokenizer_model("gpt2")
-w.add_tokenizer_pre("gpt-2")
-w.add_token_list(tokens)
-w.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])
-w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
-w.add_bos_token_id(config["bos_token_id"])
-w.add_eos_token_id(config["eos_token_id"])
-names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
-         "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
-w.add_tensor("token_embd.weight", weights["wte.weight"])
-w.add_tensor("position_embd.weight", weights["wpe.weight"])
-for i in range(config["n_layer"]):
-    for hf, gg in names.items():
-        for part in ["weight", "bias"]:
-            t = weights[f"h.{i}.{hf}.{part}"]
-            if part == "weight" and hf not in ("ln_1", "ln_2"):
-                t = t.T  # Conv1D stores [in, out]
-            w.add_tensor(f"blk.{i}.{gg}.{part}", np.ascontiguousarray(t))
-w.add_tensor("output_norm.weight", weights["ln_f.weight"])
-w.add_tensor("output_norm.bias", weights["ln_f.bias"])
-w.add_tensor("output.weight", weights["wte.weight"])
-w.write_header_to_file()
-w.write_kv_data_to_file()
-w.write_tensors_to_file()
-w.close()
-
-# qwen2.gguf and mistral.gguf: ../qwen2/base and ../mistral/base as llama.cpp's converter writes them. Qwen2 is its
-# own architecture ("qwen2": the llama tensor names plus q, k and v biases, rows not permuted, since llama.cpp runs
-# Qwen2 with the rotary halves Hugging Face uses; no output.weight when the head is tied). Mistral is written as a
-# LLaMA ("llama": q and k rows permuted; llama.cpp keeps no sliding window). Tokenizers as llama-gqa.gguf's.
 def llama_like(family, architecture, permuted):
     base, config, weights = folder(family)
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
@@ -226,11 +141,53 @@ def llama_like(family, architecture, permuted):
     w.add_tensor("output_norm.weight", weights["model.norm.weight"])
     if "lm_head.weight" in weights:
         w.add_tensor("output.weight", weights["lm_head.weight"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
+llama_like("llama-gqa", "llama", permuted=True)
+
+
+# gpt2.gguf: ../gpt2/base (transformers' float32 GPT-2) written as llama.cpp's converter writes a GPT-2: its tensor
+# names, the Conv1D weights transposed to [out, in], the head written as a copy of the token table, F32, and the
+# folder's byte-level BPE tokenizer with the "gpt-2" pre-tokenizer.
+base, config, weights = folder("gpt2")
+weights = {name.removeprefix("transformer."): w for name, w in weights.items()}
+w = gguf.GGUFWriter(f"{out}/gpt2.gguf", "gpt2")
+w.add_block_count(config["n_layer"])
+w.add_context_length(config["n_positions"])
+w.add_embedding_length(config["n_embd"])
+w.add_feed_forward_length(config.get("n_inner") or 4 * config["n_embd"])
+w.add_head_count(config["n_head"])
+w.add_layer_norm_eps(config["layer_norm_epsilon"])
+tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
+vocab = tokenizer["model"]["vocab"]
+tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+w.add_tokenizer_model("gpt2")
+w.add_tokenizer_pre("gpt-2")
+w.add_token_list(tokens)
+w.add_token_types([3 if t == "<|endoftext|>" else 1 for t in tokens])
+w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]])
+w.add_bos_token_id(config["bos_token_id"])
+w.add_eos_token_id(config["eos_token_id"])
+names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+         "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+w.add_tensor("token_embd.weight", weights["wte.weight"])
+w.add_tensor("position_embd.weight", weights["wpe.weight"])
+for i in range(config["n_layer"]):
+    for hf, gg in names.items():
+        for part in ["weight", "bias"]:
+            t = weights[f"h.{i}.{hf}.{part}"]
+            if part == "weight" and hf not in ("ln_1", "ln_2"):
+                t = t.T  # Conv1D stores [in, out]
+            w.add_tensor(f"blk.{i}.{gg}.{part}", np.ascontiguousarray(t))
+w.add_tensor("output_norm.weight", weights["ln_f.weight"])
+w.add_tensor("output_norm.bias", weights["ln_f.bias"])
+w.add_tensor("output.weight", weights["wte.weight"])
+finish(w)
+
+# qwen2.gguf and mistral.gguf: ../qwen2/base and ../mistral/base as llama.cpp's converter writes them. Qwen2 is its
+# own architecture ("qwen2": the llama tensor names plus q, k and v biases, rows not permuted, since llama.cpp runs
+# Qwen2 with the rotary halves Hugging Face uses; no output.weight when the head is tied). Mistral is written as a
+# LLaMA ("llama": q and k rows permuted; llama.cpp keeps no sliding window). Tokenizers as llama-gqa.gguf's.
 llama_like("qwen2", "qwen2", permuted=False)
 llama_like("mistral", "llama", permuted=True)
