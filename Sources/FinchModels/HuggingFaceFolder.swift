@@ -119,6 +119,7 @@ public enum CausalLanguageModelFactory {
         switch config {
         case .llama(let c): return try LlamaForCausalLM(c)
         case .gpt2(let c): return try GPT2LMHeadModel(c)
+        case .gptNeoX(let c): return try GPTNeoXForCausalLM(c)
         }
     }
 }

@@ -25,13 +25,24 @@ public enum ModelSize {
             guard let perLayer = sumOfProducts([[4, e], [e, 3, e], [3, e], [e, e], [e], [e, i], [i], [i, e],
                                                 [e]]) else { return nil }
             return sumOfProducts([[c.vocabularySize, e], [c.maxPositions, e], [perLayer, c.layerCount], [2, e]])
+        case .gptNeoX(let c):
+            let h = c.hiddenSize, i = c.intermediateSize
+            // Two LayerNorms; query_key_value and dense (biases as the config says); the MLP's two, with biases.
+            var layer = [[4, h], [h, 3, h], [h, h], [h, i], [i], [i, h], [h]]
+            if c.attentionBias { layer += [[3, h], [h]] }
+            guard let perLayer = sumOfProducts(layer) else { return nil }
+            return sumOfProducts([[c.vocabularySize, h], [perLayer, c.layerCount], [2, h]]
+                                 + (c.tieWordEmbeddings ? [] : [[c.vocabularySize, h]]))
         }
     }
 
-    /// Values built beside the parameters: LLaMA's rotary table (cosines and sines for every position).
+    /// Values built beside the parameters: the rotary table (cosines and sines for every position).
     static func tableCount(_ config: ModelConfig) -> Int? {
-        guard case .llama(let c) = config else { return 0 }
-        return sumOfProducts([[c.maxPositionEmbeddings, c.headDimension]])
+        switch config {
+        case .llama(let c): sumOfProducts([[c.maxPositionEmbeddings, c.headDimension]])
+        case .gptNeoX(let c): sumOfProducts([[c.maxPositionEmbeddings, c.rotaryDimensions]])
+        case .gpt2: 0
+        }
     }
 
     /// Refuses, naming `path` and the sizes, a config whose parameters and tables would not fit in this
@@ -65,6 +76,8 @@ public enum ModelSize {
             return "the sizes (vocab_size \(c.vocabularySize), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), num_hidden_layers \(c.layerCount), num_attention_heads \(c.headCount), head_dim \(c.headDimension), max_position_embeddings \(c.maxPositionEmbeddings))"
         case .gpt2(let c):
             return "the sizes (vocab_size \(c.vocabularySize), n_embd \(c.embeddingSize), n_inner \(c.innerSize), n_layer \(c.layerCount), n_positions \(c.maxPositions))"
+        case .gptNeoX(let c):
+            return "the sizes (vocab_size \(c.vocabularySize), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), num_hidden_layers \(c.layerCount), max_position_embeddings \(c.maxPositionEmbeddings))"
         }
     }
 

@@ -188,6 +188,9 @@ struct InspectCommand: ParsableCommand {
         case .gpt2(let c):
             return ["n_embd \(c.embeddingSize), \(c.layerCount) layers, \(c.headCount) heads, inner \(c.innerSize)",
                     "vocabulary \(c.vocabularySize), positions \(c.maxPositions), activation \(c.activation)"]
+        case .gptNeoX(let c):
+            return ["hidden \(c.hiddenSize), \(c.layerCount) layers, \(c.headCount) heads, MLP \(c.intermediateSize), \(c.rotaryDimensions) of \(c.headDimension) dimensions a head rotary (theta \(c.ropeTheta))",
+                    "vocabulary \(c.vocabularySize), positions \(c.maxPositionEmbeddings), \(c.useParallelResidual ? "parallel" : "sequential") residual, activation \(c.activation), tied embeddings \(c.tieWordEmbeddings)"]
         }
     }
 }

@@ -20,7 +20,7 @@ struct GGUFExportTests {
 
     /// The merged float32 GGUF holds PEFT's merged weights (within float32 rounding of the merge), in llama.cpp's
     /// layout, and reads back as the model it was written from.
-    @Test(arguments: Fixtures.families)
+    @Test(arguments: Fixtures.ggufFamilies)
     func mergedFloat32HoldsPEFTsMergedWeights(_ family: String) throws {
         let (base, adapter) = try Self.merged(family)
         #expect(try adapter.mergeAndUnload(from: base.model))

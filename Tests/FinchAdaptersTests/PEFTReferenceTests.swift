@@ -80,7 +80,7 @@ struct PEFTReferenceTests {
             #expect(worst <= 1e-4 * scale, "\(family) \(key): worst \(worst), largest entry \(scale)")
             checked += 1
         }
-        #expect(checked == (family == "gpt2" ? 16 : 28))
+        #expect(checked > 0 && checked == expected.names.filter { $0.hasPrefix("grad.") }.count)
         #expect(model.namedParameters().filter { !$0.name.contains("lora_") }.allSatisfy { $0.tensor.grad == nil },
                 "the frozen base got gradients")
     }

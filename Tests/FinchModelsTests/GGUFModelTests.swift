@@ -9,7 +9,7 @@ import FinchTensor
 /// load to the same models as the Hugging Face folders they were made from, and write back to the same tensors.
 @Suite("models from GGUF")
 struct GGUFModelTests {
-    @Test(arguments: Fixtures.families)
+    @Test(arguments: Fixtures.ggufFamilies)
     func aGGUFModelIsTheHuggingFaceFolderBitForBit(_ family: String) throws {
         let folder = try HuggingFaceFolder.load(Fixtures.path(family, "base"))
         let path = Fixtures.path("gguf", family + ".gguf")

@@ -175,7 +175,8 @@ public final class LoRAAdapter {
         var selected: [String]
         switch configuration.targets {
         case .allLinear:
-            selected = paths.filter { (linear?.contains($0) ?? true) && !($0 == "lm_head" || $0.hasSuffix(".lm_head")) }
+            // PEFT leaves out the model's output layer: `lm_head`, GPT-NeoX's `embed_out`.
+            selected = paths.filter { p in (linear?.contains(p) ?? true) && !["lm_head", "embed_out"].contains { p == $0 || p.hasSuffix("." + $0) } }
         case .names(let names):
             guard !names.isEmpty else { throw AdapterError("target_modules is empty; name modules such as \(leafNames.joined(separator: ", "))", setting: .targets) }
             for name in names where !paths.contains(where: { $0 == name || $0.hasSuffix("." + name) }) {

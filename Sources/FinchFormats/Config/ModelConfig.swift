@@ -5,11 +5,13 @@ import Foundation
 public enum ModelConfig: Sendable, Equatable {
     case llama(LlamaConfig)
     case gpt2(GPT2Config)
+    case gptNeoX(GPTNeoXConfig)
 
     public var modelType: String {
         switch self {
         case .llama(let c): return c.family.rawValue
         case .gpt2: return "gpt2"
+        case .gptNeoX: return "gpt_neox"
         }
     }
 
@@ -17,6 +19,7 @@ public enum ModelConfig: Sendable, Equatable {
         switch self {
         case .llama(let c): return c.vocabularySize
         case .gpt2(let c): return c.vocabularySize
+        case .gptNeoX(let c): return c.vocabularySize
         }
     }
 
@@ -24,6 +27,7 @@ public enum ModelConfig: Sendable, Equatable {
         switch self {
         case .llama(let c): return c.eosTokenIds
         case .gpt2(let c): return c.eosTokenIds
+        case .gptNeoX(let c): return c.eosTokenIds
         }
     }
 
@@ -34,6 +38,7 @@ public enum ModelConfig: Sendable, Equatable {
         switch self {
         case .llama(let c): return min(c.maxPositionEmbeddings, c.slidingWindow ?? .max)
         case .gpt2(let c): return c.maxPositions
+        case .gptNeoX(let c): return c.maxPositionEmbeddings
         }
     }
 
@@ -42,6 +47,7 @@ public enum ModelConfig: Sendable, Equatable {
         switch self {
         case .llama(let c): return (c.slidingWindow ?? .max) < c.maxPositionEmbeddings ? "sliding_window" : "max_position_embeddings"
         case .gpt2: return "n_positions"
+        case .gptNeoX: return "max_position_embeddings"
         }
     }
 
@@ -64,13 +70,14 @@ public enum ModelConfig: Sendable, Equatable {
         if let family = LlamaConfig.Family(rawValue: type) { return .llama(try LlamaConfig(fields, family: family)) }
         switch type {
         case "gpt2": return .gpt2(try GPT2Config(fields))
+        case "gpt_neox": return .gptNeoX(try GPTNeoXConfig(fields))
         default:
             throw FormatError(file: path, "model_type \"\(type)\" is not supported (Finch implements \(implemented))")
         }
     }
 
     /// The `model_type`s Finch reads, for messages.
-    static let implemented = (LlamaConfig.Family.allCases.map(\.rawValue) + ["gpt2"]).map { "\"\($0)\"" }.joined(separator: ", ")
+    static let implemented = (LlamaConfig.Family.allCases.map(\.rawValue) + ["gpt2", "gpt_neox"]).map { "\"\($0)\"" }.joined(separator: ", ")
 }
 
 /// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention. Qwen2 and Mistral are

@@ -1,5 +1,5 @@
-"""Makes qwen2/ and mistral/ beside this script (under Tests/Fixtures): for each, a tiny random model made by
-transformers, a PEFT LoRA adapter on every projection and a PEFT prefix-tuning adapter, the LoRA merged by PEFT,
+"""Makes qwen2/, mistral/ and gpt-neox/ in Tests/Fixtures: for each, a tiny random model made by transformers, a
+PEFT LoRA adapter on every projection and a PEFT prefix-tuning adapter, the LoRA merged by PEFT,
 and PEFT's and transformers' own numbers, in the same layout and conventions as llama-gqa/ (see ../README.md):
 reference.json (losses, greedy ids, five AdamW steps) and reference.safetensors (window-0 logits, the LoRA
 gradients, the LoRA tensors after the AdamW steps). The tokenizer and eval.txt are llama-gqa's.
@@ -16,22 +16,31 @@ import torch
 from peft import LoraConfig, PrefixTuningConfig, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
-from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LLAMA = os.path.join(HERE, "..", "llama-gqa")
 WINDOW, WINDOWS = 48, 4
 SHAPE = dict(vocab_size=768, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FAMILIES = {
     # Qwen2: q/k/v biases (o_proj none), rotary base 1e6, tied embeddings as Qwen2.5's small models have them.
     "qwen2": (Qwen2ForCausalLM, Qwen2Config(**SHAPE, rope_theta=1_000_000.0, tie_word_embeddings=True,
-                                            rms_norm_eps=1e-6, use_sliding_window=False)),
+                                            rms_norm_eps=1e-6, use_sliding_window=False), LLAMA_TARGETS),
     # Mistral: LLaMA with a sliding window (longer here than any sequence, as in Mistral 7B v0.1 at 4096).
     "mistral": (MistralForCausalLM, MistralConfig(**SHAPE, head_dim=16, sliding_window=4096, rope_theta=10_000.0,
-                                                  tie_word_embeddings=False, rms_norm_eps=1e-5)),
+                                                  tie_word_embeddings=False, rms_norm_eps=1e-5), LLAMA_TARGETS),
+    # GPT-NeoX as Pythia has it: fused query_key_value laid out per head, a quarter of each head rotary, parallel
+    # residual, LayerNorm and exact GELU, biases, an untied embed_out.
+    "gpt-neox": (GPTNeoXForCausalLM,
+                 GPTNeoXConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25,
+                               rotary_emb_base=10_000, use_parallel_residual=True, hidden_act="gelu",
+                               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                 ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
 }
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def windows(ids):
@@ -51,7 +60,7 @@ def greedy(model, prompt, steps=20):
     return ids[len(prompt):]
 
 
-def make(family, model_class, config):
+def make(family, model_class, config, targets):
     out = os.path.join(HERE, "..", family)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
@@ -78,7 +87,7 @@ def make(family, model_class, config):
     base_greedy = greedy(model, prompt)
 
     # LoRA on every projection, both factors non-zero so the adapter changes the output.
-    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS))
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets))
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in lora.named_parameters():
@@ -146,5 +155,5 @@ def make(family, model_class, config):
     print(family, {k: result[k] for k in ["base_loss", "lora_loss", "lora_merged_loss", "prefix_loss"]})
 
 
-for family, (model_class, config) in FAMILIES.items():
-    make(family, model_class, config)
+for family, (model_class, config, targets) in FAMILIES.items():
+    make(family, model_class, config, targets)
