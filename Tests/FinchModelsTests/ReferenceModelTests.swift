@@ -161,3 +161,20 @@ struct ReferenceModelTests {
         }
     }
 }
+
+/// GPT-NeoX's other variants (sequential residual, tanh GELU, half of each head rotary) against transformers.
+@Suite("GPT-NeoX variants against transformers")
+struct GPTNeoXVariantTests {
+    @Test func sequentialResidualTanhGELUAndHalfRotaryMatch() throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path("gpt-neox", "sequential"))
+        guard case .gptNeoX(let c) = folder.config else { Issue.record("not read as gpt_neox"); return }
+        #expect(!c.useParallelResidual && c.activation == .geluTanh && c.rotaryDimensions == 8)
+        let tokens = try Fixtures.reference("gpt-neox").eval_token_ids.prefix(48).map(Int32.init)
+        let logits = try GradientMode.withoutGradients {
+            try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil)
+        }
+        let expected = try SafetensorsFile(path: Fixtures.path("gpt-neox", "sequential/logits.safetensors")).floats("logits")
+        let worst = zip(logits.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(logits.count == expected.count && worst <= 1e-4, "worst logit difference \(worst)")
+    }
+}

@@ -157,3 +157,23 @@ def make(family, model_class, config, targets):
 
 for family, (model_class, config, targets) in FAMILIES.items():
     make(family, model_class, config, targets)
+
+# gpt-neox/sequential/: the other GPT-NeoX variants on the same tokens, logits only: the sequential residual,
+# the tanh GELU and half of each head rotary.
+torch.manual_seed(3)
+config = GPTNeoXConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10_000,
+                       use_parallel_residual=False, hidden_act="gelu_new", tie_word_embeddings=False,
+                       bos_token_id=1, eos_token_id=2)
+model = GPTNeoXForCausalLM(config).float().eval()
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if p.dim() > 1 or name.endswith(".bias"):
+            p.normal_(0, 0.08)
+folder = os.path.join(HERE, "..", "gpt-neox", "sequential")
+shutil.rmtree(folder, ignore_errors=True)
+model.save_pretrained(folder, safe_serialization=True)
+ids = json.load(open(os.path.join(HERE, "..", "gpt-neox", "reference.json")))["eval_token_ids"][:WINDOW]
+with torch.no_grad():
+    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
+print("gpt-neox/sequential written")
