@@ -164,6 +164,8 @@ public enum GGUFModel {
             layerPrefix = ["transformer", "h"]
             modules = ["ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
                        "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"]
+        case .gptNeo:
+            return nil  // llama.cpp has no GPT-Neo architecture
         case .gptNeoX:
             // Not read or written yet: llama.cpp's "gptneox" stores query_key_value as all q rows, then all k, then
             // all v, where Hugging Face interleaves them head by head, and nothing here reorders them.

@@ -120,6 +120,7 @@ public enum CausalLanguageModelFactory {
         case .llama(let c): return try LlamaForCausalLM(c)
         case .gpt2(let c): return try GPT2LMHeadModel(c)
         case .gptNeoX(let c): return try GPTNeoXForCausalLM(c)
+        case .gptNeo(let c): return try GPTNeoForCausalLM(c)
         }
     }
 }

@@ -33,6 +33,11 @@ public enum ModelSize {
             guard let perLayer = sumOfProducts(layer) else { return nil }
             return sumOfProducts([[c.vocabularySize, h], [perLayer, c.layerCount], [2, h]]
                                  + (c.tieWordEmbeddings ? [] : [[c.vocabularySize, h]]))
+        case .gptNeo(let c):
+            let h = c.hiddenSize, i = c.intermediateSize
+            // Two LayerNorms; q, k, v and out_proj (its bias); c_fc and c_proj with biases.
+            guard let perLayer = sumOfProducts([[4, h], [4, h, h], [h], [h, i], [i], [i, h], [h]]) else { return nil }
+            return sumOfProducts([[c.vocabularySize, h], [c.maxPositionEmbeddings, h], [perLayer, c.layerCount], [2, h]])
         }
     }
 
@@ -41,7 +46,7 @@ public enum ModelSize {
         switch config {
         case .llama(let c): sumOfProducts([[c.maxPositionEmbeddings, c.headDimension]])
         case .gptNeoX(let c): sumOfProducts([[c.maxPositionEmbeddings, c.rotaryDimensions]])
-        case .gpt2: 0
+        case .gpt2, .gptNeo: 0
         }
     }
 
@@ -78,6 +83,8 @@ public enum ModelSize {
             return "the sizes (vocab_size \(c.vocabularySize), n_embd \(c.embeddingSize), n_inner \(c.innerSize), n_layer \(c.layerCount), n_positions \(c.maxPositions))"
         case .gptNeoX(let c):
             return "the sizes (vocab_size \(c.vocabularySize), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), num_hidden_layers \(c.layerCount), max_position_embeddings \(c.maxPositionEmbeddings))"
+        case .gptNeo(let c):
+            return "the sizes (vocab_size \(c.vocabularySize), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), num_layers \(c.layerCount), max_position_embeddings \(c.maxPositionEmbeddings))"
         }
     }
 

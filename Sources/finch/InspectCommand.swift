@@ -191,6 +191,9 @@ struct InspectCommand: ParsableCommand {
         case .gptNeoX(let c):
             return ["hidden \(c.hiddenSize), \(c.layerCount) layers, \(c.headCount) heads, MLP \(c.intermediateSize), \(c.rotaryDimensions) of \(c.headDimension) dimensions a head rotary (theta \(c.ropeTheta))",
                     "vocabulary \(c.vocabularySize), positions \(c.maxPositionEmbeddings), \(c.useParallelResidual ? "parallel" : "sequential") residual, activation \(c.activation), tied embeddings \(c.tieWordEmbeddings)"]
+        case .gptNeo(let c):
+            return ["hidden \(c.hiddenSize), \(c.layerCount) layers (\(c.localLayers.filter { $0 }.count) local, window \(c.windowSize)), \(c.headCount) heads, MLP \(c.intermediateSize)",
+                    "vocabulary \(c.vocabularySize), positions \(c.maxPositionEmbeddings), activation \(c.activation)"]
         }
     }
 }

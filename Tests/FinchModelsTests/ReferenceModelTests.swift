@@ -162,9 +162,10 @@ struct ReferenceModelTests {
     }
 }
 
-/// GPT-NeoX's other variants (sequential residual, tanh GELU, half of each head rotary) against transformers.
-@Suite("GPT-NeoX variants against transformers")
-struct GPTNeoXVariantTests {
+/// Variants the shared fixtures do not reach, against transformers' logits: GPT-NeoX's sequential residual, tanh
+/// GELU and half-rotary heads; GPT-Neo's local layers where the window hides keys.
+@Suite("family variants against transformers")
+struct FamilyVariantTests {
     @Test func sequentialResidualTanhGELUAndHalfRotaryMatch() throws {
         let folder = try HuggingFaceFolder.load(Fixtures.path("gpt-neox", "sequential"))
         guard case .gptNeoX(let c) = folder.config else { Issue.record("not read as gpt_neox"); return }
@@ -176,5 +177,29 @@ struct GPTNeoXVariantTests {
         let expected = try SafetensorsFile(path: Fixtures.path("gpt-neox", "sequential/logits.safetensors")).floats("logits")
         let worst = zip(logits.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
         #expect(logits.count == expected.count && worst <= 1e-4, "worst logit difference \(worst)")
+    }
+}
+
+extension FamilyVariantTests {
+    /// Local layers that see only the last 8 positions: the logits of 48 tokens, and the same logits decoding them
+    /// one step at a time through the cache (the window then counts cached keys).
+    @Test func gptNeoLocalWindowsMatchWithAndWithoutTheCache() throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path("gpt-neo", "windowed"))
+        guard case .gptNeo(let c) = folder.config else { Issue.record("not read as gpt_neo"); return }
+        #expect(c.windowSize == 8 && c.localLayers == [false, true, false, true])
+        let tokens = try Fixtures.reference("gpt-neo").eval_token_ids.prefix(48).map(Int32.init)
+        let expected = try SafetensorsFile(path: Fixtures.path("gpt-neo", "windowed/logits.safetensors")).floats("logits")
+        try GradientMode.withoutGradients {
+            let full = try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil).scalars
+            let worst = zip(full, expected).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(full.count == expected.count && worst <= 1e-4, "worst logit difference \(worst)")
+            let cache = folder.model.makeCache()
+            var stepped = try folder.model.logits(Array(tokens.prefix(20)), batch: 1, length: 20, cache: cache, prefix: nil).scalars
+            for token in tokens.dropFirst(20) {
+                stepped += try folder.model.logits([token], batch: 1, length: 1, cache: cache, prefix: nil).scalars
+            }
+            let worstStepped = zip(stepped, expected).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(stepped.count == expected.count && worstStepped <= 1e-4, "cached: worst logit difference \(worstStepped)")
+        }
     }
 }

@@ -43,11 +43,13 @@ struct AdamWTests {
         for (got, want) in zip(losses.prefix(3), expected.prefix(3)) {
             #expect(abs(got - want) <= 1e-4, "\(family): losses \(losses) vs \(expected)")
         }
-        // Later, float32 rounding grows along the trajectory. On the families added with Qwen2 it grows past 1e-4
-        // by the fifth step (Mistral's last loss 5.9e-4 from PyTorch's, where PyTorch in float64 is 6.4e-5 from its
-        // own float32 run; Qwen2's 1.5e-4 on OpenBLAS's AVX2 kernels; a GPT-NeoX tensor 1.04e-4); not understood
-        // yet, so recorded as a known issue there (the checks run and their misses are reported).
-        let drifts = ["qwen2", "mistral", "gpt-neox"].contains(family)
+        // Later, float32 rounding grows along the trajectory. The families added with Qwen2 hold their references
+        // in float64 (families/make_fixtures.py), since PyTorch's float32 run is not the truth to hold an engine to:
+        // on GPT-Neo (unscaled attention scores) its fifth-step gradient norm is 30.8 where float64's is 1.7, and its
+        // last loss 5.2e-2 off, where Finch's is 2.7e-3 off (4.6e-3 on OpenBLAS's AVX2 kernels). Mistral's last loss
+        // is 5.2e-4 from float64 (PyTorch float32: 6.4e-5), a GPT-NeoX tensor 1.004e-4. Not understood yet: recorded
+        // as known issues for those three (the checks run and their misses are reported).
+        let drifts = ["mistral", "gpt-neox", "gpt-neo"].contains(family)
         try withKnownIssue("\(family): the AdamW trajectory parts from PyTorch's by more than 1e-4 after the third step", isIntermittent: true) {
             for (got, want) in zip(losses, expected).dropFirst(3) { #expect(abs(got - want) <= 1e-4, "\(family): losses \(losses) vs \(expected)") }
             for (key, tensor) in parameters {

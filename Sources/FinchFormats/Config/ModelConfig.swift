@@ -6,12 +6,14 @@ public enum ModelConfig: Sendable, Equatable {
     case llama(LlamaConfig)
     case gpt2(GPT2Config)
     case gptNeoX(GPTNeoXConfig)
+    case gptNeo(GPTNeoConfig)
 
     public var modelType: String {
         switch self {
         case .llama(let c): return c.family.rawValue
         case .gpt2: return "gpt2"
         case .gptNeoX: return "gpt_neox"
+        case .gptNeo: return "gpt_neo"
         }
     }
 
@@ -20,6 +22,7 @@ public enum ModelConfig: Sendable, Equatable {
         case .llama(let c): return c.vocabularySize
         case .gpt2(let c): return c.vocabularySize
         case .gptNeoX(let c): return c.vocabularySize
+        case .gptNeo(let c): return c.vocabularySize
         }
     }
 
@@ -28,6 +31,7 @@ public enum ModelConfig: Sendable, Equatable {
         case .llama(let c): return c.eosTokenIds
         case .gpt2(let c): return c.eosTokenIds
         case .gptNeoX(let c): return c.eosTokenIds
+        case .gptNeo(let c): return c.eosTokenIds
         }
     }
 
@@ -39,6 +43,7 @@ public enum ModelConfig: Sendable, Equatable {
         case .llama(let c): return min(c.maxPositionEmbeddings, c.slidingWindow ?? .max)
         case .gpt2(let c): return c.maxPositions
         case .gptNeoX(let c): return c.maxPositionEmbeddings
+        case .gptNeo(let c): return c.maxPositionEmbeddings
         }
     }
 
@@ -47,7 +52,7 @@ public enum ModelConfig: Sendable, Equatable {
         switch self {
         case .llama(let c): return (c.slidingWindow ?? .max) < c.maxPositionEmbeddings ? "sliding_window" : "max_position_embeddings"
         case .gpt2: return "n_positions"
-        case .gptNeoX: return "max_position_embeddings"
+        case .gptNeoX, .gptNeo: return "max_position_embeddings"
         }
     }
 
@@ -71,13 +76,14 @@ public enum ModelConfig: Sendable, Equatable {
         switch type {
         case "gpt2": return .gpt2(try GPT2Config(fields))
         case "gpt_neox": return .gptNeoX(try GPTNeoXConfig(fields))
+        case "gpt_neo": return .gptNeo(try GPTNeoConfig(fields))
         default:
             throw FormatError(file: path, "model_type \"\(type)\" is not supported (Finch implements \(implemented))")
         }
     }
 
     /// The `model_type`s Finch reads, for messages.
-    static let implemented = (LlamaConfig.Family.allCases.map(\.rawValue) + ["gpt2", "gpt_neox"]).map { "\"\($0)\"" }.joined(separator: ", ")
+    static let implemented = (LlamaConfig.Family.allCases.map(\.rawValue) + ["gpt2", "gpt_neox", "gpt_neo"]).map { "\"\($0)\"" }.joined(separator: ", ")
 }
 
 /// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention. Qwen2 and Mistral are

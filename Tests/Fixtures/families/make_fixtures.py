@@ -1,4 +1,4 @@
-"""Makes qwen2/, mistral/ and gpt-neox/ in Tests/Fixtures: for each, a tiny random model made by transformers, a
+"""Makes qwen2/, mistral/, gpt-neox/ and gpt-neo/ in Tests/Fixtures: for each, a tiny random model made by transformers, a
 PEFT LoRA adapter on every projection and a PEFT prefix-tuning adapter, the LoRA merged by PEFT,
 and PEFT's and transformers' own numbers, in the same layout and conventions as llama-gqa/ (see ../README.md):
 reference.json (losses, greedy ids, five AdamW steps) and reference.safetensors (window-0 logits, the LoRA
@@ -16,8 +16,8 @@ import torch
 from peft import LoraConfig, PrefixTuningConfig, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
-from transformers import (GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LLAMA = os.path.join(HERE, "..", "llama-gqa")
@@ -40,6 +40,14 @@ FAMILIES = {
                                rotary_emb_base=10_000, use_parallel_residual=True, hidden_act="gelu",
                                tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
                  ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+    # GPT-Neo as TinyStories' models have it: a global then a local layer, unscaled scores, tied head. The window
+    # (64) holds the prefix's 8 virtual tokens and a 48-token window, so the shared tests see no difference from
+    # it; gpt-neo/windowed/ below is where the window bites.
+    "gpt-neo": (GPTNeoForCausalLM,
+                GPTNeoConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_layers=2, num_heads=4,
+                             max_position_embeddings=256, window_size=64, attention_types=[[["global", "local"], 1]],
+                             bos_token_id=1, eos_token_id=2),
+                ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]),
 }
 
 
@@ -105,12 +113,16 @@ def make(family, model_class, config, targets):
     trainable = [(name.replace(".default", ""), p) for name, p in lora.named_parameters() if p.requires_grad]
     for key, p in trainable:
         assert key in state, key
-        tensors["grad." + key] = p.grad.contiguous()
+        tensors["grad." + key] = p.grad.detach().clone().float().contiguous()
     lora_greedy = greedy(lora, prompt)
 
-    # Five AdamW steps on the LoRA tensors over all windows, as llama-gqa's.
+    # Five AdamW steps on the LoRA tensors over all windows, as llama-gqa's, but in float64: PyTorch's own float32
+    # trajectory is not the reference to hold a float32 engine to (on gpt-neo its gradient norm jumps to 30.8 at
+    # the fifth step where float64's is 1.7, unscaled attention scores losing precision). Stored as float32.
     adamw = {"lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1, "max_grad_norm": 1.0, "steps": 5,
-             "batch": "all windows"}
+             "batch": "all windows", "dtype": "float64"}
+    lora = lora.double()
+    trainable = [(name.replace(".default", ""), p) for name, p in lora.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([p for _, p in trainable], lr=adamw["lr"], betas=tuple(adamw["betas"]),
                                   eps=adamw["eps"], weight_decay=adamw["weight_decay"])
     losses = []
@@ -125,7 +137,7 @@ def make(family, model_class, config, targets):
     adamw["losses_before_each_step_then_final"] = losses
     result["adamw"] = adamw
     for key, p in trainable:
-        tensors["adamw_trained." + key] = p.detach().clone().contiguous()
+        tensors["adamw_trained." + key] = p.detach().float().contiguous()
 
     # The merge, from the adapter as saved (before the AdamW steps).
     base = model_class.from_pretrained(os.path.join(out, "base")).float().eval()
@@ -177,3 +189,22 @@ ids = json.load(open(os.path.join(HERE, "..", "gpt-neox", "reference.json")))["e
 with torch.no_grad():
     save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
 print("gpt-neox/sequential written")
+
+# gpt-neo/windowed/: a GPT-Neo whose local layers (the second and fourth) see only the last 8 positions, logits on the
+# first 48 eval tokens.
+torch.manual_seed(4)
+config = GPTNeoConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_layers=4, num_heads=4,
+                      max_position_embeddings=256, window_size=8, attention_types=[[["global", "local"], 2]],
+                      bos_token_id=1, eos_token_id=2)
+model = GPTNeoForCausalLM(config).float().eval()
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if p.dim() > 1 or name.endswith(".bias"):
+            p.normal_(0, 0.08)
+folder = os.path.join(HERE, "..", "gpt-neo", "windowed")
+shutil.rmtree(folder, ignore_errors=True)
+model.save_pretrained(folder, safe_serialization=True)
+ids = json.load(open(os.path.join(HERE, "..", "gpt-neo", "reference.json")))["eval_token_ids"][:WINDOW]
+with torch.no_grad():
+    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
+print("gpt-neo/windowed written")
