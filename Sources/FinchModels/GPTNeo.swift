@@ -30,10 +30,7 @@ public final class GPTNeoSelfAttention: Module {
         let k = try Heads.split(kProj(x), heads: headCount)
         let v = try Heads.split(vProj(x), heads: headCount)
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
-        // A local query i (key index cached + i) sees keys from cached + i − window + 1 on, within its record.
-        let firstKeys = window.map { w in
-            (0..<(b * t)).map { n in max(recordStarts?[n] ?? 0, Int32(max(0, cached + n % t - w + 1))) }
-        } ?? recordStarts
+        let firstKeys = SlidingWindow.firstKeys(window, batch: b, length: t, cached: cached, recordStarts: recordStarts)
         let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true,
                                                        scale: 1, firstKeys: firstKeys)
         return try outProj(Heads.merge(out))

@@ -13,7 +13,7 @@ public final class LlamaDecoderLayer: Module {
     init(_ c: LlamaConfig, rotary: RotaryTable) {
         selfAttn = Attention(dimensions: c.hiddenSize, headCount: c.headCount, keyValueHeadCount: c.keyValueHeadCount,
                              headDimension: c.headDimension, bias: c.attentionBias,
-                             outputBias: c.attentionOutputBias, rotary: rotary)
+                             outputBias: c.attentionOutputBias, rotary: rotary, window: c.slidingWindow)
         mlp = GatedMLP(dimensions: c.hiddenSize, hiddenDimensions: c.intermediateSize, bias: c.mlpBias)
         inputLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
         postAttentionLayernorm = RMSNorm(dimensions: c.hiddenSize, epsilon: c.rmsNormEpsilon)
@@ -83,6 +83,11 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
                         recordStarts: recordStarts, cache: cache)
+        // transformers' sliding window counts a prefix's virtual keys among the window; Finch's attention always
+        // shows them, which is the same only while the prefix and the sequence fit in the window.
+        if let prefix, let window = llamaConfig.slidingWindow, offset + length > window {
+            throw TensorError.invalidArgument(op: llamaConfig.family.rawValue, message: "a prefix of \(prefix.length) virtual tokens and \(offset + length - prefix.length) positions exceed sliding_window \(window); Finch runs prefix tuning with a sliding window within the window only")
+        }
         var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
         let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, layer) in model.layers.enumerated() {

@@ -120,10 +120,14 @@ public final class Attention: Module {
     public let keyValueHeadCount: Int
     public let headDimension: Int
     let rotary: RotaryTable?
+    /// Keys a query sees, counting itself, when attention slides; nil when it sees every earlier key.
+    let window: Int?
 
-    /// `bias` for the q, k and v projections; `outputBias` (the same unless given) for o.
+    /// `bias` for the q, k and v projections; `outputBias` (the same unless given) for o. With a `window`, a
+    /// query sees only the last `window` keys up to itself (a sliding window, as Mistral's).
     public init(dimensions: Int, headCount: Int, keyValueHeadCount: Int, headDimension: Int, bias: Bool,
-                outputBias: Bool? = nil, rotary: RotaryTable?) {
+                outputBias: Bool? = nil, rotary: RotaryTable?, window: Int? = nil) {
+        self.window = window
         qProj = Linear(inputDimensions: dimensions, outputDimensions: headCount * headDimension, bias: bias)
         kProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)
         vProj = Linear(inputDimensions: dimensions, outputDimensions: keyValueHeadCount * headDimension, bias: bias)
@@ -139,6 +143,8 @@ public final class Attention: Module {
     /// counted), a position attends only within its record and its rotary position counts from the record's start.
     public func callAsFunction(_ x: Tensor, positionOffset: Int, cache: LayerCache?,
                                prefix: (key: Tensor, value: Tensor)?, recordStarts: [Int32]? = nil) throws -> Tensor {
+        let firstKeys = SlidingWindow.firstKeys(window, batch: x.shape[0], length: x.shape[1], cached: cache?.length ?? 0,
+                                                recordStarts: recordStarts)
         var q = try Heads.split(qProj(x), heads: headCount)          // [B, T, Hq, D]
         var k = try Heads.split(kProj(x), heads: keyValueHeadCount)  // [B, T, Hkv, D]
         let v = try Heads.split(vProj(x), heads: keyValueHeadCount)
@@ -153,7 +159,18 @@ public final class Attention: Module {
         }
         let (keys, values) = try cache?.append(key: k, value: v) ?? (k, v)
         let out = try Tensor.scaledDotProductAttention(query: q, key: keys, value: values, prefix: prefix, causal: true,
-                                                       firstKeys: recordStarts)
+                                                       firstKeys: firstKeys)
         return try oProj(Heads.merge(out))
+    }
+}
+
+/// Sliding-window attention as a first visible key per query: query i (key index `cached + i`, cached keys counted)
+/// sees keys from `cached + i − window + 1` on, and never before its record's start.
+public enum SlidingWindow {
+    /// The first key each of B·T queries may see (`Tensor.scaledDotProductAttention`'s `firstKeys`), or
+    /// `recordStarts` unchanged when there is no window.
+    public static func firstKeys(_ window: Int?, batch: Int, length: Int, cached: Int, recordStarts: [Int32]?) -> [Int32]? {
+        guard let window else { return recordStarts }
+        return (0..<(batch * length)).map { n in max(recordStarts?[n] ?? 0, Int32(max(0, cached + n % length - window + 1))) }
     }
 }

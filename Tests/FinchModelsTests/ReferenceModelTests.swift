@@ -163,7 +163,7 @@ struct ReferenceModelTests {
 }
 
 /// Variants the shared fixtures do not reach, against transformers' logits: GPT-NeoX's sequential residual, tanh
-/// GELU and half-rotary heads; GPT-Neo's local layers where the window hides keys.
+/// GELU and half-rotary heads; GPT-Neo's local layers and Mistral's sliding window where they hide keys.
 @Suite("family variants against transformers")
 struct FamilyVariantTests {
     @Test func sequentialResidualTanhGELUAndHalfRotaryMatch() throws {
@@ -181,14 +181,18 @@ struct FamilyVariantTests {
 }
 
 extension FamilyVariantTests {
-    /// Local layers that see only the last 8 positions: the logits of 48 tokens, and the same logits decoding them
-    /// one step at a time through the cache (the window then counts cached keys).
-    @Test func gptNeoLocalWindowsMatchWithAndWithoutTheCache() throws {
-        let folder = try HuggingFaceFolder.load(Fixtures.path("gpt-neo", "windowed"))
-        guard case .gptNeo(let c) = folder.config else { Issue.record("not read as gpt_neo"); return }
-        #expect(c.windowSize == 8 && c.localLayers == [false, true, false, true])
-        let tokens = try Fixtures.reference("gpt-neo").eval_token_ids.prefix(48).map(Int32.init)
-        let expected = try SafetensorsFile(path: Fixtures.path("gpt-neo", "windowed/logits.safetensors")).floats("logits")
+    /// GPT-Neo's local layers and Mistral's sliding window over the last 8 positions: the logits of 48 tokens, and
+    /// the same logits decoding them one step at a time through the cache (the window then counts cached keys).
+    @Test(arguments: ["gpt-neo", "mistral"])
+    func slidingWindowsMatchWithAndWithoutTheCache(_ family: String) throws {
+        let folder = try HuggingFaceFolder.load(Fixtures.path(family, "windowed"))
+        switch folder.config {
+        case .gptNeo(let c): #expect(c.windowSize == 8 && c.localLayers == [false, true, false, true])
+        case .llama(let c): #expect(c.family == .mistral && c.slidingWindow == 8)
+        default: Issue.record("\(family) read as \(folder.config.modelType)")
+        }
+        let tokens = try Fixtures.reference(family).eval_token_ids.prefix(48).map(Int32.init)
+        let expected = try SafetensorsFile(path: Fixtures.path(family, "windowed/logits.safetensors")).floats("logits")
         try GradientMode.withoutGradients {
             let full = try folder.model.logits(tokens, batch: 1, length: tokens.count, cache: nil, prefix: nil).scalars
             let worst = zip(full, expected).map { abs($0 - $1) }.max() ?? .infinity
@@ -201,5 +205,30 @@ extension FamilyVariantTests {
             let worstStepped = zip(stepped, expected).map { abs($0 - $1) }.max() ?? .infinity
             #expect(stepped.count == expected.count && worstStepped <= 1e-4, "cached: worst logit difference \(worstStepped)")
         }
+    }
+}
+
+extension FamilyVariantTests {
+    /// Two virtual positions of zeros for every layer.
+    final class ZeroPrefix: AttentionPrefix {
+        let layers: Int, heads: Int, dimension: Int
+        init(layers: Int, heads: Int, dimension: Int) { (self.layers, self.heads, self.dimension) = (layers, heads, dimension) }
+        var length: Int { 2 }
+        func keysAndValues(batch: Int) throws -> [(key: Tensor, value: Tensor)] {
+            (0..<layers).map { _ in (Tensor.zeros([batch, 2, heads, dimension]), Tensor.zeros([batch, 2, heads, dimension])) }
+        }
+    }
+
+    /// transformers counts a prefix's virtual keys inside the window, which Finch's attention does not: past the
+    /// window a prefix is refused by name, within it the model runs.
+    @Test(arguments: ["gpt-neo", "mistral"])
+    func aPrefixPastTheWindowIsRefused(_ family: String) throws {
+        let model = try HuggingFaceFolder.load(Fixtures.path(family, "windowed")).model
+        let prefix = ZeroPrefix(layers: model.layerCount, heads: model.keyValueHeadCount, dimension: model.headDimension)
+        let key = family == "mistral" ? "sliding_window 8" : "window_size 8"
+        #expect { try model.logits([Int32](repeating: 5, count: 7), batch: 1, length: 7, cache: nil, prefix: prefix) } throws: {
+            "\($0)".contains(key)
+        }
+        _ = try model.logits([Int32](repeating: 5, count: 6), batch: 1, length: 6, cache: nil, prefix: prefix)
     }
 }

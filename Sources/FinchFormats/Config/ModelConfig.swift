@@ -35,12 +35,10 @@ public enum ModelConfig: Sendable, Equatable {
         }
     }
 
-    /// The most positions a sequence (cached and prefix positions counted) may have and be computed exactly: for
-    /// a model with a sliding attention window shorter than its positions, the window (no query is then far
-    /// enough from a key for the window to hide it; Finch does not implement the windowed mask).
+    /// The most positions a sequence may have (cached and prefix positions counted).
     public var maxPositions: Int {
         switch self {
-        case .llama(let c): return min(c.maxPositionEmbeddings, c.slidingWindow ?? .max)
+        case .llama(let c): return c.maxPositionEmbeddings
         case .gpt2(let c): return c.maxPositions
         case .gptNeoX(let c): return c.maxPositionEmbeddings
         case .gptNeo(let c): return c.maxPositionEmbeddings
@@ -50,7 +48,7 @@ public enum ModelConfig: Sendable, Equatable {
     /// The config.json key that gives `maxPositions`.
     public var maxPositionsKey: String {
         switch self {
-        case .llama(let c): return (c.slidingWindow ?? .max) < c.maxPositionEmbeddings ? "sliding_window" : "max_position_embeddings"
+        case .llama: return "max_position_embeddings"
         case .gpt2: return "n_positions"
         case .gptNeoX, .gptNeo: return "max_position_embeddings"
         }
@@ -109,8 +107,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public var attentionBias: Bool
     public var attentionOutputBias: Bool
     public var mlpBias: Bool
-    /// Keys further than this many positions behind a query are hidden from it (Mistral, Qwen2 with
-    /// use_sliding_window); nil when every key is seen. Sequences are limited to it (`ModelConfig.maxPositions`).
+    /// A query sees only this many keys up to itself (Mistral, Qwen2 with use_sliding_window); nil when it sees
+    /// every earlier key.
     public var slidingWindow: Int?
     public var maxPositionEmbeddings: Int
     public var bosTokenId: Int?

@@ -208,3 +208,21 @@ ids = json.load(open(os.path.join(HERE, "..", "gpt-neo", "reference.json")))["ev
 with torch.no_grad():
     save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
 print("gpt-neo/windowed written")
+
+# mistral/windowed/: a Mistral whose sliding window (8) is shorter than the sequence, logits on the first 48 eval
+# tokens.
+torch.manual_seed(5)
+config = MistralConfig(**SHAPE, head_dim=16, sliding_window=8, rope_theta=10_000.0, tie_word_embeddings=False,
+                       rms_norm_eps=1e-5)
+model = MistralForCausalLM(config).float().eval()
+with torch.no_grad():
+    for name, p in model.named_parameters():
+        if p.dim() > 1:
+            p.normal_(0, 0.08)
+folder = os.path.join(HERE, "..", "mistral", "windowed")
+shutil.rmtree(folder, ignore_errors=True)
+model.save_pretrained(folder, safe_serialization=True)
+ids = json.load(open(os.path.join(HERE, "..", "mistral", "reference.json")))["eval_token_ids"][:WINDOW]
+with torch.no_grad():
+    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
+print("mistral/windowed written")
