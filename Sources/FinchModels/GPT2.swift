@@ -33,34 +33,17 @@ public final class GPT2Attention: Module {
     }
 }
 
-/// GPT-2's feed-forward: c_proj(gelu(c_fc(x))).
-public final class GPT2MLP: Module {
-    @Child public var cFc: any LinearLayer
-    @Child public var cProj: any LinearLayer
-    let activation: GPT2Config.Activation
-
-    init(_ c: GPT2Config) {
-        cFc = Linear(inputDimensions: c.embeddingSize, outputDimensions: c.innerSize, bias: true)
-        cProj = Linear(inputDimensions: c.innerSize, outputDimensions: c.embeddingSize, bias: true)
-        activation = c.activation
-    }
-
-    func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try cProj(cFc(x).gelu(approximation: activation == .geluTanh ? .tanh : .none))
-    }
-}
-
 public final class GPT2Block: Module {
     public let ln1: LayerNorm
     public let attn: GPT2Attention
     public let ln2: LayerNorm
-    public let mlp: GPT2MLP
+    public let mlp: GELUMLP
 
     init(_ c: GPT2Config) {
         ln1 = LayerNorm(dimensions: c.embeddingSize, epsilon: c.layerNormEpsilon)
         attn = GPT2Attention(c)
         ln2 = LayerNorm(dimensions: c.embeddingSize, epsilon: c.layerNormEpsilon)
-        mlp = GPT2MLP(c)
+        mlp = GELUMLP(dimensions: c.embeddingSize, hiddenDimensions: c.innerSize, approximation: c.activation.approximation)
     }
 
     func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
@@ -116,15 +99,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
                         recordStarts: recordStarts, cache: cache)
-        // Learned positions are absolute: a packed record's count from its own start, as it would alone.
-        var x: Tensor
-        if let recordStarts {
-            let positions = recordStarts.indices.map { Int32(offset + $0 % length) - recordStarts[$0] }
-            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [batch, length])
-        } else {
-            let positions = (0..<length).map { Int32(offset + $0) }
-            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
-        }
+        var x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
+                                            length: length, offset: offset, recordStarts: recordStarts)
         let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]
@@ -143,4 +119,22 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public func isIgnorableCheckpointKey(_ name: String) -> Bool {
         name.hasSuffix(".attn.bias") || name.hasSuffix(".attn.masked_bias") || name == "lm_head.weight"
     }
+}
+
+/// The inputs of a decoder with learned absolute positions (GPT-2, GPT-Neo): token rows plus position rows.
+enum LearnedPositions {
+    /// Positions count from `offset`; a packed record's from its own start, as it would alone.
+    static func inputs(tokens: Embedding, positions: Embedding, ids: [Int32], batch: Int, length: Int, offset: Int,
+                       recordStarts: [Int32]?) throws -> Tensor {
+        if let recordStarts {
+            let at = recordStarts.indices.map { Int32(offset + $0 % length) - recordStarts[$0] }
+            return try tokens(ids, shape: [batch, length]) + positions(at, shape: [batch, length])
+        }
+        return try tokens(ids, shape: [batch, length]) + positions((0..<length).map { Int32(offset + $0) }, shape: [length])
+    }
+}
+
+extension GELUActivation {
+    /// The tensor op's form of this activation.
+    var approximation: Tensor.GELUApproximation { self == .geluTanh ? .tanh : .none }
 }

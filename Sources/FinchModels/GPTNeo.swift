@@ -44,34 +44,17 @@ public final class GPTNeoAttention: Module {
     init(_ c: GPTNeoConfig, local: Bool) { attention = GPTNeoSelfAttention(c, local: local) }
 }
 
-/// GPT-Neo's feed-forward: c_proj(gelu(c_fc(x))), both Linear with biases.
-public final class GPTNeoMLP: Module {
-    @Child public var cFc: any LinearLayer
-    @Child public var cProj: any LinearLayer
-    let activation: GPTNeoConfig.Activation
-
-    init(_ c: GPTNeoConfig) {
-        cFc = Linear(inputDimensions: c.hiddenSize, outputDimensions: c.intermediateSize, bias: true)
-        cProj = Linear(inputDimensions: c.intermediateSize, outputDimensions: c.hiddenSize, bias: true)
-        activation = c.activation
-    }
-
-    func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try cProj(cFc(x).gelu(approximation: activation == .geluTanh ? .tanh : .none))
-    }
-}
-
 public final class GPTNeoBlock: Module {
     public let ln1: LayerNorm
     public let attn: GPTNeoAttention
     public let ln2: LayerNorm
-    public let mlp: GPTNeoMLP
+    public let mlp: GELUMLP
 
     init(_ c: GPTNeoConfig, local: Bool) {
         ln1 = LayerNorm(dimensions: c.hiddenSize, epsilon: c.layerNormEpsilon)
         attn = GPTNeoAttention(c, local: local)
         ln2 = LayerNorm(dimensions: c.hiddenSize, epsilon: c.layerNormEpsilon)
-        mlp = GPTNeoMLP(c)
+        mlp = GELUMLP(dimensions: c.hiddenSize, hiddenDimensions: c.intermediateSize, approximation: c.activation.approximation)
     }
 
     func callAsFunction(_ x: Tensor, cache: LayerCache?, prefix: (key: Tensor, value: Tensor)?,
@@ -132,15 +115,8 @@ public final class GPTNeoForCausalLM: Module, CausalLanguageModel {
         if let prefix, neoConfig.localLayers.contains(true), offset + length > neoConfig.windowSize {
             throw TensorError.invalidArgument(op: "gpt_neo", message: "a prefix of \(prefix.length) virtual tokens and \(offset + length - prefix.length) positions exceed window_size \(neoConfig.windowSize) of the local layers; Finch runs prefix tuning on GPT-Neo within the window only")
         }
-        // Learned positions are absolute: a packed record's count from its own start, as it would alone.
-        var x: Tensor
-        if let recordStarts {
-            let positions = recordStarts.indices.map { Int32(offset + $0 % length) - recordStarts[$0] }
-            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [batch, length])
-        } else {
-            let positions = (0..<length).map { Int32(offset + $0) }
-            x = try transformer.wte(tokens, shape: [batch, length]) + transformer.wpe(positions, shape: [length])
-        }
+        var x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
+                                            length: length, offset: offset, recordStarts: recordStarts)
         let prefixes = try prefixKeysAndValues(prefix, batch: batch)
         for (i, block) in transformer.h.enumerated() {
             let layerCache = cache?.layers[i]

@@ -64,7 +64,7 @@ public final class GPTNeoXMLP: Module {
     }
 
     func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try dense4hToH(denseHTo4h(x).gelu(approximation: activation == .geluTanh ? .tanh : .none))
+        try dense4hToH(denseHTo4h(x).gelu(approximation: activation.approximation))
     }
 }
 

@@ -97,6 +97,21 @@ public final class LayerNorm: Module {
     public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(weight: weight, bias: bias, epsilon: epsilon) }
 }
 
+/// GPT-2's and GPT-Neo's feed-forward: c_proj(gelu(c_fc(x))), both with biases.
+public final class GELUMLP: Module {
+    @Child public var cFc: any LinearLayer
+    @Child public var cProj: any LinearLayer
+    let approximation: Tensor.GELUApproximation
+
+    public init(dimensions: Int, hiddenDimensions: Int, approximation: Tensor.GELUApproximation) {
+        cFc = Linear(inputDimensions: dimensions, outputDimensions: hiddenDimensions, bias: true)
+        cProj = Linear(inputDimensions: hiddenDimensions, outputDimensions: dimensions, bias: true)
+        self.approximation = approximation
+    }
+
+    public func callAsFunction(_ x: Tensor) throws -> Tensor { try cProj(cFc(x).gelu(approximation: approximation)) }
+}
+
 /// LLaMA's SwiGLU feed-forward: down(silu(gate(x)) ⊙ up(x)).
 public final class GatedMLP: Module {
     @Child public var gateProj: any LinearLayer

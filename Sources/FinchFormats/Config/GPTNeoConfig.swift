@@ -2,7 +2,7 @@
 /// q/k/v projections (no biases), unscaled attention scores, and layers that alternate global attention with local
 /// attention over the last `windowSize` positions.
 public struct GPTNeoConfig: Sendable, Equatable {
-    public enum Activation: String, Sendable { case gelu, geluTanh }
+    public typealias Activation = GELUActivation
 
     public var vocabularySize: Int
     public var hiddenSize: Int
@@ -41,13 +41,7 @@ public struct GPTNeoConfig: Sendable, Equatable {
     init(_ f: ConfigFields) throws {
         let layers = try f.int("num_layers"), hidden = try f.int("hidden_size"), heads = try f.int("num_heads")
         try f.requirePositive(["num_layers": layers, "hidden_size": hidden, "num_heads": heads])
-        let act = f.object["activation_function"]?.string ?? "gelu_new"
-        let activation: Activation
-        switch act {
-        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": activation = .geluTanh
-        case "gelu": activation = .gelu
-        default: throw f.error("activation_function \"\(act)\" is not supported for gpt_neo (Finch implements gelu_new, gelu_pytorch_tanh, gelu_fast and gelu)")
-        }
+        let activation = try f.gelu("activation_function", default: "gelu_new", for: "gpt_neo")
         if try f.optionalBool("tie_word_embeddings") == false {
             throw f.error("gpt_neo with tie_word_embeddings false is not supported (its head is the token table)")
         }

@@ -3,7 +3,7 @@
 /// a GELU MLP, attention and MLP side by side on the same input (`use_parallel_residual`) or one after the other,
 /// and an untied `embed_out` head.
 public struct GPTNeoXConfig: Sendable, Equatable {
-    public enum Activation: String, Sendable { case gelu, geluTanh }
+    public typealias Activation = GELUActivation
 
     public var vocabularySize: Int
     public var hiddenSize: Int
@@ -51,25 +51,9 @@ public struct GPTNeoXConfig: Sendable, Equatable {
         try f.requirePositive(["hidden_size": hidden, "num_attention_heads": heads])
         // The rotary base and fraction at the top level (transformers 4: rotary_emb_base, rotary_pct) or under
         // rope_parameters (transformers 5: rope_theta, partial_rotary_factor).
-        var theta = try f.optionalDouble("rotary_emb_base") ?? f.optionalDouble("rope_theta")
-        var fraction = try f.optionalDouble("rotary_pct") ?? f.optionalDouble("partial_rotary_factor")
-        for key in ["rope_parameters", "rope_scaling"] {
-            guard let value = f.object[key], !value.isNull else { continue }
-            guard let p = value.object else { throw f.error("\(key) must be an object") }
-            let type = p["rope_type"]?.string ?? p["type"]?.string ?? "default"
-            guard type == "default" else {
-                throw f.error("\(key) type \"\(type)\" is not supported (Finch implements plain rotary embeddings, \"default\")")
-            }
-            if let t = p["rope_theta"]?.number { theta = t }
-            if let r = p["partial_rotary_factor"]?.number { fraction = r }
-        }
-        let act = f.object["hidden_act"]?.string ?? "gelu"
-        let activation: Activation
-        switch act {
-        case "gelu": activation = .gelu
-        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": activation = .geluTanh
-        default: throw f.error("hidden_act \"\(act)\" is not supported for gpt_neox (Finch implements gelu, gelu_new, gelu_pytorch_tanh and gelu_fast)")
-        }
+        let (theta, fraction) = try f.rotary(theta: f.optionalDouble("rotary_emb_base") ?? f.optionalDouble("rope_theta"),
+                                             partial: f.optionalDouble("rotary_pct") ?? f.optionalDouble("partial_rotary_factor"))
+        let activation = try f.gelu("hidden_act", default: "gelu", for: "gpt_neox")
         self.init(vocabularySize: try f.int("vocab_size"), hiddenSize: hidden,
                   intermediateSize: try f.int("intermediate_size"), layerCount: try f.int("num_hidden_layers"),
                   headCount: heads, rotaryFraction: fraction ?? 0.25, ropeTheta: Float(theta ?? 10_000),

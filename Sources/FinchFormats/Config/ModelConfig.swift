@@ -177,17 +177,7 @@ public struct LlamaConfig: Sendable, Equatable {
             throw f.error("pretraining_tp \(tp) is not supported (Finch implements 1)")
         }
         // rope_theta at the top level (transformers 4) or under rope_parameters (transformers 5).
-        var theta = try f.optionalDouble("rope_theta")
-        for key in ["rope_parameters", "rope_scaling"] {
-            guard let value = f.object[key], !value.isNull else { continue }
-            guard let p = value.object else { throw f.error("\(key) must be an object") }
-            let type = p["rope_type"]?.string ?? p["type"]?.string ?? "default"
-            guard type == "default" else {
-                throw f.error("\(key) type \"\(type)\" is not supported (Finch implements plain rotary embeddings, \"default\")")
-            }
-            if let t = p["rope_theta"]?.number { theta = t }
-        }
-        ropeTheta = Float(theta ?? 10_000)
+        ropeTheta = Float(try f.rotary(theta: f.optionalDouble("rope_theta")).theta ?? 10_000)
         try f.requirePositive(["hidden_size": hiddenSize, "num_attention_heads": headCount,
                                "num_key_value_heads": keyValueHeadCount, "num_hidden_layers": layerCount,
                                "vocab_size": vocabularySize, "intermediate_size": intermediateSize])
@@ -226,9 +216,12 @@ public struct LlamaConfig: Sendable, Equatable {
     }
 }
 
+/// The GELU a GPT-style MLP applies: exact (`gelu`) or the tanh approximation (`gelu_new` and its aliases).
+public enum GELUActivation: String, Sendable { case gelu, geluTanh }
+
 /// GPT-2: LayerNorm, learned positions, GELU MLP, fused QKV in `Conv1D` layout.
 public struct GPT2Config: Sendable, Equatable {
-    public enum Activation: String, Sendable { case gelu, geluTanh }
+    public typealias Activation = GELUActivation
 
     public var vocabularySize: Int
     public var embeddingSize: Int
@@ -269,12 +262,7 @@ public struct GPT2Config: Sendable, Equatable {
         maxPositions = try f.optionalInt("n_positions") ?? 1024
         innerSize = try f.optionalInt("n_inner") ?? 4 * embeddingSize
         layerNormEpsilon = Float(try f.optionalDouble("layer_norm_epsilon") ?? 1e-5)
-        let act = f.object["activation_function"]?.string ?? "gelu_new"
-        switch act {
-        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": activation = .geluTanh
-        case "gelu": activation = .gelu
-        default: throw f.error("activation_function \"\(act)\" is not supported for gpt2 (Finch implements gelu_new, gelu_pytorch_tanh and gelu)")
-        }
+        activation = try f.gelu("activation_function", default: "gelu_new", for: "gpt2")
         scaleAttentionWeights = try f.optionalBool("scale_attn_weights") ?? true
         if try f.optionalBool("scale_attn_by_inverse_layer_idx") == true {
             throw f.error("scale_attn_by_inverse_layer_idx is not supported")
@@ -300,6 +288,33 @@ struct ConfigFields {
     let path: String
 
     func error(_ message: String) -> FormatError { FormatError(file: path, message) }
+
+    /// The GELU `key` names (`defaultName` when absent), or an error naming the family's choices.
+    func gelu(_ key: String, default defaultName: String, for family: String) throws -> GELUActivation {
+        let name = object[key]?.string ?? defaultName
+        switch name {
+        case "gelu_new", "gelu_pytorch_tanh", "gelu_fast": return .geluTanh
+        case "gelu": return .gelu
+        default: throw error("\(key) \"\(name)\" is not supported for \(family) (Finch implements gelu_new, gelu_pytorch_tanh, gelu_fast and gelu)")
+        }
+    }
+
+    /// The rotary base and the rotating share of each head from `rope_parameters` or `rope_scaling` (transformers
+    /// 5), over the top-level values given (transformers 4); a rotary type other than the plain one is refused.
+    func rotary(theta: Double?, partial: Double? = nil) throws -> (theta: Double?, partial: Double?) {
+        var (theta, partial) = (theta, partial)
+        for key in ["rope_parameters", "rope_scaling"] {
+            guard let value = object[key], !value.isNull else { continue }
+            guard let p = value.object else { throw error("\(key) must be an object") }
+            let type = p["rope_type"]?.string ?? p["type"]?.string ?? "default"
+            guard type == "default" else {
+                throw error("\(key) type \"\(type)\" is not supported (Finch implements plain rotary embeddings, \"default\")")
+            }
+            if let t = p["rope_theta"]?.number { theta = t }
+            if let r = p["partial_rotary_factor"]?.number { partial = r }
+        }
+        return (theta, partial)
+    }
 
     func int(_ key: String) throws -> Int {
         guard let v = try optionalInt(key) else { throw error("missing \"\(key)\" (an integer)") }

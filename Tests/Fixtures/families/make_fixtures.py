@@ -170,59 +170,36 @@ def make(family, model_class, config, targets):
 for family, (model_class, config, targets) in FAMILIES.items():
     make(family, model_class, config, targets)
 
-# gpt-neox/sequential/: the other GPT-NeoX variants on the same tokens, logits only: the sequential residual,
-# the tanh GELU and half of each head rotary.
-torch.manual_seed(3)
-config = GPTNeoXConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                       max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10_000,
-                       use_parallel_residual=False, hidden_act="gelu_new", tie_word_embeddings=False,
-                       bos_token_id=1, eos_token_id=2)
-model = GPTNeoXForCausalLM(config).float().eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if p.dim() > 1 or name.endswith(".bias"):
-            p.normal_(0, 0.08)
-folder = os.path.join(HERE, "..", "gpt-neox", "sequential")
-shutil.rmtree(folder, ignore_errors=True)
-model.save_pretrained(folder, safe_serialization=True)
-ids = json.load(open(os.path.join(HERE, "..", "gpt-neox", "reference.json")))["eval_token_ids"][:WINDOW]
-with torch.no_grad():
-    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
-print("gpt-neox/sequential written")
 
-# gpt-neo/windowed/: a GPT-Neo whose local layers (the second and fourth) see only the last 8 positions, logits on the
-# first 48 eval tokens.
-torch.manual_seed(4)
-config = GPTNeoConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_layers=4, num_heads=4,
-                      max_position_embeddings=256, window_size=8, attention_types=[[["global", "local"], 2]],
-                      bos_token_id=1, eos_token_id=2)
-model = GPTNeoForCausalLM(config).float().eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if p.dim() > 1 or name.endswith(".bias"):
-            p.normal_(0, 0.08)
-folder = os.path.join(HERE, "..", "gpt-neo", "windowed")
-shutil.rmtree(folder, ignore_errors=True)
-model.save_pretrained(folder, safe_serialization=True)
-ids = json.load(open(os.path.join(HERE, "..", "gpt-neo", "reference.json")))["eval_token_ids"][:WINDOW]
-with torch.no_grad():
-    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
-print("gpt-neo/windowed written")
+def logits_variant(family, name, model_class, config, seed):
+    """FAMILY/NAME/: a model of another configuration and its logits on the first WINDOW eval tokens."""
+    torch.manual_seed(seed)
+    model = model_class(config).float().eval()
+    with torch.no_grad():
+        for parameter_name, p in model.named_parameters():
+            if p.dim() > 1 or parameter_name.endswith(".bias"):
+                p.normal_(0, 0.08)
+    folder = os.path.join(HERE, "..", family, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    ids = json.load(open(os.path.join(HERE, "..", family, "reference.json")))["eval_token_ids"][:WINDOW]
+    with torch.no_grad():
+        save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
+    print(f"{family}/{name} written")
 
-# mistral/windowed/: a Mistral whose sliding window (8) is shorter than the sequence, logits on the first 48 eval
-# tokens.
-torch.manual_seed(5)
-config = MistralConfig(**SHAPE, head_dim=16, sliding_window=8, rope_theta=10_000.0, tie_word_embeddings=False,
-                       rms_norm_eps=1e-5)
-model = MistralForCausalLM(config).float().eval()
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if p.dim() > 1:
-            p.normal_(0, 0.08)
-folder = os.path.join(HERE, "..", "mistral", "windowed")
-shutil.rmtree(folder, ignore_errors=True)
-model.save_pretrained(folder, safe_serialization=True)
-ids = json.load(open(os.path.join(HERE, "..", "mistral", "reference.json")))["eval_token_ids"][:WINDOW]
-with torch.no_grad():
-    save_file({"logits": model(torch.tensor([ids])).logits[0].contiguous()}, os.path.join(folder, "logits.safetensors"))
-print("mistral/windowed written")
+
+# GPT-NeoX's sequential residual, tanh GELU and half of each head rotary.
+logits_variant("gpt-neox", "sequential", GPTNeoXForCausalLM,
+               GPTNeoXConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10_000,
+                             use_parallel_residual=False, hidden_act="gelu_new", tie_word_embeddings=False,
+                             bos_token_id=1, eos_token_id=2), seed=3)
+# A GPT-Neo whose local layers (the second and fourth) see only the last 8 positions.
+logits_variant("gpt-neo", "windowed", GPTNeoForCausalLM,
+               GPTNeoConfig(vocab_size=768, hidden_size=64, intermediate_size=176, num_layers=4, num_heads=4,
+                            max_position_embeddings=256, window_size=8, attention_types=[[["global", "local"], 2]],
+                            bos_token_id=1, eos_token_id=2), seed=4)
+# A Mistral whose sliding window (8) is shorter than the sequence.
+logits_variant("mistral", "windowed", MistralForCausalLM,
+               MistralConfig(**SHAPE, head_dim=16, sliding_window=8, rope_theta=10_000.0, tie_word_embeddings=False,
+                             rms_norm_eps=1e-5), seed=5)
