@@ -77,7 +77,10 @@ struct PEFTReferenceTests {
             let got = try #require(tensor.grad, "no gradient for \(key)").scalars
             let scale = want.map(abs).max() ?? 1
             let worst = zip(got, want).map { abs($0 - $1) }.max() ?? .infinity
-            #expect(worst <= 1e-4 * scale, "\(family) \(key): worst \(worst), largest entry \(scale)")
+            // 1e-4 of the largest entry, or twice what float32 itself allows where that is more (GPT-Neo's q and k:
+            // PyTorch's own float32 gradient is 1.2e-4 from float64's).
+            let allowed = max(1e-4, 2 * (reference.float32_gradient_error?[key] ?? 0))
+            #expect(worst <= Float(allowed) * scale, "\(family) \(key): worst \(worst), largest entry \(scale)")
             checked += 1
         }
         #expect(checked > 0 && checked == expected.names.filter { $0.hasPrefix("grad.") }.count)

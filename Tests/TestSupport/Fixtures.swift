@@ -79,4 +79,7 @@ public struct Reference: Decodable, Sendable {
     public let greedy: Greedy
     public let tokenizer_cases: [TokenizerCase]
     public let adamw: AdamW
+    /// Per LoRA tensor, how far PyTorch's float32 gradient is from float64's (relative to the tensor's largest entry),
+    /// for the fixtures whose gradients were made in float64 (families/make_fixtures.py); nil for the others.
+    public let float32_gradient_error: [String: Double]?
 }
