@@ -117,7 +117,7 @@ public struct HuggingFaceFolder {
 public enum CausalLanguageModelFactory {
     public static func make(_ config: ModelConfig) throws -> any CausalLanguageModel {
         switch config {
-        case .llama(let c): return try LlamaForCausalLM(c)
+        case .llama(let c): return c.family == .cohere ? try CohereForCausalLM(c) : try LlamaForCausalLM(c)
         case .gpt2(let c): return try GPT2LMHeadModel(c)
         case .gptNeoX(let c): return try GPTNeoXForCausalLM(c)
         case .gptNeo(let c): return try GPTNeoForCausalLM(c)

@@ -12,7 +12,9 @@ public enum ModelSize {
             let h = c.hiddenSize, i = c.intermediateSize
             guard let q = sumOfProducts([[c.headCount, c.headDimension]]),
                   let kv = sumOfProducts([[c.keyValueHeadCount, c.headDimension]]) else { return nil }
-            var layer = [[h, q], [h, kv], [h, kv], [q, h], [3, h, i], [2, h]]  // q, k, v, o; gate, up, down; norms
+            var layer = [[h, q], [h, kv], [h, kv], [q, h], [3, h, i]]  // q, k, v, o; gate, up, down
+            // The norms: two (Cohere: one, and with use_qk_norm per-head ones for q and k).
+            layer += c.family == .cohere ? [[h]] + (c.useQKNorm ? [[q], [kv]] : []) : [[2, h]]
             if c.attentionBias { layer += [[q], [kv], [kv]] }
             if c.attentionOutputBias { layer += [[h]] }
             if c.mlpBias { layer += [[2, i], [h]] }

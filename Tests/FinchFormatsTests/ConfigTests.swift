@@ -40,7 +40,7 @@ struct ConfigTests {
                 Issue.record("\(error)", sourceLocation: sourceLocation)
             }
         }
-        refuse(#"{"model_type":"mixtral"}"#, "model_type \"mixtral\" is not supported (Finch implements \"llama\", \"qwen2\", \"mistral\", \"gpt2\", \"gpt_neox\", \"gpt_neo\")")
+        refuse(#"{"model_type":"mixtral"}"#, "model_type \"mixtral\" is not supported (Finch implements \"llama\", \"qwen2\", \"mistral\", \"cohere\", \"gpt2\", \"gpt_neox\", \"gpt_neo\")")
         refuse(#"{"hidden_size":8}"#, "missing \"model_type\"")
         refuse(Self.llama + #","rope_scaling":{"rope_type":"yarn","factor":4}}"#, "rope_scaling type \"yarn\"")
         refuse(Self.llama + #","rope_parameters":{"rope_type":"llama3","rope_theta":1}}"#, "\"llama3\"")

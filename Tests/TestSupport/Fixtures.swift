@@ -7,11 +7,11 @@ public enum Fixtures {
             .appendingPathComponent("Fixtures").path
     }()
 
-    public static let families = ["llama-gqa", "gpt2", "qwen2", "mistral", "gpt-neox", "gpt-neo"]
+    public static let families = ["llama-gqa", "gpt2", "qwen2", "mistral", "gpt-neox", "gpt-neo", "cohere"]
 
-    /// The families with a GGUF fixture (`gguf/FAMILY.gguf`): Finch does not read or write GPT-NeoX GGUF files yet,
-    /// and llama.cpp has no GPT-Neo.
-    public static let ggufFamilies = families.filter { $0 != "gpt-neox" && $0 != "gpt-neo" }
+    /// The families with a GGUF fixture (`gguf/FAMILY.gguf`): Finch does not read or write GPT-NeoX and Command R
+    /// GGUF files yet, and llama.cpp has no GPT-Neo.
+    public static let ggufFamilies = families.filter { !["gpt-neox", "gpt-neo", "cohere"].contains($0) }
 
     public static func path(_ family: String, _ relative: String = "") -> String {
         relative.isEmpty ? "\(root)/\(family)" : "\(root)/\(family)/\(relative)"

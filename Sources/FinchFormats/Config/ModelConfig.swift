@@ -86,10 +86,12 @@ public enum ModelConfig: Sendable, Equatable {
 
 /// LLaMA-family decoders: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention. Qwen2 and Mistral are
 /// the same decoder with other defaults: Qwen2 has biases on q, k and v (not o), Mistral a sliding attention window.
+/// Cohere (Command R) shares the projections and the MLP and differs in its block (`FinchModels/Cohere.swift`):
+/// its norm (a bias-free LayerNorm, epsilon `layer_norm_eps`) is `rmsNormEpsilon` here.
 public struct LlamaConfig: Sendable, Equatable {
     /// The `model_type`s that are this decoder.
     public enum Family: String, Sendable, CaseIterable {
-        case llama, qwen2, mistral
+        case llama, qwen2, mistral, cohere
     }
 
     public var family: Family
@@ -110,6 +112,10 @@ public struct LlamaConfig: Sendable, Equatable {
     /// A query sees only this many keys up to itself (Mistral, Qwen2 with use_sliding_window); nil when it sees
     /// every earlier key.
     public var slidingWindow: Int?
+    /// Cohere: the logits are the head's times this (`logit_scale`); 1 for the others.
+    public var logitScale: Float = 1
+    /// Cohere: q and k go through a LayerNorm per head before the rotary positions (`use_qk_norm`).
+    public var useQKNorm = false
     public var maxPositionEmbeddings: Int
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
@@ -144,7 +150,7 @@ public struct LlamaConfig: Sendable, Equatable {
         let heads = try f.int("num_attention_heads")
         // Qwen2 always has q/k/v biases and no o bias (its config has no key for them); LLaMA reads
         // attention_bias for all four; Mistral has none.
-        let qkvBias = family == .qwen2 ? true : family == .llama ? try f.optionalBool("attention_bias") ?? false : false
+        let qkvBias = family == .qwen2 ? true : [.llama, .cohere].contains(family) ? try f.optionalBool("attention_bias") ?? false : false
         let window = try Self.slidingWindow(f, family: family)
         // Before head_dim's default divides by the head count.
         try f.requirePositive(["hidden_size": hidden, "num_attention_heads": heads])
@@ -153,15 +159,20 @@ public struct LlamaConfig: Sendable, Equatable {
             intermediateSize: try f.int("intermediate_size"), layerCount: try f.int("num_hidden_layers"),
             headCount: heads, keyValueHeadCount: try f.optionalInt("num_key_value_heads") ?? heads,
             headDimension: try f.optionalInt("head_dim"),
-            rmsNormEpsilon: Float(try f.optionalDouble("rms_norm_eps") ?? 1e-6),
+            rmsNormEpsilon: Float(try f.optionalDouble(family == .cohere ? "layer_norm_eps" : "rms_norm_eps") ?? (family == .cohere ? 1e-5 : 1e-6)),
             ropeTheta: 10_000,
-            tieWordEmbeddings: try f.optionalBool("tie_word_embeddings") ?? false,
+            tieWordEmbeddings: try f.optionalBool("tie_word_embeddings") ?? (family == .cohere),
             attentionBias: qkvBias, attentionOutputBias: family == .qwen2 ? false : qkvBias,
             mlpBias: family == .llama ? try f.optionalBool("mlp_bias") ?? false : false,
             maxPositionEmbeddings: try f.optionalInt("max_position_embeddings") ?? 2048,
             bosTokenId: try f.optionalInt("bos_token_id"),
             eosTokenIds: try f.intOrList("eos_token_id"),
             family: family, slidingWindow: window)
+        if family == .cohere {
+            logitScale = Float(try f.optionalDouble("logit_scale") ?? 0.0625)
+            useQKNorm = try f.optionalBool("use_qk_norm") ?? false
+            guard logitScale.isFinite, logitScale > 0 else { throw f.error("logit_scale must be positive, got \(logitScale)") }
+        }
         if let act = f.object["hidden_act"]?.string, act != "silu" {
             throw f.error("hidden_act \"\(act)\" is not supported for \(family.rawValue) (Finch implements \"silu\")")
         }
@@ -199,8 +210,8 @@ public struct LlamaConfig: Sendable, Equatable {
     static func slidingWindow(_ f: ConfigFields, family: Family) throws -> Int? {
         let sliding = f.object["layer_types"]?.array?.contains { $0.string == "sliding_attention" } ?? false
         switch family {
-        case .llama:
-            if sliding { throw f.error("layer_types names \"sliding_attention\" layers, which llama does not have") }
+        case .llama, .cohere:
+            if sliding { throw f.error("layer_types names \"sliding_attention\" layers, which \(family.rawValue) does not have") }
             return nil
         case .qwen2:
             guard try f.optionalBool("use_sliding_window") ?? false || sliding else { return nil }

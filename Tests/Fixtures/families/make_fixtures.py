@@ -1,4 +1,4 @@
-"""Makes qwen2/, mistral/, gpt-neox/ and gpt-neo/ in Tests/Fixtures: for each, a tiny random model made by transformers, a
+"""Makes qwen2/, mistral/, gpt-neox/, gpt-neo/ and cohere/ in Tests/Fixtures: for each, a tiny random model made by transformers, a
 PEFT LoRA adapter on every projection and a PEFT prefix-tuning adapter, the LoRA merged by PEFT,
 and PEFT's and transformers' own numbers, in the same layout and conventions as llama-gqa/ (see ../README.md):
 reference.json (losses, greedy ids, five AdamW steps) and reference.safetensors (window-0 logits, the LoRA
@@ -16,7 +16,7 @@ import torch
 from peft import LoraConfig, PrefixTuningConfig, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
-from transformers import (GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig,
+from transformers import (CohereConfig, CohereForCausalLM, GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,6 +48,10 @@ FAMILIES = {
                              max_position_embeddings=256, window_size=64, attention_types=[[["global", "local"], 1]],
                              bos_token_id=1, eos_token_id=2),
                 ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"]),
+    # Cohere (Command R): one bias-free LayerNorm feeding attention and MLP side by side, q/k LayerNorms per head,
+    # interleaved rotary, a logit scale, tied embeddings.
+    "cohere": (CohereForCausalLM, CohereConfig(**SHAPE, use_qk_norm=True, logit_scale=0.25, rope_theta=10_000.0,
+                                               tie_word_embeddings=True, pad_token_id=0), LLAMA_TARGETS),
 }
 
 
@@ -76,7 +80,9 @@ def make(family, model_class, config, targets):
     model = model_class(config).float().eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() > 1 or name.endswith(".bias"):  # biases non-zero so they matter
+            if family == "cohere" and "norm" in name:  # Cohere's q/k norms are [heads, head_dim]: near one
+                p.normal_(1, 0.1)
+            elif p.dim() > 1 or name.endswith(".bias"):  # biases non-zero so they matter
                 p.normal_(0, 0.08)
     model.save_pretrained(os.path.join(out, "base"), safe_serialization=True)
     shutil.copy(os.path.join(LLAMA, "base", "tokenizer.json"), os.path.join(out, "base"))
