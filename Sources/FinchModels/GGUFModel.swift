@@ -2,10 +2,10 @@ import FinchFormats
 import FinchNN
 import FinchTensor
 
-/// A model read from or written to a GGUF file, for the architectures Finch implements (`llama` and `gpt2`): the
-/// configuration from the `ARCH.*` metadata, every weight under llama.cpp's tensor name (dequantised to float32
-/// when read), and for LLaMA the per-head permutation of the q and k rows that llama.cpp's converter applies (to
-/// interleave each head's rotary pairs) undone on reading and applied on writing.
+/// A model read from or written to a GGUF file, for the llama.cpp architectures Finch implements (`llama`, `qwen2`,
+/// `command-r`, `gptneox`, `gpt2`): the configuration from the `ARCH.*` metadata, every weight under llama.cpp's
+/// tensor name (dequantised to float32 when read), and the row orders llama.cpp's converter changes (`RowOrder`)
+/// undone on reading and applied on writing.
 public enum GGUFModel {
     /// The model in `path` and the file it came from (its tokenizer metadata is there too). With `randomSeed`
     /// only the configuration is read and the weights start from transformers' initialisation.
@@ -36,17 +36,15 @@ public enum GGUFModel {
     static let blockTypes = Set(GGUFDequantization.supported).subtracting([.f32, .f16, .bf16])
 
     /// Replaces each decoder-layer Linear whose weight the file stores in a block type by a `QuantizedLinear`
-    /// over the file's own bytes (q and k rows put back in Hugging Face's order, row by row), and the token table
-    /// by a `QuantizedEmbedding` when it is stored in one. `loadWeights` then reads the rest.
+    /// over the file's own bytes (rows put back in Hugging Face's order, row by row), and the token table by a
+    /// `QuantizedEmbedding` when it is stored in one. `loadWeights` then reads the rest.
     static func keepQuantizedProjections(of model: any CausalLanguageModel, from file: GGUFFile) throws {
-        guard case .llama = model.config else {
-            throw FormatError(file: file.path, "keeping a GGUF's quantised blocks is supported for llama models, not \(model.config.modelType)")
-        }
         let config = model.config
         for (path, module) in model.namedModules() {
             let linear = module as? Linear, table = module as? Embedding
-            guard (linear != nil && path.contains(".layers.")) || (table != nil && path == "model.embed_tokens"),
-                  let key = ggufName(path + ".weight", in: config), let info = file.tensor(named: key),
+            guard let key = ggufName(path + ".weight", in: config),
+                  (linear != nil && key.hasPrefix("blk.")) || (table != nil && key == "token_embd.weight"),
+                  let info = file.tensor(named: key),
                   blockTypes.contains(info.type) else { continue }
             let (rows, columns) = linear.map { ($0.outputDimensions, $0.inputDimensions) }
                 ?? (table!.count, table!.dimensions)
@@ -59,10 +57,8 @@ public enum GGUFModel {
             }
             let rowBytes = columns / blockValues * blockBytes
             var bytes = [UInt8](file.rawBytes(info))
-            if let heads = permutedHeads(key, in: config) {
-                bytes.withUnsafeMutableBufferPointer {
-                    reorderHeadRows($0, heads: heads, rowLength: rowBytes, toInterleaved: false)
-                }
+            if let order = rowOrder(key, in: config) {
+                bytes.withUnsafeMutableBufferPointer { order.toHuggingFace($0, rowLength: rowBytes) }
             }
             let matrix = try QuantizedBase.ggufMatrix(rows: rows, columns: columns, type: info.type, bytes: bytes,
                                                       name: "\(file.path): tensor '\(key)'")
@@ -73,7 +69,7 @@ public enum GGUFModel {
 
     /// llama.cpp's architectures Finch reads. Mistral models are written by llama.cpp's converter as "llama" (no
     /// sliding window kept), so they load as LLaMA, as llama.cpp runs them.
-    public static let architectures = ["llama", "qwen2", "gpt2"]
+    public static let architectures = ["llama", "qwen2", "command-r", "gptneox", "gpt2"]
 
     /// The configuration the file's metadata gives; what it leaves out takes llama.cpp's defaults.
     public static func config(_ file: GGUFFile) throws -> ModelConfig {
@@ -88,11 +84,14 @@ public enum GGUFModel {
         }
         let vocabulary = embeddings.dimensions[1]
         let bos = file["tokenizer.ggml.bos_token_id"]?.integer, eos = file["tokenizer.ggml.eos_token_id"]?.integer
-        switch architecture {
-        case "llama", "qwen2":
+        func refuseRopeScaling() throws {
             if let scaling = file["\(architecture).rope.scaling.type"]?.string, scaling != "none" {
                 throw FormatError(file: path, "\(architecture).rope.scaling.type \"\(scaling)\" is not supported (Finch implements plain rotary positions)")
             }
+        }
+        switch architecture {
+        case "llama", "qwen2":
+            try refuseRopeScaling()
             // Qwen2: biases on q, k and v, never on o (as transformers builds it); LLaMA: on all four or none.
             let qwen2 = architecture == "qwen2"
             let qkvBias = file.tensor(named: "blk.0.attn_q.bias") != nil
@@ -108,6 +107,51 @@ public enum GGUFModel {
                 attentionBias: qkvBias, attentionOutputBias: qwen2 ? false : qkvBias,
                 maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
                 bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: qwen2 ? .qwen2 : .llama))
+        case "command-r":
+            // Cohere's block (FinchModels/Cohere.swift). llama.cpp's converter keeps the per-head q and k norms only
+            // where the model has them (use_qk_norm), so their presence is the flag; the head is the token table.
+            try refuseRopeScaling()
+            let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
+            var config = LlamaConfig(
+                vocabularySize: vocabulary, hiddenSize: hidden,
+                intermediateSize: try fields.integer("feed_forward_length"), layerCount: try fields.integer("block_count"),
+                headCount: heads, keyValueHeadCount: try fields.integer("attention.head_count_kv", default: heads),
+                headDimension: try fields.integer("attention.key_length", default: hidden / max(heads, 1)),
+                rmsNormEpsilon: Float(try fields.number("attention.layer_norm_epsilon", default: 1e-5)),
+                ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
+                tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
+                attentionBias: file.tensor(named: "blk.0.attn_q.bias") != nil,
+                maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
+                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: .cohere)
+            config.logitScale = Float(try fields.number("logit_scale", default: nil))
+            config.useQKNorm = file.tensor(named: "blk.0.attn_q_norm.weight") != nil
+            return .llama(config)
+        case "gptneox":
+            // Pythia's block (FinchModels/GPTNeoX.swift) with its exact GELU (llama.cpp computes the tanh form, within
+            // 1e-3 of it). rope.dimension_count is rotary_pct times the head size.
+            try refuseRopeScaling()
+            let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
+            let parallel = file["gptneox.use_parallel_residual"]
+            guard parallel == nil || parallel?.bool != nil else {
+                throw FormatError(file: path, "gptneox.use_parallel_residual must be a bool, got \(parallel!)")
+            }
+            var config = GPTNeoXConfig(
+                vocabularySize: vocabulary, hiddenSize: hidden, intermediateSize: try fields.integer("feed_forward_length"),
+                layerCount: try fields.integer("block_count"), headCount: heads,
+                ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
+                maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
+                layerNormEpsilon: Float(try fields.number("attention.layer_norm_epsilon", default: 1e-5)),
+                useParallelResidual: parallel?.bool ?? true, activation: .gelu,
+                attentionBias: file.tensor(named: "blk.0.attn_qkv.bias") != nil,
+                tieWordEmbeddings: file.tensor(named: "output.weight") == nil, bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [])
+            guard heads > 0, hidden % heads == 0 else {
+                throw FormatError(file: path, "gptneox.embedding_length \(hidden) is not a whole number of gptneox.attention.head_count \(heads) heads")
+            }
+            config.rotaryDimensions = try fields.integer("rope.dimension_count", default: hidden / heads)
+            guard config.rotaryDimensions <= hidden / heads, config.rotaryDimensions % 2 == 0 else {
+                throw FormatError(file: path, "gptneox.rope.dimension_count \(config.rotaryDimensions) must be even and at most the head size \(hidden / heads)")
+            }
+            return .gptNeoX(config)
         case "gpt2":
             // llama.cpp runs GPT-2 with the tanh GELU and a head tied to the token table (a converted file may
             // carry the head as a copy of the table).
@@ -138,9 +182,12 @@ public enum GGUFModel {
             return value
         }
 
-        func number(_ key: String, default value: Double) throws -> Double {
+        func number(_ key: String, default value: Double?) throws -> Double {
             let name = "\(prefix).\(key)"
-            guard let v = file[name] else { return value }
+            guard let v = file[name] else {
+                guard let value else { throw FormatError(file: file.path, "missing \(name)") }
+                return value
+            }
             guard let d = v.number, d.isFinite, d > 0 else { throw FormatError(file: file.path, "\(name) must be a positive number, got \(v)") }
             return d
         }
@@ -157,7 +204,8 @@ public enum GGUFModel {
             layerPrefix = ["model", "layers"]
             modules = ["self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                       "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"]
+                       "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                       "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"]
         case .gpt2:
             fixed = ["transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
                      "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"]
@@ -167,9 +215,11 @@ public enum GGUFModel {
         case .gptNeo:
             return nil  // llama.cpp has no GPT-Neo architecture
         case .gptNeoX:
-            // Not read or written yet: llama.cpp's "gptneox" stores query_key_value as all q rows, then all k, then
-            // all v, where Hugging Face interleaves them head by head, and nothing here reorders them.
-            return nil
+            fixed = ["gpt_neox.embed_in.weight": "token_embd.weight", "gpt_neox.final_layer_norm.weight": "output_norm.weight",
+                     "gpt_neox.final_layer_norm.bias": "output_norm.bias", "embed_out.weight": "output.weight"]
+            layerPrefix = ["gpt_neox", "layers"]
+            modules = ["input_layernorm": "attn_norm", "attention.query_key_value": "attn_qkv", "attention.dense": "attn_output",
+                       "post_attention_layernorm": "ffn_norm", "mlp.dense_h_to_4h": "ffn_up", "mlp.dense_4h_to_h": "ffn_down"]
         }
         if let n = fixed[name] { return n }
         let parts = name.split(separator: ".").map(String.init)
@@ -178,12 +228,20 @@ public enum GGUFModel {
         return modules[module].map { "blk.\(layer).\($0).\(parts.last!)" }
     }
 
-    /// The heads a GGUF tensor's rows are permuted over (LLaMA's and Mistral's q and k, weights and biases), if
-    /// any. Qwen2's are stored as Hugging Face has them.
-    public static func permutedHeads(_ key: String, in config: ModelConfig) -> Int? {
-        guard case .llama(let c) = config, c.family != .qwen2, key.hasPrefix("blk.") else { return nil }
-        if key.hasSuffix(".attn_q.weight") || key.hasSuffix(".attn_q.bias") { return c.headCount }
-        if key.hasSuffix(".attn_k.weight") || key.hasSuffix(".attn_k.bias") { return c.keyValueHeadCount }
+    /// The row order llama.cpp's converter gives a tensor, where it differs from Hugging Face's (`RowOrder`).
+    public static func rowOrder(_ key: String, in config: ModelConfig) -> RowOrder? {
+        guard key.hasPrefix("blk.") else { return nil }
+        switch config {
+        case .llama(let c):
+            // Qwen2's and Command R's q and k are stored as Hugging Face has them.
+            guard c.family == .llama || c.family == .mistral else { return nil }
+            if key.hasSuffix(".attn_q.weight") || key.hasSuffix(".attn_q.bias") { return .interleavedRotary(heads: c.headCount) }
+            if key.hasSuffix(".attn_k.weight") || key.hasSuffix(".attn_k.bias") { return .interleavedRotary(heads: c.keyValueHeadCount) }
+        case .gptNeoX(let c):
+            if key.hasSuffix(".attn_qkv.weight") || key.hasSuffix(".attn_qkv.bias") { return .groupedQKV(heads: c.headCount) }
+        case .gpt2, .gptNeo:
+            break
+        }
         return nil
     }
 
@@ -202,8 +260,8 @@ public enum GGUFModel {
             used.insert(key)
             try file.readFloats(info, into: tensor.storage.buffer)
             guard tensor.isFinite else { throw FormatError(file: file.path, "tensor '\(key)' holds NaN or infinite values") }
-            if let heads = permutedHeads(key, in: config) {
-                unpermute(tensor.storage.buffer, heads: heads, rowLength: info.dimensions.count == 2 ? info.dimensions[0] : 1)
+            if let order = rowOrder(key, in: config) {
+                order.toHuggingFace(tensor.storage.buffer, rowLength: info.dimensions.count == 2 ? info.dimensions[0] : 1)
             }
         }
         if case .gpt2 = config, let head = file.tensor(named: "output.weight"), let table = file.tensor(named: "token_embd.weight"),
@@ -222,48 +280,63 @@ public enum GGUFModel {
         }
     }
 
-    /// The model's parameters under llama.cpp's names, as float32 in the order a GGUF file holds them (q and k
-    /// rows in llama.cpp's interleaved order), in the model's parameter order.
+    /// The model's parameters under llama.cpp's names, as float32 in the order a GGUF file holds them (rows in
+    /// llama.cpp's order), in the model's parameter order.
     public static func ggufValues(of model: any CausalLanguageModel) throws -> [(name: String, shape: [Int], values: [Float])] {
         let config = model.config
         try QuantizedBase.requireFloat(model, for: "a GGUF file's float tensors")
         return try model.namedParameters().map { name, tensor in
             guard let key = ggufName(name, in: config) else { throw FormatError(file: name, "has no GGUF tensor name") }
             var values = tensor.scalars
-            if let heads = permutedHeads(key, in: config) {
+            if let order = rowOrder(key, in: config) {
                 let rowLength = tensor.shape.count == 2 ? tensor.shape[1] : 1
-                values.withUnsafeMutableBufferPointer { permute($0, heads: heads, rowLength: rowLength) }
+                values.withUnsafeMutableBufferPointer { order.toGGUF($0, rowLength: rowLength) }
             }
             return (key, tensor.shape, values)
         }
     }
+}
 
-    /// llama.cpp's order for each head's rows: Hugging Face's row (half, i) goes to 2·i + half (`unpermute` undone).
-    public static func permute(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int) {
-        reorderHeadRows(values, heads: heads, rowLength: rowLength, toInterleaved: true)
+/// How llama.cpp's converter reorders the rows of a matrix (or the entries of a bias) it writes.
+public enum RowOrder: Sendable, Equatable {
+    /// LLaMA's and Mistral's q and k: Hugging Face keeps each head's rotary pairs as two halves (row
+    /// `half·(d/2) + i`), llama.cpp interleaves them (row `2·i + half`).
+    case interleavedRotary(heads: Int)
+    /// GPT-NeoX's query_key_value: Hugging Face keeps q, k and v head by head (row `(head·3 + part)·d + i`),
+    /// llama.cpp all q rows, then all k, then all v (row `(part·heads + head)·d + i`).
+    case groupedQKV(heads: Int)
+
+    /// The GGUF row that Hugging Face's row `row` of `rows` is stored at.
+    func ggufRow(_ row: Int, of rows: Int) -> Int {
+        switch self {
+        case .interleavedRotary(let heads):
+            let perHead = rows / heads, half = perHead / 2
+            let head = row / perHead, within = row % perHead
+            return head * perHead + 2 * (within % half) + within / half
+        case .groupedQKV(let heads):
+            let d = rows / (3 * heads)
+            let head = row / (3 * d), part = (row / d) % 3, i = row % d
+            return (part * heads + head) * d + i
+        }
     }
 
-    /// Puts each head's rows back in Hugging Face's order: llama.cpp stores row (i, half) of a head at 2·i + half,
-    /// Hugging Face at half·(d/2) + i.
-    static func unpermute(_ values: UnsafeMutableBufferPointer<Float>, heads: Int, rowLength: Int) {
-        reorderHeadRows(values, heads: heads, rowLength: rowLength, toInterleaved: false)
+    /// Puts rows of `rowLength` values (floats, or a quantised type's bytes) from Hugging Face's order into llama.cpp's.
+    public func toGGUF<Element>(_ values: UnsafeMutableBufferPointer<Element>, rowLength: Int) {
+        move(values, rowLength: rowLength, toGGUF: true)
     }
 
-    /// Moves each head's rows between Hugging Face's halves (row half·(d/2) + i) and llama.cpp's interleaving
-    /// (row 2·i + half): rows of float values, or of a quantised type's bytes.
-    private static func reorderHeadRows<Element>(_ values: UnsafeMutableBufferPointer<Element>, heads: Int,
-                                                 rowLength: Int, toInterleaved: Bool) {
-        let rows = values.count / rowLength, perHead = rows / heads, half = perHead / 2
+    /// Puts rows from llama.cpp's order back into Hugging Face's.
+    public func toHuggingFace<Element>(_ values: UnsafeMutableBufferPointer<Element>, rowLength: Int) {
+        move(values, rowLength: rowLength, toGGUF: false)
+    }
+
+    private func move<Element>(_ values: UnsafeMutableBufferPointer<Element>, rowLength: Int, toGGUF: Bool) {
+        let rows = values.count / rowLength
         let stored = Array(values)
-        for h in 0..<heads {
-            for i in 0..<half {
-                for part in 0..<2 {
-                    let interleaved = (h * perHead + 2 * i + part) * rowLength
-                    let halves = (h * perHead + part * half + i) * rowLength
-                    let (to, from) = toInterleaved ? (interleaved, halves) : (halves, interleaved)
-                    for c in 0..<rowLength { values[to + c] = stored[from + c] }
-                }
-            }
+        for row in 0..<rows {
+            let gguf = ggufRow(row, of: rows)
+            let (to, from) = toGGUF ? (gguf, row) : (row, gguf)
+            for c in 0..<rowLength { values[to * rowLength + c] = stored[from * rowLength + c] }
         }
     }
 }

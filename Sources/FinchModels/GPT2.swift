@@ -55,7 +55,8 @@ public final class GPT2Block: Module {
 
 /// The GPT-2 stack (`transformer.` in Hugging Face keys): token and learned position embeddings.
 public final class GPT2Model: Module {
-    public let wte: Embedding
+    /// The token table (a `QuantizedEmbedding` when a GGUF's blocks are kept); the head reads it too.
+    @Child public var wte: any EmbeddingLayer
     public let wpe: Embedding
     public let h: [GPT2Block]
     public let lnF: LayerNorm
@@ -88,7 +89,11 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     public var headDimension: Int { gpt2Config.embeddingSize / gpt2Config.headCount }
     public var hiddenSize: Int { gpt2Config.embeddingSize }
 
-    public var outputWeight: HeadWeight { .dense(transformer.wte.weight) }
+    public var outputWeight: HeadWeight { transformer.wte.headWeight }
+
+    public func headInputs(_ hidden: Tensor) throws -> (hidden: Tensor, weight: HeadWeight) {
+        try transformer.wte.tiedHeadInputs(hidden)
+    }
 
     public func untieWordEmbeddings() throws {
         throw FormatError(file: "config.json", "gpt2 with tie_word_embeddings false is not supported, so its embedding cannot be adapted apart from its head")
@@ -124,7 +129,7 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
 /// The inputs of a decoder with learned absolute positions (GPT-2, GPT-Neo): token rows plus position rows.
 enum LearnedPositions {
     /// Positions count from `offset`; a packed record's from its own start, as it would alone.
-    static func inputs(tokens: Embedding, positions: Embedding, ids: [Int32], batch: Int, length: Int, offset: Int,
+    static func inputs(tokens: any EmbeddingLayer, positions: Embedding, ids: [Int32], batch: Int, length: Int, offset: Int,
                        recordStarts: [Int32]?) throws -> Tensor {
         if let recordStarts {
             let at = recordStarts.indices.map { Int32(offset + $0 % length) - recordStarts[$0] }

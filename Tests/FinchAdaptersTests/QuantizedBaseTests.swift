@@ -70,6 +70,29 @@ struct QuantizedBaseTests {
                 "unmerging puts the quantised base back")
     }
 
+    /// Every family llama.cpp converts keeps a quantised GGUF's blocks (rows in Hugging Face's order again: LLaMA's
+    /// q and k, GPT-NeoX's fused qkv) and gives the numbers of the same file read into float32.
+    @Test(arguments: Fixtures.ggufFamilies)
+    func everyGGUFFamilyKeepsItsBlocks(_ family: String) throws {
+        let dir = try Fixtures.scratchDirectory()
+        let plain = try PretrainedModel.load(Fixtures.path("gguf", family + ".gguf"))
+        _ = try GGUFExport.write(model: plain.model, base: try #require(plain.ggufFile), to: "\(dir)/q8_0.gguf", type: .q8_0)
+        let float = try PretrainedModel.load("\(dir)/q8_0.gguf"), kept = try PretrainedModel.load("\(dir)/q8_0.gguf", quantization: .keep)
+        let quantised = kept.model.namedModules().filter { $0.module is QuantizedLinear }
+        // Every decoder projection whose rows are whole blocks of 32 (the others were written as F16).
+        let linears = float.model.namedModules().compactMap { entry -> Linear? in
+            guard let linear = entry.module as? Linear, GGUFModel.ggufName(entry.name + ".weight", in: float.model.config)?.hasPrefix("blk.") == true else { return nil }
+            return linear
+        }
+        #expect(quantised.count > 0 && quantised.count == linears.filter { $0.inputDimensions % 32 == 0 }.count,
+                "\(family): \(quantised.count) of \(linears.count) projections kept")
+        #expect(kept.model.namedModules().contains { $0.module is QuantizedEmbedding }, "\(family): the token table is not kept")
+        let n = Self.tokens.count
+        let a = try float.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
+        let b = try kept.model.logits(Self.tokens, batch: 1, length: n, cache: nil, prefix: nil).scalars
+        #expect(Self.maxRelative(b, a) <= 1e-5, "\(family)")
+    }
+
     /// NF4 (and Q8_0) at load hold exactly the format of the float weights; projections whose rows are not whole
     /// blocks stay float32.
     @Test(arguments: [BaseQuantization.nf4, .q8_0])

@@ -36,7 +36,7 @@ struct GGUFModelTests {
         #expect(logits == reference)
         // Written back, every tensor the converter wrote (a GPT-2 head copied from the table aside) is as it was.
         let written = Dictionary(uniqueKeysWithValues: try GGUFModel.ggufValues(of: model).map { ($0.name, $0.values) })
-        for info in file.tensors where info.name != "output.weight" || family == "llama-gqa" {
+        for info in file.tensors where info.name != "output.weight" || family != "gpt2" {
             #expect(try file.floats(info) == written[info.name], "\(info.name)")
         }
         #expect(written.count == file.tensors.count - (family == "gpt2" ? 1 : 0))
@@ -50,6 +50,31 @@ struct GGUFModelTests {
         } catch {
             #expect("\(error)".hasSuffix("missing tensor 'token_embd.weight' (the token embeddings, 2 dimensions)"), "\(error)")
         }
+    }
+
+    /// A fixture GGUF rewritten with its metadata changed by `edit`; returns the error loading it gives.
+    static func loadingError(of family: String, edit: ([(key: String, value: GGUFValue)]) -> [(key: String, value: GGUFValue)]) throws -> String {
+        let file = try GGUFFile(path: Fixtures.path("gguf", family + ".gguf"))
+        let tensors = file.tensors.map { GGUFWriter.Tensor(name: $0.name, shape: $0.shape, type: $0.type, bytes: [UInt8](file.rawBytes($0))) }
+        let path = try Fixtures.scratchDirectory() + "/edited.gguf"
+        try GGUFWriter.write(metadata: edit(file.metadata), tensors: tensors, to: path)
+        do {
+            _ = try GGUFModel.load(path)
+            return "loaded"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func gptNeoXAndCommandRMetadataIsCheckedByName() throws {
+        let noScale = try Self.loadingError(of: "cohere") { $0.filter { $0.key != "command-r.logit_scale" } }
+        #expect(noScale.hasSuffix("missing command-r.logit_scale"), "\(noScale)")
+        let odd = try Self.loadingError(of: "gpt-neox") { $0.map { $0.key == "gptneox.rope.dimension_count" ? ($0.key, .uint32(5)) : $0 } }
+        #expect(odd.hasSuffix("gptneox.rope.dimension_count 5 must be even and at most the head size 16"), "\(odd)")
+        let flag = try Self.loadingError(of: "gpt-neox") { $0.map { $0.key == "gptneox.use_parallel_residual" ? ($0.key, .uint32(1)) : $0 } }
+        #expect(flag.contains("gptneox.use_parallel_residual must be a bool"), "\(flag)")
+        let scaled = try Self.loadingError(of: "cohere") { $0.map { $0.key == "command-r.rope.scaling.type" ? ($0.key, .string("yarn")) : $0 } }
+        #expect(scaled.hasSuffix("command-r.rope.scaling.type \"yarn\" is not supported (Finch implements plain rotary positions)"), "\(scaled)")
     }
 
     /// SmolLM2-135M-Instruct Q4_1 where `FINCH_GGUF_SMOLLM2` names it: the configuration llama.cpp reads from it, and
@@ -71,10 +96,22 @@ struct GGUFModelTests {
         #expect(last.indices.max { last[$0] < last[$1] }.map { $0 - 4 * 49_152 } == 7042)
     }
 
-    @Test func unpermutingRestoresEachHeadsHalves() {
-        // Two heads of four rows, one value a row: llama.cpp's order (0, 2, 1, 3) within a head back to (0, 1, 2, 3).
-        var values: [Float] = [0, 2, 1, 3, 4, 6, 5, 7]
-        values.withUnsafeMutableBufferPointer { GGUFModel.unpermute($0, heads: 2, rowLength: 1) }
-        #expect(values == [0, 1, 2, 3, 4, 5, 6, 7])
+    @Test func rowOrdersMoveRowsAsTheConverterDoes() {
+        // Two heads of four rows, one value a row: Hugging Face's halves (0, 1 | 2, 3) become llama.cpp's interleaved
+        // (0, 2, 1, 3) within each head, and back.
+        var rotary: [Float] = [0, 1, 2, 3, 4, 5, 6, 7]
+        rotary.withUnsafeMutableBufferPointer { RowOrder.interleavedRotary(heads: 2).toGGUF($0, rowLength: 1) }
+        #expect(rotary == [0, 2, 1, 3, 4, 6, 5, 7])
+        rotary.withUnsafeMutableBufferPointer { RowOrder.interleavedRotary(heads: 2).toHuggingFace($0, rowLength: 1) }
+        #expect(rotary == [0, 1, 2, 3, 4, 5, 6, 7])
+        // GPT-NeoX, two heads of two rows, rows of two values: Hugging Face's (q0 k0 v0 q1 k1 v1) per head becomes
+        // llama.cpp's (q0 q1 k0 k1 v0 v1).
+        let names = ["q0", "k0", "v0", "q1", "k1", "v1"].flatMap { h in [h + "a", h + "b", h + "c", h + "d"] }
+        var fused = Array(0..<names.count)
+        fused.withUnsafeMutableBufferPointer { RowOrder.groupedQKV(heads: 2).toGGUF($0, rowLength: 2) }
+        let grouped = ["q0", "q1", "k0", "k1", "v0", "v1"].flatMap { h in [h + "a", h + "b", h + "c", h + "d"] }
+        #expect(fused.map { names[$0] } == grouped)
+        fused.withUnsafeMutableBufferPointer { RowOrder.groupedQKV(heads: 2).toHuggingFace($0, rowLength: 2) }
+        #expect(fused == Array(0..<names.count))
     }
 }

@@ -9,9 +9,8 @@ public enum Fixtures {
 
     public static let families = ["llama-gqa", "gpt2", "qwen2", "mistral", "gpt-neox", "gpt-neo", "cohere"]
 
-    /// The families with a GGUF fixture (`gguf/FAMILY.gguf`): Finch does not read or write GPT-NeoX and Command R
-    /// GGUF files yet, and llama.cpp has no GPT-Neo.
-    public static let ggufFamilies = families.filter { !["gpt-neox", "gpt-neo", "cohere"].contains($0) }
+    /// The families with a GGUF fixture (`gguf/FAMILY.gguf`): all but GPT-Neo, which llama.cpp has no architecture for.
+    public static let ggufFamilies = families.filter { $0 != "gpt-neo" }
 
     public static func path(_ family: String, _ relative: String = "") -> String {
         relative.isEmpty ? "\(root)/\(family)" : "\(root)/\(family)/\(relative)"
@@ -21,6 +20,22 @@ public enum Fixtures {
     public static func reference(_ family: String) throws -> Reference {
         let data = try Data(contentsOf: URL(fileURLWithPath: path(family, "reference.json")))
         return try JSONDecoder().decode(Reference.self, from: data)
+    }
+
+    /// How far float32 rounding alone can move a family's AdamW trajectory (`FAMILY/adamw-sensitivity.json`, made
+    /// by families/adamw_sensitivity.py); nil for the families whose references predate it.
+    public static func adamwSensitivity(_ family: String) throws -> AdamWSensitivity? {
+        let file = path(family, "adamw-sensitivity.json")
+        guard FileManager.default.fileExists(atPath: file) else { return nil }
+        return try JSONDecoder().decode(AdamWSensitivity.self, from: Data(contentsOf: URL(fileURLWithPath: file)))
+    }
+
+    public struct AdamWSensitivity: Decodable {
+        public let runs: Int
+        /// Per loss (before each step, then the final one): the largest deviation any perturbed run showed.
+        public let loss_spread: [Double]
+        /// Per trained tensor: the largest entry-wise deviation any perturbed run showed.
+        public let tensor_spread: [String: Double]
     }
 
     /// A fresh scratch directory, inside this test process's own folder under the system's temporary folder

@@ -6,7 +6,7 @@ import FinchTensor
 /// A LoRA adapter as llama.cpp loads one (`llama-cli --lora FILE`, `Llama(lora_path=…)`): a GGUF file with
 /// `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and for each adapted matrix
 /// `NAME.lora_a` [rank, in] and `NAME.lora_b` [out, rank] under the base tensor's name. llama.cpp scales each
-/// product by alpha / rank; B of LLaMA's q and k is in llama.cpp's interleaved row order, as the base matrices are.
+/// product by alpha / rank; B's rows are in llama.cpp's order where it differs (`RowOrder`), as the base matrices' are.
 public enum GGUFLoRAFormat {
     /// Writes `lora` (injected into `model`, whose GGUF architecture is `architecture`) to `path`.
     ///
@@ -32,8 +32,8 @@ public enum GGUFLoRAFormat {
             var b = layer.lora_B.weight.scalars
             let fold = layer.scaling / (alpha / Float(layer.rank))
             if fold != 1 { for i in b.indices { b[i] *= fold } }
-            if let heads = GGUFModel.permutedHeads(name, in: model.config) {
-                b.withUnsafeMutableBufferPointer { GGUFModel.permute($0, heads: heads, rowLength: layer.rank) }
+            if let order = GGUFModel.rowOrder(name, in: model.config) {
+                b.withUnsafeMutableBufferPointer { order.toGGUF($0, rowLength: layer.rank) }
             }
             for (suffix, values, shape) in [("lora_a", a, layer.lora_A.weight.shape), ("lora_b", b, layer.lora_B.weight.shape)] {
                 guard values.allSatisfy(\.isFinite) else {

@@ -98,6 +98,19 @@ def permute(w, heads):
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def sentencepiece_tokenizer(w, base, config):
+    """The folder's pieces as a SentencePiece vocabulary, each scored by minus its id."""
+    w.add_bos_token_id(config["bos_token_id"])
+    w.add_eos_token_id(config["eos_token_id"])
+    tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
+    pieces = [t for t, _ in sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(pieces)
+    w.add_token_scores([-float(i) for i in range(len(pieces))])
+    w.add_token_types([2 if p == "<unk>" else 3 if p in ("<s>", "</s>") else 6 if p.startswith("<0x") else 1 for p in pieces])
+    w.add_unk_token_id(0)
+
+
 def llama_like(family, architecture, permuted):
     base, config, weights = folder(family)
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
@@ -111,21 +124,21 @@ def llama_like(family, architecture, permuted):
     w.add_head_count_kv(kv_heads)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if architecture == "command-r":
+        # Command R: LayerNorm epsilon, logit_scale, no rope scaling; q and k rows stay as they are (its rotary
+        # pairs are already interleaved, as llama.cpp runs them), the per-head q and k norms kept [heads, head_dim].
+        w.add_layer_norm_eps(config["layer_norm_eps"])
+        w.add_logit_scale(config["logit_scale"])
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+    else:
+        w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
-    w.add_bos_token_id(config["bos_token_id"])
-    w.add_eos_token_id(config["eos_token_id"])
-    tokenizer = json.load(open(os.path.join(base, "tokenizer.json")))
-    pieces = [t for t, _ in sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(pieces)
-    w.add_token_scores([-float(i) for i in range(len(pieces))])
-    w.add_token_types([2 if p == "<unk>" else 3 if p in ("<s>", "</s>") else 6 if p.startswith("<0x") else 1 for p in pieces])
-    w.add_unk_token_id(0)
+    sentencepiece_tokenizer(w, base, config)
     w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     llama_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                   "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+                   "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+                   "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
     for i in range(config["num_hidden_layers"]):
         for hf, gg in llama_names.items():
             for part in ["weight", "bias"]:
@@ -191,3 +204,40 @@ finish(w)
 # LLaMA ("llama": q and k rows permuted; llama.cpp keeps no sliding window). Tokenizers as llama-gqa.gguf's.
 llama_like("qwen2", "qwen2", permuted=False)
 llama_like("mistral", "llama", permuted=True)
+
+# cohere.gguf: ../cohere/base as the converter writes a Command R ("command-r"): the llama tensor names plus
+# attn_q_norm and attn_k_norm, nothing permuted, no output.weight (the head is the token table).
+llama_like("cohere", "command-r", permuted=False)
+
+
+# gpt-neox.gguf: ../gpt-neox/base as the converter writes a GPT-NeoX ("gptneox"): query_key_value's rows, which
+# Hugging Face keeps head by head (q, k, v of head 0, then of head 1, ...), regrouped as all q rows, all k rows,
+# all v rows (the bias likewise); the rotary dimensions as rotary_pct times the head size; the parallel residual
+# flag; LayerNorm epsilon; the untied head as output.weight.
+base, config, weights = folder("gpt-neox")
+heads, hidden = config["num_attention_heads"], config["hidden_size"]
+rotary = config.get("rotary_pct", config.get("rope_parameters", {}).get("partial_rotary_factor"))
+w = gguf.GGUFWriter(f"{out}/gpt-neox.gguf", "gptneox")
+w.add_context_length(config["max_position_embeddings"])
+w.add_embedding_length(hidden)
+w.add_block_count(config["num_hidden_layers"])
+w.add_feed_forward_length(config["intermediate_size"])
+w.add_rope_dimension_count(int(rotary * (hidden // heads)))
+w.add_head_count(heads)
+w.add_parallel_residual(config.get("use_parallel_residual", True))
+w.add_layer_norm_eps(config["layer_norm_eps"])
+sentencepiece_tokenizer(w, base, config)
+w.add_tensor("token_embd.weight", weights["gpt_neox.embed_in.weight"])
+neox_names = {"input_layernorm": "attn_norm", "attention.query_key_value": "attn_qkv", "attention.dense": "attn_output",
+              "post_attention_layernorm": "ffn_norm", "mlp.dense_h_to_4h": "ffn_up", "mlp.dense_4h_to_h": "ffn_down"}
+for i in range(config["num_hidden_layers"]):
+    for hf, gg in neox_names.items():
+        for part in ["weight", "bias"]:
+            t = weights[f"gpt_neox.layers.{i}.{hf}.{part}"]
+            if hf == "attention.query_key_value":
+                t = t.reshape(heads, 3, hidden // heads, *t.shape[1:]).swapaxes(0, 1).reshape(t.shape)
+            w.add_tensor(f"blk.{i}.{gg}.{part}", np.ascontiguousarray(t))
+w.add_tensor("output_norm.weight", weights["gpt_neox.final_layer_norm.weight"])
+w.add_tensor("output_norm.bias", weights["gpt_neox.final_layer_norm.bias"])
+w.add_tensor("output.weight", weights["embed_out.weight"])
+finish(w)
