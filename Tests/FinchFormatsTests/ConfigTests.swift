@@ -28,18 +28,21 @@ struct ConfigTests {
         #expect(c.ropeTheta == 500_000 && c.keyValueHeadCount == 2 && c.headDimension == 4)
     }
 
-    @Test func refusesWhatFinchDoesNotImplementByName() {
-        func refuse(_ text: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
-            do {
-                _ = try ModelConfig.parse(Data(text.utf8), path: "x/config.json")
-                Issue.record("accepted \(text)", sourceLocation: sourceLocation)
-            } catch let e as FormatError {
-                #expect(e.file == "x/config.json" && e.message.contains(fragment), "\(e)",
-                        sourceLocation: sourceLocation)
-            } catch {
-                Issue.record("\(error)", sourceLocation: sourceLocation)
-            }
+    /// `text` is refused with a FormatError naming the file and containing `fragment`.
+    static func refuse(_ text: String, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try ModelConfig.parse(Data(text.utf8), path: "x/config.json")
+            Issue.record("accepted \(text)", sourceLocation: sourceLocation)
+        } catch let e as FormatError {
+            #expect(e.file == "x/config.json" && e.message.contains(fragment), "\(e)",
+                    sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("\(error)", sourceLocation: sourceLocation)
         }
+    }
+
+    @Test func refusesWhatFinchDoesNotImplementByName() {
+        let refuse = { (text: String, fragment: String) in Self.refuse(text, fragment) }
         refuse(#"{"model_type":"mixtral"}"#, "model_type \"mixtral\" is not supported (Finch implements \"llama\", \"qwen2\", \"mistral\", \"cohere\", \"gpt2\", \"gpt_neox\", \"gpt_neo\")")
         refuse(#"{"hidden_size":8}"#, "missing \"model_type\"")
         refuse(Self.llama + #","rope_scaling":{"rope_type":"yarn","factor":4}}"#, "rope_scaling type \"yarn\"")
@@ -62,6 +65,25 @@ struct ConfigTests {
         refuse(mistral + #","sliding_window":0}"#, "sliding_window must be positive, got 0")
         refuse(Self.llama + #","layer_types":["full_attention","chunked_attention"]}"#, "layer_types entry \"chunked_attention\"")
         refuse(Self.llama + #","layer_types":["sliding_attention"]}"#, "which llama does not have")
+    }
+
+    /// The other families refuse what Finch does not implement by key and value too, and values that would not fit a
+    /// head before anything is computed from them.
+    @Test func theOtherFamiliesRefuseWhatFinchDoesNotImplementByName() {
+        let refuse = { (text: String, fragment: String) in Self.refuse(text, fragment) }
+        let neox = #"{"model_type":"gpt_neox","vocab_size":10,"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2"#
+        refuse(neox + #","rope_scaling":{"rope_type":"linear","factor":2}}"#, "rope_scaling type \"linear\"")
+        refuse(neox + #","hidden_act":"relu"}"#, "hidden_act \"relu\"")
+        refuse(neox + #","rotary_pct":1e300}"#, "partial_rotary_factor (rotary_pct) must be from 0 to 1, got 1e+300")
+        refuse(neox + #","rotary_pct":0.75}"#, "must be even")
+        let neo = #"{"model_type":"gpt_neo","vocab_size":10,"hidden_size":8,"num_layers":2,"num_heads":2,"max_position_embeddings":16"#
+        refuse(neo + #","attention_types":[[["global","sparse"],1]]}"#, "attention type \"sparse\" is not supported")
+        refuse(neo + #","activation_function":"relu"}"#, "activation_function \"relu\"")
+        refuse(neo + #","attention_types":[[["global"],1]]}"#, "attention_layers has 1 entries for num_layers 2")
+        let cohere = Self.llama.replacingOccurrences(of: "\"llama\"", with: "\"cohere\"")
+        refuse(cohere + #","rope_scaling":{"rope_type":"dynamic","factor":2}}"#, "rope_scaling type \"dynamic\"")
+        refuse(cohere + #","hidden_act":"gelu"}"#, "hidden_act \"gelu\"")
+        refuse(cohere + #","logit_scale":-1}"#, "logit_scale must be positive")
     }
 
     /// Qwen2 has q/k/v biases and no o bias; Qwen2's sliding window counts only when use_sliding_window or

@@ -54,6 +54,8 @@ public struct GPTNeoXConfig: Sendable, Equatable {
         let (theta, fraction) = try f.rotary(theta: f.optionalDouble("rotary_emb_base") ?? f.optionalDouble("rope_theta"),
                                              partial: f.optionalDouble("rotary_pct") ?? f.optionalDouble("partial_rotary_factor"))
         let activation = try f.gelu("hidden_act", default: "gelu", for: "gpt_neox")
+        let share = fraction ?? 0.25
+        guard share >= 0, share <= 1 else { throw f.error("partial_rotary_factor (rotary_pct) must be from 0 to 1, got \(share)") }
         self.init(vocabularySize: try f.int("vocab_size"), hiddenSize: hidden,
                   intermediateSize: try f.int("intermediate_size"), layerCount: try f.int("num_hidden_layers"),
                   headCount: heads, rotaryFraction: fraction ?? 0.25, ropeTheta: Float(theta ?? 10_000),
@@ -68,8 +70,6 @@ public struct GPTNeoXConfig: Sendable, Equatable {
         guard hiddenSize % headCount == 0 else {
             throw f.error("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(headCount)")
         }
-        let share = fraction ?? 0.25
-        guard share >= 0, share <= 1 else { throw f.error("partial_rotary_factor (rotary_pct) must be from 0 to 1, got \(share)") }
         guard rotaryDimensions % 2 == 0 else {
             throw f.error("the rotary share of each head, \(rotaryDimensions) of \(headDimension) dimensions (partial_rotary_factor \(share)), must be even")
         }
