@@ -46,6 +46,26 @@ public protocol CausalLanguageModel: Module {
 }
 
 extension CausalLanguageModel {
+    public var layerCount: Int { config.layerCount }
+    public var keyValueHeadCount: Int { config.keyValueHeadCount }
+    public var headDimension: Int { config.headDimension }
+    public var hiddenSize: Int { config.hiddenSize }
+
+    /// Runs the decoder `layers` over `x` in order, each with its slot of `cache` and its share of the prefix's keys
+    /// and values, through `runLayer` (so activation checkpointing applies). `apply` is one layer's forward pass.
+    func runLayers<Layer>(_ layers: [Layer], _ x: Tensor, batch: Int, cache: KVCache?, prefix: AttentionPrefix?,
+                          _ apply: @escaping (Layer, Tensor, LayerCache?, (key: Tensor, value: Tensor)?) throws -> Tensor) throws -> Tensor {
+        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
+        var x = x
+        for (i, layer) in layers.enumerated() {
+            let layerCache = cache?.layers[i]
+            x = try runLayer(x, isLast: i == layers.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
+                try apply(layer, x, layerCache, prefix)
+            }
+        }
+        return x
+    }
+
     /// Runs one decoder layer on `x`, checkpointed when `checkpointsActivations` is on and gradients are being
     /// recorded; the prefix's keys and values are the layer's inputs too, as they come from the tape. The last
     /// layer is not checkpointed: its backward pass follows the head's at once, so it would be computed again

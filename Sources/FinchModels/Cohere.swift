@@ -133,10 +133,6 @@ public final class CohereForCausalLM: Module, CausalLanguageModel {
     }
 
     public var config: ModelConfig { .llama(cohereConfig) }
-    public var layerCount: Int { cohereConfig.layerCount }
-    public var keyValueHeadCount: Int { cohereConfig.keyValueHeadCount }
-    public var headDimension: Int { cohereConfig.headDimension }
-    public var hiddenSize: Int { cohereConfig.hiddenSize }
 
     public var outputWeight: HeadWeight { model.embedTokens.headWeight }
 
@@ -154,15 +150,11 @@ public final class CohereForCausalLM: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
                         recordStarts: recordStarts, cache: cache)
-        var x = try model.embedTokens(tokens, shape: [batch, length])
-        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
-        for (i, layer) in model.layers.enumerated() {
-            let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
-                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
-            }
+        let x = try model.embedTokens(tokens, shape: [batch, length])
+        let hidden = try runLayers(model.layers, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
+            try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
         }
-        return try model.norm(x)
+        return try model.norm(hidden)
     }
 
     public func storesTransposed(_ name: String) -> Bool { false }

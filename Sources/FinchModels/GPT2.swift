@@ -84,10 +84,6 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
     }
 
     public var config: ModelConfig { .gpt2(gpt2Config) }
-    public var layerCount: Int { gpt2Config.layerCount }
-    public var keyValueHeadCount: Int { gpt2Config.headCount }
-    public var headDimension: Int { gpt2Config.embeddingSize / gpt2Config.headCount }
-    public var hiddenSize: Int { gpt2Config.embeddingSize }
 
     public var outputWeight: HeadWeight { transformer.wte.headWeight }
 
@@ -104,17 +100,12 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
                         recordStarts: recordStarts, cache: cache)
-        var x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
+        let x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
                                             length: length, offset: offset, recordStarts: recordStarts)
-        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
-        for (i, block) in transformer.h.enumerated() {
-            let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache,
-                             prefix: prefixes?[i]) { x, prefix in
-                try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
-            }
+        let hidden = try runLayers(transformer.h, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
+            try layer(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
         }
-        return try transformer.lnF(x)
+        return try transformer.lnF(hidden)
     }
 
     public func storesTransposed(_ name: String) -> Bool {

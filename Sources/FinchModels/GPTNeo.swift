@@ -94,10 +94,6 @@ public final class GPTNeoForCausalLM: Module, CausalLanguageModel {
     }
 
     public var config: ModelConfig { .gptNeo(neoConfig) }
-    public var layerCount: Int { neoConfig.layerCount }
-    public var keyValueHeadCount: Int { neoConfig.headCount }
-    public var headDimension: Int { neoConfig.headDimension }
-    public var hiddenSize: Int { neoConfig.hiddenSize }
 
     public var outputWeight: HeadWeight { .dense(transformer.wte.weight) }
 
@@ -115,16 +111,12 @@ public final class GPTNeoForCausalLM: Module, CausalLanguageModel {
         if let prefix, neoConfig.localLayers.contains(true), offset + length > neoConfig.windowSize {
             throw TensorError.invalidArgument(op: "gpt_neo", message: "a prefix of \(prefix.length) virtual tokens and \(offset + length - prefix.length) positions exceed window_size \(neoConfig.windowSize) of the local layers; Finch runs prefix tuning on GPT-Neo within the window only")
         }
-        var x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
+        let x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
                                             length: length, offset: offset, recordStarts: recordStarts)
-        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
-        for (i, block) in transformer.h.enumerated() {
-            let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == transformer.h.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
-                try block(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
-            }
+        let hidden = try runLayers(transformer.h, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
+            try layer(x, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
         }
-        return try transformer.lnF(x)
+        return try transformer.lnF(hidden)
     }
 
     public func storesTransposed(_ name: String) -> Bool { false }

@@ -125,10 +125,6 @@ public final class GPTNeoXForCausalLM: Module, CausalLanguageModel {
     }
 
     public var config: ModelConfig { .gptNeoX(neoXConfig) }
-    public var layerCount: Int { neoXConfig.layerCount }
-    public var keyValueHeadCount: Int { neoXConfig.headCount }
-    public var headDimension: Int { neoXConfig.headDimension }
-    public var hiddenSize: Int { neoXConfig.hiddenSize }
 
     public var outputWeight: HeadWeight { embedOut.map { .dense($0.weight) } ?? gptNeox.embedIn.headWeight }
 
@@ -151,15 +147,11 @@ public final class GPTNeoXForCausalLM: Module, CausalLanguageModel {
         let offset = positionOffset(cache: cache, prefix: prefix)
         try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
                         recordStarts: recordStarts, cache: cache)
-        var x = try gptNeox.embedIn(tokens, shape: [batch, length])
-        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
-        for (i, layer) in gptNeox.layers.enumerated() {
-            let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == gptNeox.layers.count - 1, cache: layerCache, prefix: prefixes?[i]) { x, prefix in
-                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
-            }
+        let x = try gptNeox.embedIn(tokens, shape: [batch, length])
+        let hidden = try runLayers(gptNeox.layers, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
+            try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
         }
-        return try gptNeox.finalLayerNorm(x)
+        return try gptNeox.finalLayerNorm(hidden)
     }
 
     public func storesTransposed(_ name: String) -> Bool { false }

@@ -57,10 +57,6 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
     }
 
     public var config: ModelConfig { .llama(llamaConfig) }
-    public var layerCount: Int { llamaConfig.layerCount }
-    public var keyValueHeadCount: Int { llamaConfig.keyValueHeadCount }
-    public var headDimension: Int { llamaConfig.headDimension }
-    public var hiddenSize: Int { llamaConfig.hiddenSize }
 
     public var outputWeight: HeadWeight { lmHead.map { .dense($0.weight) } ?? model.embedTokens.headWeight }
 
@@ -88,16 +84,11 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
         if let prefix, let window = llamaConfig.slidingWindow, offset + length > window {
             throw TensorError.invalidArgument(op: llamaConfig.family.rawValue, message: "a prefix of \(prefix.length) virtual tokens and \(offset + length - prefix.length) positions exceed sliding_window \(window); Finch runs prefix tuning with a sliding window within the window only")
         }
-        var x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
-        let prefixes = try prefixKeysAndValues(prefix, batch: batch)
-        for (i, layer) in model.layers.enumerated() {
-            let layerCache = cache?.layers[i]
-            x = try runLayer(x, isLast: i == model.layers.count - 1, cache: layerCache,
-                             prefix: prefixes?[i]) { x, prefix in
-                try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
-            }
+        let x = try model.embedTokens(tokens, shape: [batch, length])  // [B, T, C]
+        let hidden = try runLayers(model.layers, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
+            try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)
         }
-        return try model.norm(x)
+        return try model.norm(hidden)
     }
 
     public func storesTransposed(_ name: String) -> Bool { false }

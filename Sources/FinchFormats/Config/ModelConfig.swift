@@ -45,6 +45,44 @@ public enum ModelConfig: Sendable, Equatable {
         }
     }
 
+    /// The decoder's shape, as the key/value cache and the adapters size themselves by it.
+    public var layerCount: Int {
+        switch self {
+        case .llama(let c): return c.layerCount
+        case .gpt2(let c): return c.layerCount
+        case .gptNeoX(let c): return c.layerCount
+        case .gptNeo(let c): return c.layerCount
+        }
+    }
+
+    public var hiddenSize: Int {
+        switch self {
+        case .llama(let c): return c.hiddenSize
+        case .gpt2(let c): return c.embeddingSize
+        case .gptNeoX(let c): return c.hiddenSize
+        case .gptNeo(let c): return c.hiddenSize
+        }
+    }
+
+    /// Heads of keys and values (fewer than the query heads with grouped-query attention).
+    public var keyValueHeadCount: Int {
+        switch self {
+        case .llama(let c): return c.keyValueHeadCount
+        case .gpt2(let c): return c.headCount
+        case .gptNeoX(let c): return c.headCount
+        case .gptNeo(let c): return c.headCount
+        }
+    }
+
+    public var headDimension: Int {
+        switch self {
+        case .llama(let c): return c.headDimension
+        case .gpt2(let c): return c.embeddingSize / max(c.headCount, 1)
+        case .gptNeoX(let c): return c.headDimension
+        case .gptNeo(let c): return c.headDimension
+        }
+    }
+
     /// The config.json key that gives `maxPositions`.
     public var maxPositionsKey: String {
         switch self {
