@@ -90,41 +90,31 @@ public enum GGUFModel {
             }
         }
         switch architecture {
-        case "llama", "qwen2":
+        case "llama", "qwen2", "command-r":
             try refuseRopeScaling()
             // Qwen2: biases on q, k and v, never on o (as transformers builds it); LLaMA: on all four or none.
-            let qwen2 = architecture == "qwen2"
+            // Command R is Cohere's block (FinchModels/Cohere.swift): a LayerNorm where LLaMA has RMSNorm, and
+            // llama.cpp's converter keeps the per-head q and k norms only where the model has them (use_qk_norm), so
+            // their presence is the flag.
+            let family: LlamaConfig.Family = architecture == "qwen2" ? .qwen2 : architecture == "command-r" ? .cohere : .llama
             let qkvBias = file.tensor(named: "blk.0.attn_q.bias") != nil
             let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
-            return .llama(LlamaConfig(
-                vocabularySize: vocabulary, hiddenSize: hidden,
-                intermediateSize: try fields.integer("feed_forward_length"), layerCount: try fields.integer("block_count"),
-                headCount: heads, keyValueHeadCount: try fields.integer("attention.head_count_kv", default: heads),
-                headDimension: try fields.integer("attention.key_length", default: hidden / max(heads, 1)),
-                rmsNormEpsilon: Float(try fields.number("attention.layer_norm_rms_epsilon", default: 1e-5)),
-                ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
-                tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
-                attentionBias: qkvBias, attentionOutputBias: qwen2 ? false : qkvBias,
-                maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
-                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: qwen2 ? .qwen2 : .llama))
-        case "command-r":
-            // Cohere's block (FinchModels/Cohere.swift). llama.cpp's converter keeps the per-head q and k norms only
-            // where the model has them (use_qk_norm), so their presence is the flag; the head is the token table.
-            try refuseRopeScaling()
-            let hidden = try fields.integer("embedding_length"), heads = try fields.integer("attention.head_count")
+            let epsilonKey = family == .cohere ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon"
             var config = LlamaConfig(
                 vocabularySize: vocabulary, hiddenSize: hidden,
                 intermediateSize: try fields.integer("feed_forward_length"), layerCount: try fields.integer("block_count"),
                 headCount: heads, keyValueHeadCount: try fields.integer("attention.head_count_kv", default: heads),
                 headDimension: try fields.integer("attention.key_length", default: hidden / max(heads, 1)),
-                rmsNormEpsilon: Float(try fields.number("attention.layer_norm_epsilon", default: 1e-5)),
+                rmsNormEpsilon: Float(try fields.number(epsilonKey, default: 1e-5)),
                 ropeTheta: Float(try fields.number("rope.freq_base", default: 10_000)),
                 tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
-                attentionBias: file.tensor(named: "blk.0.attn_q.bias") != nil,
+                attentionBias: qkvBias, attentionOutputBias: family == .qwen2 ? false : qkvBias,
                 maxPositionEmbeddings: try fields.integer("context_length", default: 2048),
-                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: .cohere)
-            config.logitScale = Float(try fields.number("logit_scale", default: nil))
-            config.useQKNorm = file.tensor(named: "blk.0.attn_q_norm.weight") != nil
+                bosTokenId: bos, eosTokenIds: eos.map { [$0] } ?? [], family: family)
+            if family == .cohere {
+                config.logitScale = Float(try fields.number("logit_scale", default: nil))
+                config.useQKNorm = file.tensor(named: "blk.0.attn_q_norm.weight") != nil
+            }
             return .llama(config)
         case "gptneox":
             // Pythia's block (FinchModels/GPTNeoX.swift) with its exact GELU (llama.cpp computes the tanh form, within
