@@ -6,7 +6,7 @@ import FinchFormats
 
 @Suite("training and exact resume")
 struct ResumeTests {
-    @Test(arguments: ["lora", "prefix", "none"])
+    @Test(arguments: ["lora", "dora", "prefix", "none"])
     func stopAndResumeAtSeveralPointsIsBitwiseIdentical(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("resume-\(adapter)")
         let straightRecipe = try TrainingSupport.write(TrainingSupport.recipe(dir, adapter: adapter, extra: "output:\n  dir: \(dir)/straight\n"),
@@ -31,7 +31,7 @@ struct ResumeTests {
 
     /// Over a base held quantised (Q8_0 or NF4 made at load), stopping and resuming gives the straight run's
     /// adapter bit for bit, and the losses are not the float base's.
-    @Test(arguments: [("lora", "q8_0"), ("prefix", "nf4")])
+    @Test(arguments: [("lora", "q8_0"), ("dora", "q4_1"), ("prefix", "nf4")])
     func aQuantisedBaseResumesExactly(_ adapter: String, _ quantize: String) throws {
         let dir = try TrainingSupport.workspace("resume-quantised-\(adapter)")
         func recipe(_ name: String, _ quantize: String) throws -> String {
@@ -49,7 +49,7 @@ struct ResumeTests {
         #expect(Array(straight.prefix(4)) != (try TrainingSupport.losses("\(dir)/float")), "the base should be quantised")
     }
 
-    @Test(arguments: ["lora", "prefix", "none"])
+    @Test(arguments: ["lora", "dora", "prefix", "none"])
     func everyAdapterKindLowersTheValidationLoss(_ adapter: String) throws {
         let dir = try TrainingSupport.workspace("lowers-\(adapter)")
         let recipe = try TrainingSupport.write(

@@ -21,13 +21,15 @@ enum TrainingSupport {
 
     static func recipe(_ dir: String, adapter: String, steps: Int = 12, extra: String = "") -> String {
         // Each adapter type's own keys only: another type's would be refused.
+        // "dora" is LoRA with DoRA's magnitudes.
         let keys = ["lora": "  rank: 4\n  dropout: 0.1\n  targets: [q_proj, v_proj, down_proj]\n",
+                    "dora": "  rank: 4\n  dropout: 0.1\n  dora: true\n  targets: [q_proj, v_proj, down_proj]\n",
                     "prefix": "  virtual_tokens: 4\n"][adapter] ?? ""
         return """
         model: \(dir)/base
         seed: 7
         adapter:
-          type: \(adapter)
+          type: \(adapter == "dora" ? "lora" : adapter)
         \(keys)data:
           train: \(dir)/train.txt
           validation: \(dir)/val.txt

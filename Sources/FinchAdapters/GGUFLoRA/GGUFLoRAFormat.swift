@@ -21,6 +21,9 @@ public enum GGUFLoRAFormat {
         if let saved = lora.savedModules.first {
             throw AdapterError("a GGUF LoRA adapter cannot carry the whole module '\(saved.path)' that this adapter trains (modules_to_save). Export the merged model with --format gguf instead")
         }
+        if lora.configuration.useDoRA {
+            throw AdapterError("llama.cpp's LoRA adapters have no DoRA magnitudes; export the merged model with --format gguf instead")
+        }
         guard let first = lora.layers.first else { throw AdapterError("the adapter has no LoRA layers to write") }
         let alpha = first.layer.scaling * Float(first.layer.rank)
         var tensors: [GGUFWriter.Tensor] = []

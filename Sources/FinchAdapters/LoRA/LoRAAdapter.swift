@@ -44,6 +44,9 @@ public final class LoRAAdapter {
                 throw AdapterError("module '\(path)' is held as \(table.quantized.format); LoRA on the token table needs it in float32 (quantize: none, or nf4, which keeps the table float32)", setting: .targets)
             }
             if let table = candidates.first(where: { $0.name == path })?.module as? Embedding {
+                if configuration.useDoRA {
+                    throw AdapterError("DoRA on the token table ('\(path)') is not supported yet; target the projections only, or use plain LoRA for the table", setting: .targets)
+                }
                 let (rank, alpha) = configuration.rankAndAlpha(for: path)
                 let headShares = try prepareTiedHead(of: model, for: table, configuration: configuration)
                 let lora = try LoRAEmbedding(base: table, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
@@ -61,7 +64,7 @@ public final class LoRAAdapter {
             let (rank, alpha) = configuration.rankAndAlpha(for: path)
             let lora = try LoRALinear(base: base, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
                                       dropout: Float(configuration.dropout), initialization: configuration.initialization,
-                                      generator: &generator)
+                                      useDoRA: configuration.useDoRA, generator: &generator)
             do {
                 try model.replaceModule(at: path, with: lora)
             } catch {
@@ -212,16 +215,24 @@ public final class LoRAAdapter {
     /// Adapter tensors under PEFT's file keys: `base_model.model.<path>.lora_A.weight`.
     /// Embeddings: `base_model.model.<path>.lora_embedding_A` [r, vocabulary] and `…lora_embedding_B` [d, r].
     public func peftTensors() -> [(key: String, tensor: Tensor)] {
-        embeddings.flatMap { path, layer in
-            [("base_model.model.\(path).lora_embedding_A", layer.lora_embedding_A),
-             ("base_model.model.\(path).lora_embedding_B", layer.lora_embedding_B)]
-        } + layers.flatMap { path, layer in
-            [("base_model.model.\(path).lora_A.weight", layer.lora_A.weight),
-             ("base_model.model.\(path).lora_B.weight", layer.lora_B.weight)]
-        } + savedModules.flatMap { path, module in
-            module.namedParameters().map { ("base_model.model.\(path).\($0.name)", $0.tensor) }
+        var tensors: [(key: String, tensor: Tensor)] = []
+        for (path, layer) in embeddings {
+            tensors.append(("base_model.model.\(path).lora_embedding_A", layer.lora_embedding_A))
+            tensors.append(("base_model.model.\(path).lora_embedding_B", layer.lora_embedding_B))
         }
+        for (path, layer) in layers {
+            tensors.append(("base_model.model.\(path).lora_A.weight", layer.lora_A.weight))
+            tensors.append(("base_model.model.\(path).lora_B.weight", layer.lora_B.weight))
+            if let magnitude = layer.lora_magnitude_vector {
+                tensors.append(("base_model.model.\(path).lora_magnitude_vector", magnitude))
+            }
+        }
+        for (path, module) in savedModules {
+            for (name, tensor) in module.namedParameters() { tensors.append(("base_model.model.\(path).\(name)", tensor)) }
+        }
+        return tensors
     }
+
 
     /// PEFT's file keys for a head tied to an adapted embedding (`ensure_weight_tying`): the head's LoRA factors
     /// are the embedding's transposed (lm_head.lora_A = Bᵀ [r, d], lm_head.lora_B = Aᵀ [vocabulary, r]).

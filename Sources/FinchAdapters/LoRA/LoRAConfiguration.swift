@@ -18,6 +18,8 @@ public struct LoRAConfiguration: Sendable, Equatable {
     public var dropout: Double
     public var targets: Targets
     public var useRSLoRA: Bool
+    /// DoRA (PEFT's `use_dora`): a trained magnitude per output row over the normalised LoRA-updated weight.
+    public var useDoRA = false
     /// Only these layer indices get adapters (nil: all).
     public var layersToTransform: [Int]?
     /// Per-module rank and alpha overrides, keyed by a pattern matched at the end of the module path.

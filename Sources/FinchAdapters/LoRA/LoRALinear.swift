@@ -9,6 +9,14 @@ import FinchTensor
 /// zero, so at initialisation the output is exactly the base layer's. The base layer is wrapped, not
 /// subclassed; its parameters stay frozen under `base_layer.` as PEFT names them.
 ///
+/// With DoRA (weight-decomposed LoRA, Liu et al., 2024, as PEFT's `use_dora`), a magnitude m [out] rescales each
+/// output row of the adapted weight to m over that row's norm:
+///
+///     y = b + (m / ‖W + s·B·A‖) ⊙ (W x + s · B A x)
+///
+/// the norm taken per output row and held constant in the backward pass (the paper's section 4.3, as PEFT does),
+/// m starting at the rows' norms so that the output is again the base layer's.
+///
 /// `merge()` folds s·B·A into W (the adapter path then switches off); `unmerge()` takes it out again. The base
 /// may be a float32 `Linear` or a `QuantizedLinear`; merging into a quantised base puts a float32 layer holding
 /// deq(W) + s·B·A in its place (and unmerging puts the quantised one back).
@@ -21,6 +29,10 @@ public final class LoRALinear: Module, LinearLayer {
     public let rank: Int
     public let alpha: Float
     public let scaling: Float
+    /// DoRA's magnitude m [out] (PEFT's `lora_magnitude_vector`); nil for plain LoRA.
+    public let lora_magnitude_vector: Tensor?
+    /// m / ‖W + s·B·A‖ per row, as a DoRA merge applied it, for unmerging.
+    private var mergedDoRAScale: Tensor?
     public let dropout: Float
     /// Runs the base layer alone (a reference pass without the adapter).
     public var disabled = false
@@ -38,7 +50,8 @@ public final class LoRALinear: Module, LinearLayer {
     }
 
     public init(base: any LinearLayer, rank: Int, alpha: Float, useRSLoRA: Bool = false, dropout: Float = 0,
-                initialization: Initialization = .kaimingUniform, generator: inout RandomGenerator) throws {
+                initialization: Initialization = .kaimingUniform, useDoRA: Bool = false,
+                generator: inout RandomGenerator) throws {
         guard base is Linear || base is QuantizedLinear else {
             throw AdapterError("LoRA adapts a Linear or a quantised Linear layer, not a \(type(of: base))")
         }
@@ -62,11 +75,32 @@ public final class LoRALinear: Module, LinearLayer {
             lora_A = Linear(weight: Tensor.zeros([rank, inputs]))
         }
         lora_B = Linear(weight: Tensor.zeros([outputs, rank]))
+        // With B at zero the rows' norms are the base weight's own (loaded adapters overwrite them).
+        lora_magnitude_vector = useDoRA ? try Self.rowNorms(of: Self.denseWeight(of: base)) : nil
         self.generator = RandomGenerator(seed: generator.next())
         super.init()
         base.freeze()
         lora_A.weight.requiresGrad = true
         lora_B.weight.requiresGrad = true
+        lora_magnitude_vector?.requiresGrad = true
+    }
+
+    /// The base weight [out, in] in float32 (a quantised base dequantised).
+    static func denseWeight(of base: any LinearLayer) throws -> Tensor {
+        if let linear = base as? Linear { return linear.weight.detached() }
+        if let quantized = base as? QuantizedLinear { return quantized.dequantized().weight }
+        throw AdapterError("LoRA adapts a Linear or a quantised Linear layer, not a \(type(of: base))")
+    }
+
+    /// The L2 norm of each row of `w` [out, in], as a constant [out].
+    static func rowNorms(of w: Tensor) throws -> Tensor {
+        try GradientMode.withoutGradients { try w.squared().sum(axis: 1).pow(0.5).detached() }
+    }
+
+    /// DoRA's m / ‖W + s·B·A‖ per output row; the norm is a constant to the backward pass, m is not.
+    func doraScale(magnitude: Tensor) throws -> Tensor {
+        let norms = try GradientMode.withoutGradients { try Self.rowNorms(of: Self.denseWeight(of: baseLayer) + delta()) }
+        return try magnitude / norms
     }
 
     public var inputDimensions: Int { baseLayer.inputDimensions }
@@ -75,9 +109,18 @@ public final class LoRALinear: Module, LinearLayer {
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         let y = try baseLayer(x)
         if disabled || isMerged { return y }
-        let dropped = isTraining && dropout > 0 ? try x.dropout(probability: dropout, generator: &generator) : x
+        let drops = isTraining && dropout > 0
+        let dropped = drops ? try x.dropout(probability: dropout, generator: &generator) : x
         // x [.., in] · Aᵀ → [.., r], scaled there (r values a row, not `out`), · Bᵀ → [.., out]
-        return try y + lora_B(lora_A(dropped) * scaling)
+        let update = try lora_B(lora_A(dropped) * scaling)
+        guard let magnitude = lora_magnitude_vector else { return try y + update }
+        // DoRA: y + (scale − 1) ⊙ W x' + scale ⊙ s·B A x', x' the dropped input (W x' is y less the bias when
+        // nothing is dropped), which is b + scale ⊙ (W x + s·B A x) without dropout.
+        let scale = try doraScale(magnitude: magnitude)
+        let weighted = try drops ? baseLayer(dropped) : y
+        let bias = (baseLayer as? Linear)?.bias ?? (baseLayer as? QuantizedLinear)?.bias
+        let product = try bias.map { try weighted - $0 } ?? weighted
+        return try y + product * (scale - 1) + update * scale
     }
 
     /// s · B A, the change this adapter makes to W.
@@ -86,7 +129,8 @@ public final class LoRALinear: Module, LinearLayer {
     }
 
     /// Folds the adapter into the base weight in place (a quantised base: a float32 layer holding deq(W) + s·B·A
-    /// takes its place). Refuses (changing nothing) if the result is not finite.
+    /// takes its place); with DoRA each row of W + s·B·A is then scaled by m over its norm (the bias is not).
+    /// Refuses (changing nothing) if the result is not finite.
     public func merge() throws {
         guard !isMerged else { return }
         let dense: Linear
@@ -97,7 +141,13 @@ public final class LoRALinear: Module, LinearLayer {
         } else {
             throw AdapterError("cannot merge into a \(type(of: baseLayer))")
         }
-        let merged = try GradientMode.withoutGradients { try dense.weight.detached() + delta() }
+        var merged = try GradientMode.withoutGradients { try dense.weight.detached() + delta() }
+        var doraScale: Tensor?
+        if let magnitude = lora_magnitude_vector {
+            let scale = try GradientMode.withoutGradients { try magnitude.detached() / Self.rowNorms(of: merged) }
+            merged = try GradientMode.withoutGradients { try merged * scale.reshaped([scale.count, 1]) }
+            doraScale = scale
+        }
         guard merged.scalars.allSatisfy(\.isFinite) else {
             throw AdapterError("merging the adapter gives non-finite weights; the base weight was left unchanged")
         }
@@ -107,6 +157,7 @@ public final class LoRALinear: Module, LinearLayer {
             dense.freeze()
             baseLayer = dense
         }
+        mergedDoRAScale = doraScale
         isMerged = true
     }
 
@@ -117,8 +168,12 @@ public final class LoRALinear: Module, LinearLayer {
             baseLayer = quantized
             quantizedBase = nil
         } else if let linear = baseLayer as? Linear {
-            try linear.weight.assign(try GradientMode.withoutGradients { try linear.weight.detached() - delta() })
+            try linear.weight.assign(try GradientMode.withoutGradients {
+                let undone = try mergedDoRAScale.map { try linear.weight.detached() / $0.reshaped([$0.count, 1]) } ?? linear.weight.detached()
+                return try undone - delta()
+            })
         }
+        mergedDoRAScale = nil
         isMerged = false
     }
 }

@@ -39,7 +39,6 @@ public enum PEFTFormat {
     static func loadLoRA(_ c: [String: JSONValue], configPath: String, weights: SafetensorsFile,
                          into model: any CausalLanguageModel) throws -> LoRAAdapter {
         func fail(_ message: String) -> FormatError { FormatError(file: configPath, message) }
-        if c["use_dora"]?.bool == true { throw fail("use_dora is not supported") }
         if let bias = c["bias"]?.string, bias != "none" { throw fail("bias \"\(bias)\" is not supported (Finch implements \"none\")") }
         if let t = c["target_parameters"], !t.isNull { throw fail("target_parameters is not supported") }
         if let lr = c["layer_replication"], !lr.isNull { throw fail("layer_replication is not supported") }
@@ -47,6 +46,7 @@ public enum PEFTFormat {
         var configuration = LoRAConfiguration(rank: rank, alpha: c["lora_alpha"]?.number ?? 8)
         configuration.dropout = c["lora_dropout"]?.number ?? 0
         configuration.useRSLoRA = c["use_rslora"]?.bool ?? false
+        configuration.useDoRA = c["use_dora"]?.bool ?? false
         configuration.ensureWeightTying = c["ensure_weight_tying"]?.bool ?? false
         switch c["modules_to_save"] {
         case .none, .some(.null): break
@@ -226,7 +226,7 @@ public enum PEFTFormat {
             "megatron_core": "megatron.core", "modules_to_save": c.modulesToSave.isEmpty ? NSNull() : c.modulesToSave as Any,
             "peft_type": "LORA", "r": c.rank,
             "rank_pattern": c.rankPattern, "revision": NSNull(), "target_modules": targets, "task_type": "CAUSAL_LM",
-            "use_dora": false, "use_rslora": c.useRSLoRA, "ensure_weight_tying": c.ensureWeightTying,
+            "use_dora": c.useDoRA, "use_rslora": c.useRSLoRA, "ensure_weight_tying": c.ensureWeightTying,
         ]
     }
 

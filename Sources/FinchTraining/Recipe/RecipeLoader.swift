@@ -264,7 +264,7 @@ public enum RecipeLoader {
         "batch_size": "training.batch_size", "gradient_accumulation_steps": "training.grad_accum",
         "r": "adapter.rank", "lora_rank": "adapter.rank", "lora_alpha": "adapter.alpha", "lora_dropout": "adapter.dropout",
         "target_modules": "adapter.targets", "lora_attn_modules": "adapter.targets", "num_virtual_tokens": "adapter.virtual_tokens",
-        "use_rslora": "adapter.rslora", "ensure_weight_tying": "adapter.ensure_weight_tying", "modules_to_save": "adapter.modules_to_save", "max_seq_len": "data.seq_len", "max_seq_length": "data.seq_len", "seq_length": "data.seq_len",
+        "use_rslora": "adapter.rslora", "use_dora": "adapter.dora", "ensure_weight_tying": "adapter.ensure_weight_tying", "modules_to_save": "adapter.modules_to_save", "max_seq_len": "data.seq_len", "max_seq_length": "data.seq_len", "seq_length": "data.seq_len",
         "block_size": "data.seq_len", "train_file": "data.train", "validation_file": "data.validation", "output_dir": "output.dir",
         "save_steps": "checkpoint.every", "save_total_limit": "checkpoint.keep", "eval_steps": "eval.every", "logging_steps": "logging.every",
     ]
