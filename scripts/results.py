@@ -20,6 +20,7 @@ DATA = {
 # (task, method as the table names it, recipe)
 ROWS = [
     ("commands", "LoRA r4, every layer", "recipes/commands-lora.yaml"),
+    ("commands", "DoRA r4, every layer", "recipes/commands-dora.yaml"),
     ("commands", "LoRA r4, every layer, 250 steps", "recipes/commands-lora-long.yaml"),
     ("commands", "LoRA r12, top 10 layers", "recipes/commands-lora-top10.yaml"),
     ("commands", "LoRA r16, every layer (the quickstart)", "recipes/quickstart.yaml"),

@@ -116,11 +116,22 @@ extension CausalLanguageModel {
     /// Mean cross-entropy of the next-token `targets` (one per position, `Losses.ignoreIndex` to skip),
     /// through the fused head, so the [positions, vocabulary] logits are never held at once.
     public func loss(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32], prefix: AttentionPrefix?,
-                     recordStarts: [Int32]? = nil) throws -> Tensor {
+                     recordStarts: [Int32]? = nil, teacher: DistillationTeacher? = nil) throws -> Tensor {
         let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix,
                                  recordStarts: recordStarts)
         let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
-        return try head.weight.crossEntropy(hidden: head.hidden, targets: targets, ignoreIndex: Losses.ignoreIndex)
+        return try head.weight.crossEntropy(hidden: head.hidden, targets: targets, ignoreIndex: Losses.ignoreIndex,
+                                            teacher: teacher)
+    }
+
+    /// This model as a distillation teacher on a batch: its hidden states (no graph is built) and its head.
+    public func distillationTeacher(_ tokens: [Int32], batch: Int, length: Int, recordStarts: [Int32]? = nil,
+                                    temperature: Float, alpha: Float) throws -> DistillationTeacher {
+        try GradientMode.withoutGradients {
+            let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: nil, recordStarts: recordStarts)
+            let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
+            return try head.weight.teacher(hidden: head.hidden, temperature: temperature, alpha: alpha)
+        }
     }
 
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }

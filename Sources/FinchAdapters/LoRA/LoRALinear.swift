@@ -33,6 +33,8 @@ public final class LoRALinear: Module, LinearLayer {
     public let lora_magnitude_vector: Tensor?
     /// m / ‖W + s·B·A‖ per row, as a DoRA merge applied it, for unmerging.
     private var mergedDoRAScale: Tensor?
+    /// ‖W‖² per row of the frozen base weight, computed once for DoRA's norms.
+    private var baseRowSquares: Tensor?
     public let dropout: Float
     /// Runs the base layer alone (a reference pass without the adapter).
     public var disabled = false
@@ -99,8 +101,26 @@ public final class LoRALinear: Module, LinearLayer {
 
     /// DoRA's m / ‖W + s·B·A‖ per output row; the norm is a constant to the backward pass, m is not.
     func doraScale(magnitude: Tensor) throws -> Tensor {
-        let norms = try GradientMode.withoutGradients { try Self.rowNorms(of: Self.denseWeight(of: baseLayer) + delta()) }
-        return try magnitude / norms
+        try magnitude / GradientMode.withoutGradients { try adaptedRowNorms() }
+    }
+
+    /// ‖W + s·B·A‖ per output row without forming W + s·B·A (nor dequantising a quantised W):
+    /// ‖W_o‖² + 2s·Σ_k B[o,k]·(W Aᵀ)[o,k] + s²·Σ_k,l B[o,k]·(A Aᵀ)[k,l]·B[o,l], where W Aᵀ is the base layer's own
+    /// product on A's r rows and ‖W_o‖² is computed once (the base is frozen). About r / tokens of a forward pass.
+    func adaptedRowNorms() throws -> Tensor {
+        if baseRowSquares == nil {
+            baseRowSquares = try Self.denseWeight(of: baseLayer).squared().sum(axis: 1).detached()
+        }
+        let a = lora_A.weight.detached(), b = lora_B.weight.detached()
+        let bias = (baseLayer as? Linear)?.bias ?? (baseLayer as? QuantizedLinear)?.bias
+        var product = try baseLayer(a)  // A Wᵀ [r, out] (+ the bias, taken off)
+        if let bias { product = try product - bias }
+        let cross = try (b * product.transposed()).sum(axis: 1)            // Σ_k B[o,k]·(W Aᵀ)[o,k]
+        let gram = try a.matmul(a, transposeOther: true)                   // A Aᵀ [r, r]
+        let lowRank = try (b.matmul(gram) * b).sum(axis: 1)                // (B A Aᵀ Bᵀ)[o,o]
+        let squares = try baseRowSquares! + cross * (2 * scaling) + lowRank * (scaling * scaling)
+        // Rounding can take a norm of zero a hair below it.
+        return try Tensor(shape: squares.shape, scalars: squares.scalars.map { max($0, 0).squareRoot() })
     }
 
     public var inputDimensions: Int { baseLayer.inputDimensions }
@@ -174,6 +194,7 @@ public final class LoRALinear: Module, LinearLayer {
             })
         }
         mergedDoRAScale = nil
+        baseRowSquares = nil
         isMerged = false
     }
 }

@@ -5,10 +5,11 @@
 /// With s = softmax(hidden_r · Wᵀ) and y the one-hot target, the gradients are
 ///   dhidden_r = g/count · (s − y) W,   dW = g/count · Σ_r (s − y)ᵀ hidden_r.
 /// When a gradient is needed they are accumulated chunk by chunk during the forward pass (the loss is the
-/// last op, so only the scalar g is unknown until backward, and it scales both).
+/// last op, so only the scalar g is unknown until backward, and it scales both). With a `teacher`, each row's
+/// loss is the distillation loss instead (`DistillationTeacher`).
 extension Tensor {
     public static func linearCrossEntropy(hidden: Tensor, weight: Tensor, targets: [Int32], ignoreIndex: Int32 = -100,
-                                          chunkRows: Int? = nil) throws -> Tensor {
+                                          chunkRows: Int? = nil, teacher: DistillationTeacher? = nil) throws -> Tensor {
         guard hidden.rank == 2, weight.rank == 2, hidden.shape[1] == weight.shape[1] else {
             throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs weight [V, d])", lhs: hidden.shape,
                                             rhs: weight.shape)
@@ -28,7 +29,7 @@ extension Tensor {
                           beta: 1, c: dw.storage.pointer, ldc: d)
         } })
         return try linearCrossEntropy(hidden: hidden, head: head, targets: targets, ignoreIndex: ignoreIndex,
-                                      chunkRows: chunkRows)
+                                      chunkRows: chunkRows, teacher: teacher)
     }
 
     /// The same loss over a frozen block-quantised head W [V, d] (a token table held quantised): each chunk's
@@ -38,7 +39,8 @@ extension Tensor {
     /// memory, and another chunk costs one more pass of dequantising W's panels, which are small beside the
     /// products.
     public static func linearCrossEntropy(hidden: Tensor, quantizedWeight w: QuantizedMatrix, targets: [Int32],
-                                          ignoreIndex: Int32 = -100, chunkRows: Int? = nil) throws -> Tensor {
+                                          ignoreIndex: Int32 = -100, chunkRows: Int? = nil,
+                                          teacher: DistillationTeacher? = nil) throws -> Tensor {
         guard hidden.rank == 2, hidden.shape[1] == w.columns else {
             throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden vs quantised weight [V, d])",
                                             lhs: hidden.shape, rhs: w.shape)
@@ -50,7 +52,7 @@ extension Tensor {
             w.multiply(s, rows: rows, stride: v, into: out)
         }, accumulateWeightGradient: nil)
         return try linearCrossEntropy(hidden: hidden, head: head, targets: targets, ignoreIndex: ignoreIndex,
-                                      chunkRows: chunkRows ?? max(64, (1 << 18) / max(v, 1)))
+                                      chunkRows: chunkRows ?? max(64, (1 << 18) / max(v, 1)), teacher: teacher)
     }
 
     /// The head's matrix as the loss uses it: its three products over a chunk of rows.
@@ -68,7 +70,7 @@ extension Tensor {
     }
 
     private static func linearCrossEntropy(hidden: Tensor, head: HeadProducts, targets: [Int32], ignoreIndex: Int32,
-                                           chunkRows: Int?) throws -> Tensor {
+                                           chunkRows: Int?, teacher: DistillationTeacher?) throws -> Tensor {
         let (n, d, v) = (hidden.shape[0], hidden.shape[1], head.vocabulary)
         guard targets.count == n else {
             throw TensorError.shapeMismatch(op: "linearCrossEntropy (hidden rows vs targets)", lhs: hidden.shape,
@@ -77,6 +79,7 @@ extension Tensor {
         if let bad = targets.first(where: { $0 != ignoreIndex && ($0 < 0 || Int($0) >= v) }) {
             throw TensorError.invalidArgument(op: "linearCrossEntropy", message: "target \(bad) is outside 0..<\(v) and is not the ignore index \(ignoreIndex)")
         }
+        try teacher?.check(rows: n, vocabulary: v)
         let wantsHidden = needsGradient(hidden), wantsWeight = head.weightGradient != nil
         let dHidden = wantsHidden ? Tensor.zeros(hidden.shape) : nil
         let dWeight = head.weightGradient
@@ -88,14 +91,24 @@ extension Tensor {
         let perRow: [Double]
         if kept.count == n {
             perRow = chunkedLoss(hidden: hidden.storage.pointer, rows: n, d: d, head: head, targets: targets,
-                                 dHidden: dHidden?.storage.pointer, chunkRows: chunkRows)
+                                 dHidden: dHidden?.storage.pointer, chunkRows: chunkRows,
+                                 teacher: teacher.map { ($0, $0.hidden) })
         } else {
             let compact = Tensor(uninitializedShape: [max(kept.count, 1), d])
             let compactGradient = wantsHidden ? Tensor(uninitializedShape: [max(kept.count, 1), d]) : nil
             let hp = hidden.storage.pointer, cp = compact.storage.pointer
             for (row, index) in kept.enumerated() { (cp + row * d).update(from: hp + index * d, count: d) }
+            // The teacher's rows are kept the same way.
+            let compactTeacher = teacher.map { teacher -> Tensor in
+                let dt = teacher.hidden.shape[1]
+                let rows = Tensor(uninitializedShape: [max(kept.count, 1), dt])
+                let from = teacher.hidden.storage.pointer, to = rows.storage.pointer
+                for (row, index) in kept.enumerated() { (to + row * dt).update(from: from + index * dt, count: dt) }
+                return rows
+            }
             perRow = chunkedLoss(hidden: cp, rows: kept.count, d: d, head: head, targets: kept.map { targets[$0] },
-                                 dHidden: compactGradient?.storage.pointer, chunkRows: chunkRows)
+                                 dHidden: compactGradient?.storage.pointer, chunkRows: chunkRows,
+                                 teacher: teacher.map { ($0, compactTeacher!) })
             if let dHidden, let compactGradient {
                 let gp = compactGradient.storage.pointer, dp = dHidden.storage.pointer
                 for (row, index) in kept.enumerated() { (dp + index * d).update(from: gp + row * d, count: d) }
@@ -123,7 +136,7 @@ extension Tensor {
     /// (s − y)·W into `dHidden` and Σ (s − y)ᵀ hidden added into the head's weight gradient.
     private static func chunkedLoss(hidden hp: UnsafeMutablePointer<Float>, rows n: Int, d: Int, head: HeadProducts,
                                     targets: [Int32], dHidden: UnsafeMutablePointer<Float>?,
-                                    chunkRows: Int?) -> [Double] {
+                                    chunkRows: Int?, teacher: (DistillationTeacher, Tensor)?) -> [Double] {
         let v = head.vocabulary
         var perRow = [Double](repeating: 0, count: n)
         guard n > 0 else { return perRow }
@@ -135,12 +148,27 @@ extension Tensor {
         let chunk = max(1, min(n, chunkRows ?? max(256, (1 << 20) / max(v, 1))))
         let scratch = Tensor(uninitializedShape: [chunk, v])
         let sp = scratch.storage.pointer
-        withExtendedLifetime(scratch) {
+        // With a teacher: its logits for the chunk, and a third buffer the tempered softmax needs.
+        let teacherScratch = teacher.map { _ in (Tensor(uninitializedShape: [chunk, v]), Tensor(uninitializedShape: [chunk, v])) }
+        let (up, wp) = (teacherScratch?.0.storage.pointer, teacherScratch?.1.storage.pointer)
+        let teacherRows = teacher?.1.storage.pointer, dt = teacher?.1.shape[1] ?? 0
+        withExtendedLifetime((scratch, teacherScratch, teacher?.1)) {
             perRow.withUnsafeMutableBufferPointer { loss in
                 targets.withUnsafeBufferPointer { tp in
                     for r0 in stride(from: 0, to: n, by: chunk) {
                         let rows = min(chunk, n - r0)
                         head.logits(hp + r0 * d, rows, sp)
+                        if let (t, _) = teacher, let up, let wp, let teacherRows {
+                            t.logits(teacherRows + r0 * dt, rows, up)
+                            Parallel.forRows(rows, rowLength: v) { r in
+                                loss[r0 + r] = Tensor.distillationRow(sp + r * v, teacher: up + r * v, scratch: wp + r * v, v,
+                                                                      target: Int(tp[r0 + r]), temperature: t.temperature,
+                                                                      alpha: t.alpha, gradient: wantsGradient)
+                            }
+                            if let dHidden { head.hiddenGradient(sp, rows, dHidden + r0 * d) }
+                            head.accumulateWeightGradient?(sp, hp + r0 * d, rows)
+                            continue
+                        }
                         Parallel.forRows(rows, rowLength: v) { r in
                             let x = sp + r * v, target = tp[r0 + r]
                             let picked = x[Int(target)]

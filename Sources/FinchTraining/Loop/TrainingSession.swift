@@ -12,6 +12,8 @@ public final class TrainingSession {
     public let loaded: LoadedRecipe
     public var recipe: Recipe { loaded.recipe }
     public let model: any CausalLanguageModel
+    /// The frozen model distillation learns from (nil: no distillation, or distill.alpha 0).
+    public let teacher: (any CausalLanguageModel)?
     /// nil for full fine-tuning.
     public let adapter: Adapter?
     /// The tensors that train, by stable name (optimizer state and checkpoints use these names).
@@ -37,6 +39,7 @@ public final class TrainingSession {
             throw RecipeError(file: loaded.file, line: loaded.lines["model"], "model: \(error)")
         }
         let model = base.model
+        let teacher = try Self.loadTeacher(loaded, studentTokenizer: tokenizer, studentVocabulary: model.outputWeight.vocabulary)
         let adapter = try Self.makeAdapter(loaded, model: model)
         let eos = Int32(model.config.eosTokenIds.first ?? 0)
         func data(_ key: String, _ path: String) throws -> TrainingData {
@@ -51,16 +54,58 @@ public final class TrainingSession {
         try Self.checkPositions(loaded, model: model, adapter: adapter)
         let trainData = try data("data.train", r.trainData)
         let validationData = try r.validationData.map { try data("data.validation", $0) }
-        try self.init(loaded, model: model, adapter: adapter, trainData: trainData, validationData: validationData)
+        try self.init(loaded, model: model, adapter: adapter, trainData: trainData, validationData: validationData,
+                      teacher: teacher)
+    }
+
+    /// distill.teacher loaded (with distill.teacher_adapter applied), frozen, in evaluation mode; nil without one or
+    /// with distill.alpha 0. Its tokenizer must be the student's, token for token.
+    static func loadTeacher(_ loaded: LoadedRecipe, studentTokenizer: Tokenizer,
+                            studentVocabulary: Int) throws -> (any CausalLanguageModel)? {
+        let r = loaded.recipe
+        guard let path = r.distillTeacher, r.distillAlpha > 0 else { return nil }
+        let teacher: PretrainedModel
+        do {
+            teacher = try PretrainedModel.load(path, requireTokenizer: true)
+            let tokenizer = try teacher.requireTokenizer()
+            if tokenizer.vocabularySize != studentTokenizer.vocabularySize {
+                throw FormatError(file: path, "its tokenizer has \(tokenizer.vocabularySize) tokens, the student's (model) \(studentTokenizer.vocabularySize): teacher and student must share a tokenizer")
+            }
+            if teacher.model.outputWeight.vocabulary != studentVocabulary {
+                throw FormatError(file: path, "its head makes \(teacher.model.outputWeight.vocabulary) logits, the student's (model) \(studentVocabulary): teacher and student must share a vocabulary")
+            }
+            if let id = (0..<tokenizer.vocabularySize).first(where: { tokenizer.token(of: $0) != studentTokenizer.token(of: $0) }) {
+                throw FormatError(file: path, "its token \(id) is \(tokenizer.token(of: id).map { "'\($0)'" } ?? "missing"), the student's (model) \(studentTokenizer.token(of: id).map { "'\($0)'" } ?? "missing"): teacher and student must share a tokenizer")
+            }
+        } catch let error as FormatError {
+            throw RecipeError(file: loaded.file, line: loaded.lines["distill.teacher"], "distill.teacher: \(error)")
+        }
+        if let adapterPath = r.distillTeacherAdapter {
+            do {
+                let adapter = try PEFTFormat.load(adapterPath, into: teacher.model)
+                if case .lora(let lora) = adapter { try lora.mergeAndUnload(from: teacher.model) }
+                if case .prefix = adapter {
+                    throw FormatError(file: adapterPath, "a prefix-tuning teacher is not supported; give a LoRA adapter or a merged model")
+                }
+            } catch let error as FormatError {
+                throw RecipeError(file: loaded.file, line: loaded.lines["distill.teacher_adapter"], "distill.teacher_adapter: \(error)")
+            } catch let error as AdapterError {
+                throw RecipeError(file: loaded.file, line: loaded.lines["distill.teacher_adapter"], "distill.teacher_adapter: \(error.message)")
+            }
+        }
+        teacher.model.freeze()
+        teacher.model.eval()
+        return teacher.model
     }
 
     /// A session over a model already built (an adapter in it made by `makeAdapter`) and data already read,
     /// as the benchmark has them; the recipe gives everything else.
     public init(_ loaded: LoadedRecipe, model: any CausalLanguageModel, adapter: Adapter?, trainData: TrainingData,
-                validationData: TrainingData?) throws {
+                validationData: TrainingData?, teacher: (any CausalLanguageModel)? = nil) throws {
         self.loaded = loaded
         let r = loaded.recipe
         self.model = model
+        self.teacher = teacher
         self.adapter = adapter
         trainable = Adapter.trainableTensors(adapter, in: model)
         model.checkpointsActivations = r.activationCheckpointing
@@ -147,9 +192,12 @@ public final class TrainingSession {
         // Packed records attend only within themselves; a sequence without records is one (it starts at 0).
         let starts = batch.contains { $0.recordStarts != nil }
             ? batch.flatMap { $0.recordStarts?.prefix(t) ?? [Int32](repeating: 0, count: t)[...] } : nil
+        let teacher = try self.teacher?.distillationTeacher(tokens, batch: batch.count, length: t, recordStarts: starts,
+                                                            temperature: Float(recipe.distillTemperature),
+                                                            alpha: Float(recipe.distillAlpha))
         let loss = try model.loss(tokens, batch: batch.count, length: t, targets: targets,
                                   prefix: adapter?.attentionPrefix,
-                                  recordStarts: starts)
+                                  recordStarts: starts, teacher: teacher)
         return (loss, targets.filter { $0 != Losses.ignoreIndex }.count, batch.count * t)
     }
 

@@ -40,6 +40,13 @@ public struct Recipe: Equatable, Sendable {
     public var minimumLearningRate: Double = 0
     public var maxGradNorm: Double = 1
 
+    /// Distillation from a frozen teacher (nil: none): alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · CE.
+    public var distillTeacher: String?
+    /// A PEFT adapter applied to the teacher before it teaches.
+    public var distillTeacherAdapter: String?
+    public var distillTemperature: Double = 1
+    public var distillAlpha: Double = 0.5
+
     public var batchSize = 8
     public var gradientAccumulation = 1
     public var activationCheckpointing = false

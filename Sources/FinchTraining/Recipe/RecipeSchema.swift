@@ -197,6 +197,17 @@ public enum RecipeSchema {
         b("data.shuffle", "Shuffle sequences each epoch (seeded by seed and epoch).", { $0.shuffle },
           { $0.shuffle = $1 }),
 
+        s("distill.teacher", "Distillation: a model the student learns from (a Hugging Face folder or a GGUF file, frozen, the student's tokenizer). The loss becomes alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · cross-entropy on the positions that train.",
+          { $0.distillTeacher }, { $0.distillTeacher = $1 }),
+        s("distill.teacher_adapter", "A PEFT adapter folder applied to the teacher (LoRA merged into it, or a prefix).",
+          { $0.distillTeacherAdapter }, { $0.distillTeacherAdapter = $1 },
+          check: { _, r in r.distillTeacher == nil ? "needs distill.teacher" : nil }),
+        f("distill.temperature", "Distillation temperature T: both distributions are softmax(logits / T).",
+          { $0.distillTemperature }, { $0.distillTemperature = $1 }, check: positive),
+        f("distill.alpha", "Distillation weight: alpha on the teacher's term, 1 − alpha on cross-entropy (0: the plain loss, the teacher unused).",
+          { $0.distillAlpha }, { $0.distillAlpha = $1 },
+          check: { v, _ in v >= 0 && v <= 1 ? nil : "must be between 0 and 1, got \(v)" }),
+
         f("optimizer.lr", "Peak learning rate of AdamW.", { $0.learningRate }, { $0.learningRate = $1 },
           check: positive),
         field("optimizer.betas", .floatPair, "AdamW beta1, beta2.", wrap: RecipeValue.floats,
