@@ -44,14 +44,12 @@ public final class LoRAAdapter {
                 throw AdapterError("module '\(path)' is held as \(table.quantized.format); LoRA on the token table needs it in float32 (quantize: none, or nf4, which keeps the table float32)", setting: .targets)
             }
             if let table = candidates.first(where: { $0.name == path })?.module as? Embedding {
-                if configuration.useDoRA {
-                    throw AdapterError("DoRA on the token table ('\(path)') is not supported yet; target the projections only, or use plain LoRA for the table", setting: .targets)
-                }
                 let (rank, alpha) = configuration.rankAndAlpha(for: path)
                 let headShares = try prepareTiedHead(of: model, for: table, configuration: configuration)
                 let lora = try LoRAEmbedding(base: table, rank: rank, alpha: alpha, useRSLoRA: configuration.useRSLoRA,
                                              appliesToTiedHead: headShares,
-                                             loadable: configuration.initialization == .zeros, generator: &generator)
+                                             loadable: configuration.initialization == .zeros,
+                                             useDoRA: configuration.useDoRA, generator: &generator)
                 do {
                     try model.replaceModule(at: path, with: lora)
                 } catch {
@@ -219,6 +217,9 @@ public final class LoRAAdapter {
         for (path, layer) in embeddings {
             tensors.append(("base_model.model.\(path).lora_embedding_A", layer.lora_embedding_A))
             tensors.append(("base_model.model.\(path).lora_embedding_B", layer.lora_embedding_B))
+            if let magnitude = layer.lora_magnitude_vector {
+                tensors.append(("base_model.model.\(path).lora_magnitude_vector", magnitude))
+            }
         }
         for (path, layer) in layers {
             tensors.append(("base_model.model.\(path).lora_A.weight", layer.lora_A.weight))

@@ -163,7 +163,7 @@ public enum RecipeSchema {
               { $0.adapter.lora?.layersToTransform }, { $0.adapter.lora?.layersToTransform = $1 }),
         b("adapter.rslora", "Scale by alpha / √r (rank-stabilised LoRA).", adapter: .lora,
           { $0.adapter.lora?.useRSLoRA }, { $0.adapter.lora?.useRSLoRA = $1 }),
-        b("adapter.dora", "DoRA (PEFT's use_dora): a trained magnitude per output row rescales the LoRA-updated weight's normalised rows. Projections only.",
+        b("adapter.dora", "DoRA (PEFT's use_dora): a trained magnitude per output row rescales the LoRA-updated weight's normalised rows (on the token table: a magnitude per embedding dimension).",
           adapter: .lora, { $0.adapter.lora?.useDoRA }, { $0.adapter.lora?.useDoRA = $1 }),
         strings("adapter.modules_to_save",
                 "LoRA: modules trained whole and saved in the adapter (PEFT's modules_to_save), e.g. [embed_tokens].",

@@ -1,10 +1,11 @@
-"""Makes dora/llama-gqa and dora/gpt2 in Tests/Fixtures: PEFT DoRA adapters (LoraConfig(use_dora=True)) over the
-../llama-gqa/base and ../gpt2/base models, and PEFT's own numbers for them.
+"""Makes dora/llama-gqa, dora/gpt2 and dora/llama-gqa-embedding in Tests/Fixtures: PEFT DoRA adapters
+(LoraConfig(use_dora=True)) over the ../llama-gqa/base and ../gpt2/base models, and PEFT's own numbers for them.
 
     python3 make_fixtures.py        # with torch, transformers and peft installed (../../../../shared/peers)
 
 For each base: `adapter/`, a DoRA adapter of rank 4, alpha 8 on every projection (GPT-2: c_attn, c_proj, c_fc,
-fan_in_fan_out as PEFT sets it for Conv1D), with A and B drawn N(0, 0.3) and each magnitude its weight norm times
+fan_in_fan_out as PEFT sets it for Conv1D; llama-gqa-embedding: embed_tokens, q_proj and v_proj, so the token table
+has a magnitude per embedding dimension), with A and B drawn N(0, 0.3) and each magnitude its weight norm times
 1 + N(0, 0.1), so that every part of the DoRA formula shows; `merged.safetensors`, the base weights after PEFT's
 merge_and_unload (float32); `reference.json` and `reference.safetensors`:
 - `loss`: PEFT's mean next-token loss in float32 over the fixture's 4 windows of 48 eval tokens;
@@ -22,36 +23,38 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = {"llama-gqa": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-           "gpt2": ["c_attn", "c_proj", "c_fc"]}
+# fixture folder → (base family, targets)
+TARGETS = {"llama-gqa": ("llama-gqa", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+           "gpt2": ("gpt2", ["c_attn", "c_proj", "c_fc"]),
+           "llama-gqa-embedding": ("llama-gqa", ["embed_tokens", "q_proj", "v_proj"])}
 
 
 def loss_of(model, batch):
     return model(batch, labels=batch).loss
 
 
-for family, targets in TARGETS.items():
+for name, (family, targets) in TARGETS.items():
     base_dir = os.path.join(HERE, "..", family, "base")
     reference = json.load(open(os.path.join(HERE, "..", family, "reference.json")))
     window, windows, ids = reference["window"], reference["windows"], reference["eval_token_ids"]
     batch = torch.tensor([ids[w * window:(w + 1) * window] for w in range(windows)])
-    out = os.path.join(HERE, family)
+    out = os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, use_dora=True))
     torch.manual_seed(11)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
+        for pname, p in model.named_parameters():
+            if "lora_A" in pname or "lora_B" in pname or "lora_embedding_" in pname:
                 p.normal_(0, 0.3)
-        for name, p in model.named_parameters():
-            if "lora_magnitude_vector" in name:
+        for pname, p in model.named_parameters():
+            if "lora_magnitude_vector" in pname:
                 p.mul_(1 + 0.1 * torch.randn(p.shape))
     model.eval()
     model.save_pretrained(os.path.join(out, "adapter"))
     os.remove(os.path.join(out, "adapter", "README.md"))
-    result = {"family": family, "window": window, "windows": windows}
+    result = {"family": family, "targets": targets, "window": window, "windows": windows}
     with torch.no_grad():
         result["loss"] = loss_of(model, batch).item()
     loss_of(model, batch).backward()
@@ -80,5 +83,5 @@ for family, targets in TARGETS.items():
         del state["lm_head.weight"]  # GPT-2's head is the token table (transformers saves it once too)
     save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(out, "merged.safetensors"))
     json.dump(result, open(os.path.join(out, "reference.json"), "w"), indent=1)
-    print(family, "loss", result["loss"], "merged", result["merged_loss"], "largest float32 gradient error",
+    print(name, "loss", result["loss"], "merged", result["merged_loss"], "largest float32 gradient error",
           max(errors.values()))
