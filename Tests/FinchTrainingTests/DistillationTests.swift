@@ -87,8 +87,21 @@ struct DistillationTests {
         }
     }
 
-    static func recipe(_ dir: String, extra: String) -> String {
-        TrainingSupport.recipe(dir, adapter: "lora", steps: 8, extra: extra)
+    static func recipe(_ dir: String, adapter: String = "lora", extra: String) -> String {
+        TrainingSupport.recipe(dir, adapter: adapter, steps: 8, extra: extra)
+    }
+
+    /// Prefix tuning, DoRA and full fine-tuning distil too: each run trains, and its losses are not the plain run's.
+    @Test(arguments: ["prefix", "dora", "none"])
+    func everyAdapterKindDistils(_ adapter: String) throws {
+        let dir = try TrainingSupport.workspace("distill-\(adapter)")
+        for (name, distill) in [("plain", ""), ("taught", "distill:\n  teacher: \(Fixtures.path("mistral", "base"))\n  temperature: 2\n")] {
+            let path = try TrainingSupport.write(Self.recipe(dir, adapter: adapter, extra: "\(distill)output:\n  dir: \(dir)/\(name)\n"),
+                                                 to: "\(dir)/\(name).yaml")
+            try Trainer.start(try RecipeLoader.load(path: path)).run(stopAfter: 3)
+        }
+        let plain = try TrainingSupport.losses("\(dir)/plain"), taught = try TrainingSupport.losses("\(dir)/taught")
+        #expect(plain.count == 3 && taught.count == 3 && plain != taught, "\(adapter): \(plain) vs \(taught)")
     }
 
     /// In a recipe: alpha 0 is the plain run bit for bit; with a teacher the run trains differently and resumes
