@@ -1,3 +1,4 @@
+import Foundation
 import FinchFormats
 import FinchNN
 import FinchTensor
@@ -122,6 +123,32 @@ extension CausalLanguageModel {
         let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
         return try head.weight.crossEntropy(hidden: head.hidden, targets: targets, ignoreIndex: Losses.ignoreIndex,
                                             teacher: teacher)
+    }
+
+    /// Each position's next-token cross-entropy (0 where the target is `Losses.ignoreIndex`), without gradients: what
+    /// comparing two models example by example needs. The logits are made 64 positions at a time.
+    public func positionLosses(_ tokens: [Int32], batch: Int, length: Int, targets: [Int32],
+                               prefix: AttentionPrefix?) throws -> [Double] {
+        try GradientMode.withoutGradients {
+            let h = try hiddenStates(tokens, batch: batch, length: length, cache: nil, prefix: prefix, recordStarts: nil)
+            let head = try headInputs(try h.reshaped([batch * length, hiddenSize]))
+            let kept = targets.indices.filter { targets[$0] != Losses.ignoreIndex }
+            var losses = [Double](repeating: 0, count: targets.count)
+            let width = head.hidden.shape[1], all = head.hidden.scalars
+            for start in stride(from: 0, to: kept.count, by: 64) {
+                let rows = Array(kept[start..<min(start + 64, kept.count)])
+                let chunk = try Tensor(shape: [rows.count, width], scalars: rows.flatMap { all[($0 * width)..<($0 * width + width)] })
+                let logits = try head.weight.logits(chunk).scalars
+                let v = logits.count / rows.count
+                for (i, row) in rows.enumerated() {
+                    let values = logits[(i * v)..<(i * v + v)]
+                    let m = Double(values.max()!)
+                    let sum = values.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }
+                    losses[row] = m + Foundation.log(sum) - Double(values[values.startIndex + Int(targets[row])])
+                }
+            }
+            return losses
+        }
     }
 
     /// This model as a distillation teacher on a batch: its hidden states (no graph is built) and its head.
