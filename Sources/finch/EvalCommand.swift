@@ -64,12 +64,16 @@ struct EvalCommand: ParsableCommand {
                                                  wholeCompletions: predictions != nil,
                                                  chat: format == .chat ? try chatFormat(base) : nil)
             if let predictions { try writePredictions(r.predictions, to: predictions) }
+            // Wilson's 95 % interval for the exact match: how far another sample of examples could move it.
+            let interval = PairedStatistics.wilson(successes: r.predictions.filter(\.correct).count, of: r.examples)
             if json {
                 try Output.json(["loss": r.loss, "perplexity": Foundation.exp(r.loss), "exact_match": r.exactMatch,
+                                 "exact_match_interval": [interval.low, interval.high],
                                  "examples": r.examples, "seconds": r.seconds])
             } else {
                 print("completion loss \(Output.fixed(r.loss, 6))  perplexity \(Output.fixed(Foundation.exp(r.loss), 3))  "
-                    + "exact match \(Output.fixed(100 * r.exactMatch, 1)) % of \(r.examples) examples (greedy)")
+                    + "exact match \(Output.fixed(100 * r.exactMatch, 1)) % [95 % interval \(Output.fixed(100 * interval.low, 1))–\(Output.fixed(100 * interval.high, 1))] "
+                    + "of \(r.examples) examples (greedy)")
             }
             return
         }

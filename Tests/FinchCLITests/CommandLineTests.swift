@@ -108,6 +108,40 @@ struct CommandLineTests {
         #expect(FileManager.default.fileExists(atPath: "\(base)/tokenizer.json"))
     }
 
+    /// finch compare scores both sides on the same examples; its per-example losses add up to each side's
+    /// finch eval loss, and it names no winner where the interval holds zero.
+    @Test func compareReportsBothSidesAndThePairedTests() throws {
+        let dir = try Fixtures.scratchDirectory("cli-compare")
+        let data = "\(dir)/requests.jsonl"
+        let records = (0..<12).map { "{\"prompt\": \"To be or not \($0)\", \"completion\": \" that is the question \($0 % 3)\"}" }
+        try records.joined(separator: "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        let model = Fixtures.path("llama-gqa", "base"), adapter = Fixtures.path("llama-gqa", "lora")
+        let run = try Self.finch(["compare", "--model", model, "--adapter-b", adapter, "--data", data, "--resamples", "500", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(result["examples"] as? Int == 12)
+        let a = try #require(result["a"] as? [String: Any]), b = try #require(result["b"] as? [String: Any])
+        let loss = try #require(result["loss"] as? [String: Any])
+        let interval = try #require(loss["interval"] as? [Double])
+        let difference = try #require(loss["difference"] as? Double)
+        #expect(abs(difference - ((b["loss"] as? Double ?? 0) - (a["loss"] as? Double ?? 0))) < 1e-9)
+        #expect(interval[0] <= difference && difference <= interval[1])
+        #expect((loss["better"] == nil || loss["better"] is NSNull) == (interval[0] <= 0 && interval[1] >= 0))
+        for (side, adapterArguments) in [(a, [String]()), (b, ["--adapter", adapter])] {
+            let eval = try Self.finch(["eval", "--model", model, "--data", data, "--json"] + adapterArguments)
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as? [String: Any])
+            #expect(abs(((summary["loss"] as? NSNumber)?.doubleValue ?? 0) - ((side["loss"] as? NSNumber)?.doubleValue ?? 1)) < 1e-4)
+            let wilson = try #require(summary["exact_match_interval"] as? [Double])
+            let match = try #require((summary["exact_match"] as? NSNumber)?.doubleValue)
+            #expect(wilson.count == 2 && wilson[0] <= match && match <= wilson[1], "\(wilson) \(match)")
+        }
+        Self.expectOneLineFailure(try Self.finch(["compare", "--model", model, "--data", data]),
+                                  ["A and B are the same model"])
+        Self.expectOneLineFailure(try Self.finch(["compare", "--model", model, "--adapter-b", adapter, "--data",
+                                                  Fixtures.path("llama-gqa", "eval.txt")]),
+                                  ["finch compare scores prompt/completion or chat JSON-lines files"])
+    }
+
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
         let dir = try Fixtures.scratchDirectory("cli-completions")
         let data = "\(dir)/requests.jsonl", out = "\(dir)/predictions.jsonl"

@@ -13,7 +13,8 @@ public enum PairedStatistics {
         let p = Double(successes) / Double(n), nn = Double(n), z2 = z * z
         let center = (p + z2 / (2 * nn)) / (1 + z2 / nn)
         let half = z / (1 + z2 / nn) * (p * (1 - p) / nn + z2 / (4 * nn * nn)).squareRoot()
-        return (max(0, center - half), min(1, center + half))
+        // At none or all the interval ends at 0 or 1 exactly (rounding would leave it a hair inside).
+        return (successes == 0 ? 0 : max(0, center - half), successes == n ? 1 : min(1, center + half))
     }
 
     /// McNemar's exact test on paired right/wrong outcomes: `onlyA` examples only A gets right, `onlyB` only B.

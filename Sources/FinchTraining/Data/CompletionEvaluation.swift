@@ -16,6 +16,10 @@ public enum CompletionEvaluation {
         public let seconds: Double
         /// Each example's greedy completion, in file order.
         public let predictions: [Prediction]
+        /// With `perExample`: each example's summed completion-token losses and its number of completion tokens,
+        /// in file order (what a paired comparison of two models resamples); empty otherwise.
+        public var exampleLossSums: [Double] = []
+        public var exampleTokens: [Int] = []
     }
 
     public struct Prediction: Sendable {
@@ -113,7 +117,7 @@ public enum CompletionEvaluation {
     /// `chat`: the model's chat format, to score a chat file (nil: a prompt/completion file).
     public static func run(model: any CausalLanguageModel, tokenizer: Tokenizer, path: String, prefix: AttentionPrefix?,
                            maxExamples: Int? = nil, maxNewTokens: Int = 64, wholeCompletions: Bool = true,
-                           chat: ChatFormat? = nil) throws -> Result {
+                           chat: ChatFormat? = nil, perExample: Bool = false) throws -> Result {
         let chosen: [Scored]
         if let chat {
             chosen = try scored(chatFile: path, format: chat, tokenizer: tokenizer, model: model, limit: maxExamples)
@@ -127,6 +131,7 @@ public enum CompletionEvaluation {
         let start = Date()
         var total = 0.0, count = 0
         var generated = [String](repeating: "", count: chosen.count)
+        var exampleLossSums = [Double](repeating: 0, count: perExample ? chosen.count : 0)
         try GradientMode.withoutGradients {
             for example in chosen {
                 guard !example.promptIds.isEmpty else {
@@ -155,6 +160,12 @@ public enum CompletionEvaluation {
                 let loss = try model.loss(tokens, batch: batch.count, length: length, targets: targets, prefix: prefix)
                 total += Double(try loss.item()) * Double(scored)
                 count += scored
+                if perExample {
+                    let positions = try model.positionLosses(tokens, batch: batch.count, length: length, targets: targets, prefix: prefix)
+                    for (row, index) in batch.enumerated() {
+                        exampleLossSums[index] = positions[(row * length)..<(row * length + length)].reduce(0, +)
+                    }
+                }
             }
             // Greedy generation in batches of prompts of similar length (`Generation.greedy` pads them on the left).
             for batch in batches(byLength: chosen.map(\.promptIds.count)) {
@@ -176,8 +187,13 @@ public enum CompletionEvaluation {
             Prediction(prompt: chosen[$0].prompt, expected: chosen[$0].expected, generated: generated[$0])
         }
         let correct = predictions.filter(\.correct).count
-        return Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
-                      examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
+        var result = Result(loss: total / Double(max(count, 1)), exactMatch: Double(correct) / Double(chosen.count),
+                            examples: chosen.count, seconds: Date().timeIntervalSince(start), predictions: predictions)
+        if perExample {
+            result.exampleLossSums = exampleLossSums
+            result.exampleTokens = chosen.map(\.completionIds.count)
+        }
+        return result
     }
 
     /// The examples' indices sorted by `lengths` (the prompts' for `Generation.greedy`, the whole examples' for the
