@@ -25,6 +25,24 @@ public enum Evaluation {
         return ranges
     }
 
+    /// Each window's summed next-token loss and its predicted tokens (the windows `windowedLoss` scores), without
+    /// gradients: the examples a paired comparison of two models resamples.
+    public static func windowLosses(model: any CausalLanguageModel, tokens: [Int], sequenceLength: Int, maxWindows: Int? = nil,
+                                    prefix: AttentionPrefix? = nil) throws -> (sums: [Double], tokens: [Int]) {
+        let ranges = windows(tokenCount: tokens.count, sequenceLength: max(sequenceLength, 2), maxWindows: maxWindows)
+        guard !ranges.isEmpty else {
+            throw TensorError.invalidArgument(op: "eval", message: "the text has \(tokens.count) tokens; at least 2 are needed")
+        }
+        var sums: [Double] = [], counts: [Int] = []
+        for range in ranges {
+            let ids = tokens[range].map(Int32.init)
+            let targets = Losses.nextTokenTargets(ids, batch: 1, length: ids.count)
+            sums.append(try model.positionLosses(ids, batch: 1, length: ids.count, targets: targets, prefix: prefix).reduce(0, +))
+            counts.append(ids.count - 1)
+        }
+        return (sums, counts)
+    }
+
     public static func windowedLoss(
         model: any CausalLanguageModel, tokens: [Int], sequenceLength: Int, maxWindows: Int? = nil,
         batchSize: Int = 8, prefix: AttentionPrefix? = nil

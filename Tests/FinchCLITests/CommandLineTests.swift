@@ -137,9 +137,16 @@ struct CommandLineTests {
         }
         Self.expectOneLineFailure(try Self.finch(["compare", "--model", model, "--data", data]),
                                   ["A and B are the same model"])
-        Self.expectOneLineFailure(try Self.finch(["compare", "--model", model, "--adapter-b", adapter, "--data",
-                                                  Fixtures.path("llama-gqa", "eval.txt")]),
-                                  ["finch compare scores prompt/completion or chat JSON-lines files"])
+        // Plain text: windows are the examples, and the means are finch eval's losses on the same windows.
+        let text = try Self.finch(["compare", "--model", model, "--adapter-b", adapter, "--data", Fixtures.path("llama-gqa", "eval.txt"),
+                                   "--seq-len", "48", "--max-examples", "4", "--resamples", "500", "--json"])
+        #expect(text.status == 0, "\(text.stderr)")
+        let windows = try #require(try JSONSerialization.jsonObject(with: Data(text.stdout.utf8)) as? [String: Any])
+        let reference = try Fixtures.reference("llama-gqa")
+        let meanA = ((windows["a"] as? [String: Any])?["loss"] as? NSNumber)?.doubleValue ?? 0
+        let meanB = ((windows["b"] as? [String: Any])?["loss"] as? NSNumber)?.doubleValue ?? 0
+        #expect(windows["windows"] as? Int == 4 && abs(meanA - reference.base_loss) < 1e-4 && abs(meanB - reference.lora_loss) < 1e-4,
+                "\(meanA) \(meanB)")
     }
 
     @Test func evalOfACompletionFileWritesEachGreedyCompletion() throws {
