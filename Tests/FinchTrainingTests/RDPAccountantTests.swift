@@ -9,7 +9,8 @@ struct RDPAccountantTests {
     struct Setting: Decodable { let q: Double, sigma: Double, steps: Int, delta: Double, epsilon: Double, order: Double }
     struct Order: Decodable { let q: Double, sigma: Double, order: Double, rdp: Double }
     struct History: Decodable { let segments: [RDPAccountant.Segment], delta: Double, epsilon: Double, order: Double }
-    struct File: Decodable { let epsilon: [Setting], rdp: [Order], history: History }
+    struct Noise: Decodable { let epsilon: Double, delta: Double, q: Double, steps: Int, sigma: Double }
+    struct File: Decodable { let epsilon: [Setting], rdp: [Order], history: History, noise: [Noise] }
 
     static func reference() throws -> File {
         try JSONDecoder().decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("privacy", "reference.json"))))
@@ -45,5 +46,14 @@ struct RDPAccountantTests {
         var noiseless = RDPAccountant()
         noiseless.step(sampleRate: 0.1, noiseMultiplier: 0)
         #expect(noiseless.epsilon(delta: 1e-5).epsilon == .infinity)
+    }
+
+    /// A target ε picks the noise multiplier Opacus' get_noise_multiplier picks.
+    @Test func aTargetEpsilonPicksOpacusNoise() throws {
+        for n in try Self.reference().noise {
+            let sigma = RDPAccountant.noiseMultiplier(targetEpsilon: n.epsilon, delta: n.delta, sampleRate: n.q, steps: n.steps)
+            #expect(sigma == n.sigma, "ε \(n.epsilon) q \(n.q) steps \(n.steps): \(String(describing: sigma)) vs \(n.sigma)")
+        }
+        #expect(RDPAccountant.noiseMultiplier(targetEpsilon: 1e-9, delta: 1e-5, sampleRate: 0.5, steps: 10_000) == nil)
     }
 }

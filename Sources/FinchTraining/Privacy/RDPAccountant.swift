@@ -41,6 +41,30 @@ public struct RDPAccountant: Codable, Equatable, Sendable {
         return best
     }
 
+    /// The noise multiplier that keeps `steps` steps at sampling rate q within (targetEpsilon, δ): the same search
+    /// as Opacus' `get_noise_multiplier` — σ doubled from 20 until ε is within the target, then bisected until ε is
+    /// within `tolerance` below it — so the two choose the same σ. nil when σ passes 10⁶ (Opacus' limit) without
+    /// meeting the target.
+    public static func noiseMultiplier(targetEpsilon: Double, delta: Double, sampleRate q: Double, steps: Int,
+                                       tolerance: Double = 0.01) -> Double? {
+        func epsilon(_ sigma: Double) -> Double {
+            var accountant = RDPAccountant()
+            accountant.history = [Segment(sampleRate: q, noiseMultiplier: sigma, steps: steps)]
+            return accountant.epsilon(delta: delta).epsilon
+        }
+        var low = 0.0, high = 10.0, highEpsilon = Double.infinity
+        while highEpsilon > targetEpsilon {
+            high *= 2
+            highEpsilon = epsilon(high)
+            if high > 1e6 { return nil }
+        }
+        while targetEpsilon - highEpsilon > tolerance {
+            let sigma = (low + high) / 2, e = epsilon(sigma)
+            if e < targetEpsilon { (high, highEpsilon) = (sigma, e) } else { low = sigma }
+        }
+        return high
+    }
+
     /// The RDP of one step of the sampled Gaussian mechanism at order α.
     public static func rdp(q: Double, sigma: Double, alpha: Double) -> Double {
         if q == 0 { return 0 }
