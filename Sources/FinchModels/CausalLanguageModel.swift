@@ -163,6 +163,15 @@ extension CausalLanguageModel {
 
     public func makeCache() -> KVCache { KVCache(layerCount: layerCount) }
 
+    /// The first position of a forward pass, after `checkInputs` has checked the batch against this model.
+    func checkedOffset(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
+                       recordStarts: [Int32]?) throws -> Int {
+        let offset = positionOffset(cache: cache, prefix: prefix)
+        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
+                        recordStarts: recordStarts, cache: cache)
+        return offset
+    }
+
     /// The first position a new call will use.
     func positionOffset(cache: KVCache?, prefix: AttentionPrefix?) -> Int {
         (cache?.length ?? 0) + (prefix?.length ?? 0)

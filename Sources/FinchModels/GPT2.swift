@@ -97,9 +97,8 @@ public final class GPT2LMHeadModel: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        let offset = positionOffset(cache: cache, prefix: prefix)
-        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
-                        recordStarts: recordStarts, cache: cache)
+        let offset = try checkedOffset(tokens, batch: batch, length: length, cache: cache, prefix: prefix,
+                                       recordStarts: recordStarts)
         let x = try LearnedPositions.inputs(tokens: transformer.wte, positions: transformer.wpe, ids: tokens, batch: batch,
                                             length: length, offset: offset, recordStarts: recordStarts)
         let hidden = try runLayers(transformer.h, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in

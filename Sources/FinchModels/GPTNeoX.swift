@@ -144,9 +144,8 @@ public final class GPTNeoXForCausalLM: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        let offset = positionOffset(cache: cache, prefix: prefix)
-        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
-                        recordStarts: recordStarts, cache: cache)
+        let offset = try checkedOffset(tokens, batch: batch, length: length, cache: cache, prefix: prefix,
+                                       recordStarts: recordStarts)
         let x = try gptNeox.embedIn(tokens, shape: [batch, length])
         let hidden = try runLayers(gptNeox.layers, x, batch: batch, cache: cache, prefix: prefix) { layer, x, layerCache, prefix in
             try layer(x, positionOffset: offset, cache: layerCache, prefix: prefix, recordStarts: recordStarts)

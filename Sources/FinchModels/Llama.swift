@@ -76,9 +76,8 @@ public final class LlamaForCausalLM: Module, CausalLanguageModel {
 
     public func hiddenStates(_ tokens: [Int32], batch: Int, length: Int, cache: KVCache?, prefix: AttentionPrefix?,
                              recordStarts: [Int32]?) throws -> Tensor {
-        let offset = positionOffset(cache: cache, prefix: prefix)
-        try checkInputs(tokens, batch: batch, length: length, config: config, positionOffset: offset,
-                        recordStarts: recordStarts, cache: cache)
+        let offset = try checkedOffset(tokens, batch: batch, length: length, cache: cache, prefix: prefix,
+                                       recordStarts: recordStarts)
         // transformers' sliding window counts a prefix's virtual keys among the window; Finch's attention always
         // shows them, which is the same only while the prefix and the sequence fit in the window.
         if let prefix, let window = llamaConfig.slidingWindow, offset + length > window {
