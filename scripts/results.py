@@ -1,13 +1,15 @@
 """Runs the results recipes and prints the README's results table (Markdown).
 
     swift build -c release && python3 scripts/results.py [--task commands|milton] [--only NAME,NAME...] [--shakespeare]
+        [--skip-base]
 
 Each recipe trains into runs/results/NAME under /usr/bin/time -v (wall time, peak resident memory), then
 `finch eval` scores it: the validation split's loss and perplexity, and for the command task the exact
 match of greedy completions on the whole test split (phrasings never seen in training), each completion
 written to runs/results/NAME/test-predictions.jsonl. The base model's own scores come first. The rows are
 the SmolLM2-135M-Instruct recipes (scripts/fetch-smollm2 first); --shakespeare runs the same methods on
-the shipped 4.2 M-parameter model (recipes/shakespeare/). Standard library only.
+the shipped 4.2 M-parameter model (recipes/shakespeare/); --skip-base leaves the base model's row out. A private
+run's method gets the ε its run directory's privacy.json reports. Standard library only.
 """
 import json, re, subprocess, sys, time
 from pathlib import Path
@@ -26,6 +28,10 @@ ROWS = [
     ("commands", "LoRA r16, every layer (the quickstart)", "recipes/quickstart.yaml"),
     ("commands", "prefix tuning", "recipes/commands-prefix.yaml"),
     ("commands", "full fine-tuning", "recipes/commands-full.yaml"),
+    ("commands", "LoRA r4, one request a sequence, 60 steps of 64", "recipes/commands-lora-unpacked.yaml"),
+    ("commands", "the same, DP-SGD ε 8", "recipes/commands-private-eps8.yaml"),
+    ("commands", "the same, DP-SGD ε 3", "recipes/commands-private-eps3.yaml"),
+    ("commands", "the same, DP-SGD ε 1", "recipes/commands-private-eps1.yaml"),
     ("milton", "LoRA r4, every layer", "recipes/milton-lora.yaml"),
     ("milton", "LoRA r16, every layer", "recipes/milton-lora-r16.yaml"),
     ("milton", "prefix tuning", "recipes/milton-prefix.yaml"),
@@ -98,7 +104,7 @@ def main():
     for task, method, recipe in chosen:
         files = DATA[task]
         base = base_model(recipe)
-        if (task, base) not in based:
+        if (task, base) not in based and "--skip-base" not in sys.argv:
             based.add((task, base))
             valid = evaluate(base, None, files["validation"])
             test = evaluate(base, None, files["test"]) if files["test"] else None
@@ -107,6 +113,10 @@ def main():
         valid = evaluate(r["model"], r["adapter"], files["validation"])
         test = evaluate(r["model"], r["adapter"], files["test"],
                         f"runs/results/{r['name']}/test-predictions.jsonl") if files["test"] else None
+        privacy = Path(f"runs/results/{r['name']}/privacy.json")
+        if privacy.exists():
+            report = json.loads(privacy.read_text())
+            method += f" (ε {report['epsilon']:.2f}, σ {report['noise_multiplier']:.3f})"
         rows.append((task, method, r, valid, test))
         print(f"done {recipe}", file=sys.stderr)
     print("| task | method | trainable params | validation loss | perplexity | test exact match | wall time | peak memory |")

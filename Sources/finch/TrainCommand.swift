@@ -62,8 +62,14 @@ final class ProgressDisplay {
             print(summary)
             if startStep > 0 { print("resuming at step \(startStep) of \(totalSteps)") }
         case .step(let r):
-            let line = String(format: "step %ld/%ld  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s  eta %@",
-                              r.step, r.totalSteps, r.loss, r.learningRate, r.gradientNorm, r.tokensPerSecond, Self.clock(r.secondsRemaining))
+            var line = String(format: "step %ld/%ld  loss %@  lr %.2e  grad %.3f  %.0f tok/s  eta %@",
+                              r.step, r.totalSteps, r.loss.isFinite ? String(format: "%.4f", r.loss) : "-  (no example drawn)",
+                              r.learningRate, r.gradientNorm, r.tokensPerSecond, Self.clock(r.secondsRemaining))
+            if let epsilon = r.epsilon {
+                line += "  ε " + (epsilon.isFinite ? String(format: "%.3f", epsilon) : "unbounded")
+                if let examples = r.examples { line += "  batch \(examples)" }
+                if let clipped = r.clippedShare, clipped.isFinite { line += String(format: "  clipped %.0f%%", 100 * clipped) }
+            }
             if bar {
                 let width = 24
                 let filled = Int(Double(width) * Double(r.step) / Double(max(1, r.totalSteps)))

@@ -32,6 +32,7 @@ struct ValidateCommand: ParsableCommand {
         print(session.parameterSummary)
         print("training data: \(session.trainData.sequences.count) sequences of \(r.sequenceLength) tokens (\(session.trainData.format.rawValue))"
             + (session.validationData.map { "; validation: \($0.sequences.count)" } ?? ""))
-        print("\(session.totalSteps) steps of \(r.batchSize * r.gradientAccumulation) sequences; run directory \(r.outputDirectory)")
+        print("\(session.totalSteps) steps of \(r.batchSize * r.gradientAccumulation) sequences\(session.privacy == nil ? "" : " on average"); run directory \(r.outputDirectory)")
+        if let privacy = session.privacy { print(privacy.summary(steps: session.totalSteps)) }
     }
 }

@@ -30,6 +30,17 @@ extension Tensor {
             c: y.storage.pointer, ldc: n, strideC: m * n)
 
         guard Tensor.needsGradient(a, b) else { return y }
+        // A weight whose per-example gradients are being captured (DP-SGD): only as a Linear layer uses it, with
+        // whole examples' rows.
+        let perExample = b.requiresGrad ? PerExampleGradients.slot(for: b) : nil
+        if let slot = perExample {
+            guard sharedB, tB, !tA else {
+                throw TensorError.invalidArgument(op: "matmul", message: "per-example gradients of '\(b.name ?? "a weight")' are kept only for x · Wᵀ with W shared by every row")
+            }
+            guard (batch * m) % slot.shape[0] == 0 else {
+                throw TensorError.invalidArgument(op: "matmul", message: "\(batch * m) rows do not split into \(slot.shape[0]) examples of equal length")
+            }
+        }
         // Keep each operand only when the other one's gradient reads it.
         let savedA = b.requiresGrad ? a.detached() : nil
         let savedB = a.requiresGrad ? b.detached() : nil
@@ -56,7 +67,10 @@ extension Tensor {
                 ga = da
             }
             var gb: Tensor?
-            if let av = savedA {
+            if let slot = perExample, let av = savedA {
+                PerExampleGradients.accumulate(into: slot, gradient: g.storage.pointer, input: av.storage.pointer,
+                                               rows: batch * m, out: n, in: k)
+            } else if let av = savedA {
                 let db = sums[1] ?? Tensor(uninitializedShape: bShape)
                 let betaB: Float = sums[1] == nil ? 0 : 1
                 // A shared B sums its gradient over the batch (beta = 1 after the first product).

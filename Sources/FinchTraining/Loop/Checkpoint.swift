@@ -14,6 +14,8 @@ public struct CheckpointState: Codable, Equatable, Sendable {
     public var learningRate: Double
     /// `TrainingData.fingerprint` of the training data (nil in checkpoints written before it was kept).
     public var dataFingerprint: String? = nil
+    /// A private run's accountant: the (q, σ, steps) it has counted (nil for a run without privacy).
+    public var privacy: RDPAccountant? = nil
 }
 
 extension CheckpointState {

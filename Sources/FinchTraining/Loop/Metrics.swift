@@ -10,6 +10,11 @@ public struct StepRecord: Equatable, Sendable {
     public let gradientNorm: Double
     public let tokensPerSecond: Double
     public let secondsRemaining: Double
+    /// A private run's ε so far (at its δ), and the number of examples its Poisson-sampled batch drew.
+    public var epsilon: Double? = nil
+    public var examples: Int? = nil
+    /// The share of those examples whose gradient was longer than privacy.max_grad_norm (and so clipped).
+    public var clippedShare: Double? = nil
 }
 
 /// `metrics.jsonl` (one JSON object per line) and `loss.svg` (training and validation curves).
@@ -50,9 +55,17 @@ final class MetricsLog {
     }
 
     func record(_ r: StepRecord) throws {
-        training.append((r.step, r.loss))
-        try write(["step": r.step, "loss": r.loss, "lr": r.learningRate, "grad_norm": r.gradientNorm,
-                   "tokens_per_second": (r.tokensPerSecond * 10).rounded() / 10])
+        var object: [String: Any] = ["step": r.step, "lr": r.learningRate, "grad_norm": r.gradientNorm,
+                                     "tokens_per_second": (r.tokensPerSecond * 10).rounded() / 10]
+        // A private step whose sampled batch was empty has no loss: the line says so by leaving it out.
+        if r.loss.isFinite {
+            training.append((r.step, r.loss))
+            object["loss"] = r.loss
+        }
+        if let epsilon = r.epsilon { object["epsilon"] = epsilon.isFinite ? epsilon : "inf" }
+        if let examples = r.examples { object["examples"] = examples }
+        if let clipped = r.clippedShare, clipped.isFinite { object["clipped"] = clipped }
+        try write(object)
     }
 
     func recordValidation(step: Int, loss: Double) throws {

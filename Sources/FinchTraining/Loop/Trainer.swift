@@ -34,6 +34,10 @@ public final class Trainer {
     private let dataFingerprint: String
     /// One process trains in a run directory at a time: a second one would prune the first's checkpoints.
     private let lock: FileLock
+    /// A private run's ε so far, restored from the checkpoint a run resumes.
+    private var accountant: RDPAccountant
+    /// A private run's per-example clipped sum (allocated once, used by every step).
+    private lazy var clippedSum = ClippedGradientSum(parameters: session.trainable)
 
     /// The run directory's lock, taken before anything in it is read or changed.
     static func lock(_ runDirectory: String) throws -> FileLock {
@@ -113,9 +117,29 @@ public final class Trainer {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
         }
         let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor,
-                              startStep: state.step, lock: lock)
+                              startStep: state.step, lock: lock,
+                              accountant: try resumedAccountant(state, session: session, checkpoint: latest.path))
         try trainer.metrics.open(keepingThrough: state.step)
         return trainer
+    }
+
+    /// The accountant a resumed private run continues: the checkpoint's, or — for steps a checkpoint took without
+    /// privacy — steps of no noise, which leave ε unbounded (the run was not private before).
+    static func resumedAccountant(_ state: CheckpointState, session: TrainingSession,
+                                  checkpoint: String) throws -> RDPAccountant {
+        if let saved = state.privacy {
+            let counted = saved.history.reduce(0) { $0 + $1.steps }
+            guard counted == state.step, saved.history.allSatisfy({ $0.steps > 0 && $0.noiseMultiplier >= 0
+                && $0.sampleRate >= 0 && $0.sampleRate <= 1 }) else {
+                throw RecipeError(file: "\(checkpoint)/state.json", "privacy: the accountant counts \(counted) steps, the checkpoint \(state.step) (or holds a sampling rate outside [0, 1] or a negative noise multiplier)")
+            }
+            return saved
+        }
+        var accountant = RDPAccountant()
+        if session.privacy != nil {
+            for _ in 0..<state.step { accountant.step(sampleRate: 1, noiseMultiplier: 0) }
+        }
+        return accountant
     }
 
     static func checkFresh(_ run: String) throws {
@@ -124,8 +148,10 @@ public final class Trainer {
         }
     }
 
-    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock) {
+    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock,
+         accountant: RDPAccountant = RDPAccountant()) {
         self.session = session
+        self.accountant = accountant
         self.lock = lock
         self.runDirectory = runDirectory
         self.startStep = startStep
@@ -144,7 +170,8 @@ public final class Trainer {
         let r = session.recipe
         let total = session.totalSteps
         let end = max(startStep, min(total, stopAfter ?? total))
-        onEvent(.started(summary: session.parameterSummary, totalSteps: total, startStep: startStep))
+        onEvent(.started(summary: session.parameterSummary + (session.privacy.map { "\n" + $0.summary(steps: total) } ?? ""),
+                         totalSteps: total, startStep: startStep))
         session.model.train()
         let started = Date()
         var lastCheckpoint = -1
@@ -153,16 +180,8 @@ public final class Trainer {
         for step in startStep..<end {
             let lr = session.schedule.learningRate(at: step)
             let stepStart = Date()
-            var lossSum = 0.0, positions = 0
-            for _ in 0..<r.gradientAccumulation {
-                let (loss, _, computed) = try session.loss(loader.next())
-                positions += computed
-                let value = Double(try loss.item())
-                guard value.isFinite else { throw nonFinite("the loss is \(value.isNaN ? "nan" : "\(value)")", step: step + 1) }
-                try (loss * (1 / Float(r.gradientAccumulation))).backward()
-                lossSum += value
-            }
-            let norm = clipGradientNorm(session.trainable, maxNorm: r.maxGradNorm)
+            let (loss, positions, norm, drawn) = try session.privacy.map { try privateGradient(step: step, $0) }
+                ?? standardGradient(step: step)
             guard norm.isFinite else { throw nonFinite("the gradient norm is \(norm.isNaN ? "nan" : "\(norm)")", step: step + 1) }
             session.optimizer.update(learningRate: lr)
             // A finite gradient can still step a weight to infinity (a learning rate far too high): caught here,
@@ -174,7 +193,7 @@ public final class Trainer {
             for (_, t) in session.trainable { t.zeroGrad() }
             if let steps = vanishing.observe(norm: norm, stepsRun: step + 1 - startStep, isLast: step + 1 == end) {
                 onEvent(.warning("step \(step + 1): the gradient has vanished for \(steps) step\(steps == 1 ? "" : "s") "
-                    + "(norm \(norm), the run's largest \(vanishing.largest); loss \(lossSum / Double(r.gradientAccumulation))): nothing "
+                    + "(norm \(norm), the run's largest \(vanishing.largest); loss \(loss)): nothing "
                     + "is training; a learning rate far too high (optimizer.lr is \(r.learningRate)) can saturate the model"))
             }
 
@@ -182,9 +201,11 @@ public final class Trainer {
             let seconds = Date().timeIntervalSince(stepStart)
             let elapsed = Date().timeIntervalSince(started)
             let record = StepRecord(
-                step: done, totalSteps: total, loss: lossSum / Double(r.gradientAccumulation), learningRate: lr, gradientNorm: norm,
+                step: done, totalSteps: total, loss: loss, learningRate: lr, gradientNorm: norm,
                 tokensPerSecond: Double(positions) / max(seconds, 1e-9),
-                secondsRemaining: elapsed / Double(done - startStep) * Double(end - done))
+                secondsRemaining: elapsed / Double(done - startStep) * Double(end - done),
+                epsilon: session.privacy.map { accountant.epsilon(delta: $0.delta).epsilon }, examples: drawn?.examples,
+                clippedShare: drawn.map { Double($0.clipped) / Double($0.examples) })
             if done % r.logEvery == 0 || done == total { try metrics.record(record) }
             onEvent(.step(record))
             if (r.evalEvery > 0 && done % r.evalEvery == 0) || done == total, let v = try session.validationLoss() {
@@ -203,15 +224,111 @@ public final class Trainer {
                                                      learningRate: session.schedule.learningRate(at: end - 1))))
         }
         try metrics.drawSVG()
+        try writePrivacyReport(step: end)
         if end == total { try finish() }
         onEvent(.finished(runDirectory: runDirectory))
+    }
+
+    /// One step's gradient the usual way: the accumulated micro-batches' mean loss backward, clipped to
+    /// optimizer.max_grad_norm. Returns the mean loss, the positions computed and the norm before clipping.
+    func standardGradient(step: Int) throws -> (loss: Double, positions: Int, norm: Double, drawn: (examples: Int, clipped: Int)?) {
+        let r = session.recipe
+        var lossSum = 0.0, positions = 0
+        for _ in 0..<r.gradientAccumulation {
+            let (loss, _, computed) = try session.loss(loader.next())
+            positions += computed
+            let value = Double(try loss.item())
+            guard value.isFinite else { throw nonFinite("the loss is \(value.isNaN ? "nan" : "\(value)")", step: step + 1) }
+            try (loss * (1 / Float(r.gradientAccumulation))).backward()
+            lossSum += value
+        }
+        let norm = clipGradientNorm(session.trainable, maxNorm: r.maxGradNorm)
+        return (lossSum / Double(r.gradientAccumulation), positions, norm, nil)
+    }
+
+    /// One step of DP-SGD: a Poisson-sampled batch, each example's gradient clipped to privacy.max_grad_norm and
+    /// summed, Gaussian noise of σ · max_grad_norm added, the sum divided by the expected batch size; the accountant
+    /// counts the step. Examples run training.batch_size at a time, their per-example gradients kept by one batched
+    /// backward pass where every trainable tensor is a LoRA matrix, otherwise one example per pass. Returns the drawn
+    /// examples' mean loss per target (nan for a batch without any), the positions computed, the norm of the noisy
+    /// gradient, and the batch's size with how many of its examples were clipped.
+    func privateGradient(step: Int, _ privacy: PrivacySettings) throws -> (loss: Double, positions: Int, norm: Double, drawn: (examples: Int, clipped: Int)?) {
+        let seed = session.recipe.seed, data = session.trainData.sequences
+        let batch = PrivacyStreams.batch(count: data.count, rate: privacy.sampleRate, seed: seed, step: step)
+        let together = session.capturesPerExampleGradients ? session.recipe.batchSize : 1
+        clippedSum.reset()
+        var lossSum = 0.0, targets = 0, positions = 0, clipped = 0
+        for start in stride(from: 0, to: batch.count, by: together) {
+            let indices = Array(batch[start..<min(start + together, batch.count)])
+            let examples = indices.map { data[$0] }
+            let counts = session.targetCounts(examples), total = counts.reduce(0, +)
+            // Sequences with nothing to predict have no gradient: they join the batch and add nothing.
+            guard total > 0 else { continue }
+            let sequences = indices.count == 1 ? "training sequence \(indices[0] + 1)" : "training sequences \(indices.map { "\($0 + 1)" }.joined(separator: ", "))"
+            let capture = together > 1 ? PerExampleGradients(examples: examples.count, weights: session.trainable.map(\.tensor)) : nil
+            func forwardAndBackward() throws -> (Double, Int) {
+                let (loss, _, computed) = try session.loss(examples)
+                let value = Double(try loss.item())
+                guard value.isFinite else {
+                    throw nonFinite("the loss of \(sequences) is \(value.isNaN ? "nan" : "\(value)")", step: step + 1)
+                }
+                try loss.backward()
+                return (value, computed)
+            }
+            let (value, computed) = try capture.map { try $0.capturing(forwardAndBackward) } ?? forwardAndBackward()
+            let norms: [Double]
+            if let capture {
+                if let stray = session.trainable.first(where: { $0.tensor.grad != nil }) {
+                    throw TrainingError(message: "step \(step + 1): '\(stray.name)' took a gradient outside the per-example capture; privacy cannot clip it per example")
+                }
+                // The capture holds the gradients of the batch's mean over all its targets: × total / count makes
+                // each the gradient of the example's own mean loss.
+                norms = try clippedSum.addExamples(from: capture, scales: counts.map { $0 > 0 ? Double(total) / Double($0) : 0 },
+                                                   maxNorm: privacy.maxGradNorm)
+            } else {
+                norms = [clippedSum.addExample(maxNorm: privacy.maxGradNorm)]
+            }
+            if let bad = norms.firstIndex(where: { !$0.isFinite }) {
+                throw nonFinite("the gradient norm of training sequence \(indices[bad] + 1) is \(norms[bad].isNaN ? "nan" : "\(norms[bad])")", step: step + 1)
+            }
+            clipped += norms.filter { $0 > privacy.maxGradNorm }.count
+            lossSum += value * Double(total)
+            targets += total
+            positions += computed
+        }
+        var noise = PrivacyStreams.noise(seed: seed, step: step)
+        let norm = clippedSum.makeNoisyMean(noiseStandardDeviation: privacy.noiseMultiplier * privacy.maxGradNorm,
+                                            expectedBatchSize: privacy.expectedBatchSize, generator: &noise)
+        accountant.step(sampleRate: privacy.sampleRate, noiseMultiplier: privacy.noiseMultiplier)
+        return (targets > 0 ? lossSum / Double(targets) : .nan, positions, norm, (batch.count, clipped))
     }
 
     func checkpoint(step: Int, learningRate: Double) throws -> String {
         let state = CheckpointState(step: step, cursor: loader.cursor, generators: session.adapter?.randomStates ?? [:],
                                     recipeHash: session.loaded.hash, learningRate: learningRate,
-                                    dataFingerprint: dataFingerprint)
-        return try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
+                                    dataFingerprint: dataFingerprint,
+                                    privacy: session.privacy == nil ? nil : accountant)
+        let path = try Checkpoint.write(session: session, state: state, runDirectory: runDirectory)
+        try writePrivacyReport(step: step)
+        return path
+    }
+
+    /// RUN_DIR/privacy.json: the mechanism's settings and the ε spent through `step` at the run's δ.
+    func writePrivacyReport(step: Int) throws {
+        guard let privacy = session.privacy else { return }
+        let (epsilon, order) = accountant.epsilon(delta: privacy.delta)
+        var object: [String: Any] = [
+            "mechanism": "DP-SGD: per-example clipping, Gaussian noise, Poisson sampling",
+            "accountant": "RDP (Opacus' orders and conversion)",
+            "steps": step, "noise_multiplier": privacy.noiseMultiplier, "max_grad_norm": privacy.maxGradNorm,
+            "sample_rate": privacy.sampleRate, "expected_batch_size": privacy.expectedBatchSize,
+            "examples": session.trainData.sequences.count, "delta": privacy.delta,
+            "epsilon": epsilon.isFinite ? epsilon : "inf",
+        ]
+        if order.isFinite { object["order"] = order }
+        if let target = privacy.targetEpsilon { object["target_epsilon"] = target }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        try AtomicFile.write(data + Data("\n".utf8), to: (runDirectory as NSString).appendingPathComponent("privacy.json"))
     }
 
     /// The final adapter (PEFT format) in RUN/adapter, and the merged model when asked (always for full

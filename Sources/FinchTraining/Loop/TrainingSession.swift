@@ -21,6 +21,8 @@ public final class TrainingSession {
     public let trainData: TrainingData
     public let validationData: TrainingData?
     public let totalSteps: Int
+    /// DP-SGD's settings (nil: the run is not private).
+    public let privacy: PrivacySettings?
     public let optimizer: AdamW
     public let schedule: LearningRateSchedule
     public let totalParameterCount: Int
@@ -139,10 +141,36 @@ public final class TrainingSession {
                                 + "\(epochSteps) steps; give a number of epochs a run can finish")
         }
         totalSteps = r.steps ?? max(1, Int(epochSteps))
+        privacy = try Self.privacySettings(loaded, data: trainData, steps: totalSteps)
         optimizer = AdamW(parameters: trainable, betas: (Float(r.betas[0]), Float(r.betas[1])),
                           epsilon: Float(r.epsilon), weightDecay: Float(r.weightDecay))
         schedule = LearningRateSchedule(kind: r.schedule, peak: r.learningRate, floor: r.minimumLearningRate,
                                         warmupSteps: r.warmupSteps, totalSteps: totalSteps)
+    }
+
+    /// The recipe's `privacy:` section resolved against the data: q = batch_size · grad_accum / N, δ = 1 / N unless
+    /// given, σ chosen for privacy.target_epsilon over `steps` steps when that is what the recipe gives.
+    static func privacySettings(_ loaded: LoadedRecipe, data: TrainingData, steps: Int) throws -> PrivacySettings? {
+        let r = loaded.recipe
+        guard r.privacyEnabled else { return nil }
+        // The guarantee is per sequence: a packed window of several records would protect the window, not each record.
+        if r.packing && data.format != .text && data.format != .auto {
+            throw RecipeError(file: loaded.file, line: loaded.lines["data.packing"],
+                              "data.packing: privacy protects each training sequence, and packing puts several records in one; set data.packing: false so that each record is its own sequence")
+        }
+        let n = data.sequences.count, expected = r.batchSize * r.gradientAccumulation
+        let rate = Double(expected) / Double(n), delta = r.privacyDelta ?? 1 / Double(n)
+        var sigma = r.privacyNoiseMultiplier ?? 0
+        if let target = r.privacyTargetEpsilon {
+            guard let chosen = RDPAccountant.noiseMultiplier(targetEpsilon: target, delta: delta, sampleRate: rate,
+                                                             steps: steps) else {
+                throw RecipeError(file: loaded.file, line: loaded.lines["privacy.target_epsilon"],
+                                  "privacy.target_epsilon: no noise multiplier up to 10⁶ keeps \(steps) steps at sampling rate \(rate) within ε \(target) (δ \(delta)); allow a larger ε, fewer steps or a smaller batch")
+            }
+            sigma = chosen
+        }
+        return PrivacySettings(noiseMultiplier: sigma, maxGradNorm: r.privacyMaxGradNorm, delta: delta,
+                               sampleRate: rate, expectedBatchSize: expected, targetEpsilon: r.privacyTargetEpsilon)
     }
 
     /// The recipe's adapter made in `model` (seeded by the recipe's seed); an error names the recipe key at fault.
@@ -185,10 +213,7 @@ public final class TrainingSession {
     /// far as its last target: the padding after it changes no loss (attention is causal), so a batch of short
     /// records costs its longest one, not data.seq_len, as transformers' padding collators have it.
     func loss(_ batch: [TokenSequence]) throws -> (loss: Tensor, targets: Int, positions: Int) {
-        let t = batch.compactMap { $0.targetMask.lastIndex(of: true).map { $0 + 1 } }.max() ?? recipe.sequenceLength
-        let tokens = batch.flatMap { $0.tokens.prefix(t) }
-        let mask = batch.flatMap { $0.targetMask.prefix(t) }
-        let targets = Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask)
+        let (t, tokens, targets) = layout(batch)
         // Packed records attend only within themselves; a sequence without records is one (it starts at 0).
         let starts = batch.contains { $0.recordStarts != nil }
             ? batch.flatMap { $0.recordStarts?.prefix(t) ?? [Int32](repeating: 0, count: t)[...] } : nil
@@ -199,6 +224,27 @@ public final class TrainingSession {
                                   prefix: adapter?.attentionPrefix,
                                   recordStarts: starts, teacher: teacher)
         return (loss, targets.filter { $0 != Losses.ignoreIndex }.count, batch.count * t)
+    }
+
+    /// A batch as the model reads it: its length (as far as its last target), its tokens and next-token targets.
+    func layout(_ batch: [TokenSequence]) -> (length: Int, tokens: [Int32], targets: [Int32]) {
+        let t = batch.compactMap { $0.targetMask.lastIndex(of: true).map { $0 + 1 } }.max() ?? recipe.sequenceLength
+        let tokens = batch.flatMap { $0.tokens.prefix(t) }
+        let mask = batch.flatMap { $0.targetMask.prefix(t) }
+        return (t, tokens, Losses.nextTokenTargets(tokens, batch: batch.count, length: t, mask: mask))
+    }
+
+    /// The targets of each sequence of `batch`, as `loss` counts them.
+    func targetCounts(_ batch: [TokenSequence]) -> [Int] {
+        let (t, _, targets) = layout(batch)
+        return (0..<batch.count).map { i in targets[i * t..<(i + 1) * t].filter { $0 != Losses.ignoreIndex }.count }
+    }
+
+    /// Whether every trainable tensor is a LoRA matrix of a Linear layer, whose per-example gradients one batched
+    /// backward pass can keep (`PerExampleGradients`); otherwise DP-SGD runs each example's backward pass alone.
+    public var capturesPerExampleGradients: Bool {
+        adapter?.attentionPrefix == nil
+            && trainable.allSatisfy { $0.name.hasSuffix(".lora_A.weight") || $0.name.hasSuffix(".lora_B.weight") }
     }
 
     /// Mean validation loss over every predicted target (or the first `eval.max_batches` batches).

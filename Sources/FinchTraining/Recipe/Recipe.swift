@@ -47,6 +47,15 @@ public struct Recipe: Equatable, Sendable {
     public var distillTemperature: Double = 1
     public var distillAlpha: Double = 0.5
 
+    /// DP-SGD (on when a noise multiplier or a target ε is given): each example's gradient clipped to
+    /// `privacyMaxGradNorm`, Gaussian noise of σ · that norm on the sum, Poisson-sampled batches.
+    public var privacyNoiseMultiplier: Double?
+    public var privacyTargetEpsilon: Double?
+    public var privacyMaxGradNorm: Double = 1
+    /// δ of the (ε, δ) guarantee (nil: 1 / the number of training examples).
+    public var privacyDelta: Double?
+    public var privacyEnabled: Bool { privacyNoiseMultiplier != nil || privacyTargetEpsilon != nil }
+
     public var batchSize = 8
     public var gradientAccumulation = 1
     public var activationCheckpointing = false

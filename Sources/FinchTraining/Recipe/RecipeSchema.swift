@@ -118,7 +118,7 @@ public enum RecipeSchema {
 
     /// Every key, in the order of the resolved recipe and of the checks.
     public static let fields: [RecipeField] = [
-        s("model", "Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).",
+        s("model", "Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) or a GGUF file.",
           required: true,
           { $0.model }, { $0.model = $1 }),
         c("model_init", "pretrained (read model.safetensors) or random (transformers' initialisation, for pretraining; needs adapter.type none).",
@@ -207,6 +207,21 @@ public enum RecipeSchema {
         f("distill.alpha", "Distillation weight: alpha on the teacher's term, 1 − alpha on cross-entropy (0: the plain loss, the teacher unused).",
           { $0.distillAlpha }, { $0.distillAlpha = $1 },
           check: { v, _ in v >= 0 && v <= 1 ? nil : "must be between 0 and 1, got \(v)" }),
+
+        f("privacy.noise_multiplier", "Differential privacy (DP-SGD, as Opacus): σ, the Gaussian noise on the sum of clipped per-example gradients is σ · privacy.max_grad_norm. Setting it (or privacy.target_epsilon) turns privacy on: batches are Poisson-sampled (each example joins with probability training.batch_size · training.grad_accum / N), each example's gradient is clipped on its own, and ε is reported at every log line and in RUN_DIR/privacy.json.",
+          { $0.privacyNoiseMultiplier }, { $0.privacyNoiseMultiplier = $1 },
+          check: { v, r in v < 0 ? "must be 0 or positive, got \(v)"
+              : r.privacyTargetEpsilon != nil ? "give privacy.noise_multiplier or privacy.target_epsilon, not both" : nil }),
+        f("privacy.target_epsilon", "Differential privacy: choose σ so that the whole run (every step) is (ε, δ)-private by the RDP accountant, as Opacus' get_noise_multiplier does.",
+          { $0.privacyTargetEpsilon }, { $0.privacyTargetEpsilon = $1 }, check: positive),
+        f("privacy.max_grad_norm", "Differential privacy: each example's gradient (every trainable tensor together) is clipped to this L2 norm. Under privacy optimizer.max_grad_norm is not applied.",
+          { $0.privacyEnabled || $0.privacyMaxGradNorm != 1 ? $0.privacyMaxGradNorm : nil }, { $0.privacyMaxGradNorm = $1 },
+          check: { v, r in v <= 0 ? "must be positive, got \(v)"
+              : !r.privacyEnabled ? "clips per example only under privacy; set privacy.noise_multiplier or privacy.target_epsilon" : nil }),
+        f("privacy.delta", "Differential privacy: δ of the (ε, δ) guarantee (default 1 / the number of training examples).",
+          { $0.privacyDelta }, { $0.privacyDelta = $1 },
+          check: { v, r in !(v > 0 && v < 1) ? "must be between 0 and 1, got \(v)"
+              : !r.privacyEnabled ? "needs privacy.noise_multiplier or privacy.target_epsilon" : nil }),
 
         f("optimizer.lr", "Peak learning rate of AdamW.", { $0.learningRate }, { $0.learningRate = $1 },
           check: positive),
