@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import FinchTensor
 
 @main
 struct Finch: ParsableCommand {
@@ -6,4 +8,12 @@ struct Finch: ParsableCommand {
         commandName: "finch",
         abstract: "Fine-tune small language models on the CPU.",
         subcommands: [TrainCommand.self, ValidateCommand.self, EvalCommand.self, ExportCommand.self, TokenizerCommand.self, GenerateCommand.self, TokenizeCommand.self, LogitsCommand.self, InspectCommand.self, BenchCommand.self, PruneCommand.self, CompareCommand.self])
+
+    static func main() {
+        if let value = Parallel.invalidThreadSetting {
+            FileHandle.standardError.write(Data("Error: FINCH_THREADS: expected a positive number of threads, got '\(value)'\n".utf8))
+            Foundation.exit(2)
+        }
+        main(nil)
+    }
 }

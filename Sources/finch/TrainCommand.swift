@@ -24,19 +24,38 @@ struct TrainCommand: ParsableCommand {
     var allowDataChange = false
 
     func run() throws {
+        guard MPICommunicator.isLaunchedByMPI else { return try train(.single) }
+        // Under mpirun: every rank trains its share; an error on one ends them all, each saying why.
+        let communicator = try MPICommunicator()
+        RankStopMessage.prepare(rank: communicator.rank, run: resume)
+        do {
+            try train(DataParallel(communicator: communicator))
+            communicator.finalize()
+        } catch {
+            Output.standardError("finch: rank \(communicator.rank) of \(communicator.size): \(error)")
+            communicator.abort(code: 1)
+        }
+    }
+
+    func train(_ parallel: DataParallel) throws {
         let trainer: Trainer
         if let resume {
             trainer = try Trainer.resume(runDirectory: resume, overrides: arguments,
                                          allowRecipeChange: allowRecipeChange,
-                                           allowDataChange: allowDataChange)
+                                         allowDataChange: allowDataChange, parallel: parallel)
         } else {
             guard let recipe = arguments.first else {
                 throw ValidationError("give a recipe file (finch train RECIPE.yaml) or --resume RUN_DIR")
             }
-            trainer = try Trainer.start(try RecipeLoader.load(path: recipe, overrides: Array(arguments.dropFirst())))
+            trainer = try Trainer.start(try RecipeLoader.load(path: recipe, overrides: Array(arguments.dropFirst())),
+                                        parallel: parallel)
         }
+        if parallel.isDistributed { RankStopMessage.prepare(rank: parallel.rank, run: trainer.runDirectory) }
         let display = ProgressDisplay(mode: trainer.session.recipe.progress, logEvery: trainer.session.recipe.logEvery)
-        try trainer.run { display.show($0) }
+        if parallel.isLeader && parallel.isDistributed {
+            print("data parallel: \(parallel.size) processes, micro-batch j of each step on rank j mod \(parallel.size)")
+        }
+        try trainer.run { if parallel.isLeader { display.show($0) } }
     }
 }
 
@@ -99,5 +118,29 @@ final class ProgressDisplay {
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60,
                                   s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
+    }
+}
+
+/// What a rank of an mpirun says when mpirun stops it because another rank ended (SIGTERM): which rank it was, and
+/// where the run's last complete checkpoint is.
+enum RankStopMessage {
+    nonisolated(unsafe) static var message: UnsafeMutablePointer<CChar>?
+    nonisolated(unsafe) static var length = 0
+
+    static func prepare(rank: Int, run: String?) {
+        let text = "finch: rank \(rank): stopped because another process of this mpirun ended"
+            + (run.map { "; the last complete checkpoint in \($0)/checkpoints resumes it (finch train --resume \($0))" } ?? "") + "\n"
+        let bytes = Array(text.utf8CString)
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+        buffer.initialize(from: bytes, count: bytes.count)
+        let previous = message
+        message = buffer
+        length = bytes.count - 1
+        previous?.deallocate()
+        signal(SIGTERM) { _ in
+            // Only async-signal-safe calls here: write(2) and _exit.
+            if let message = RankStopMessage.message { _ = write(STDERR_FILENO, message, RankStopMessage.length) }
+            _exit(1)
+        }
     }
 }

@@ -21,10 +21,14 @@ struct CommandLineTests {
         return candidate
     }()
 
-    static func finch(_ arguments: [String]) throws -> Run {
+    /// Runs the built finch, with `environment` added to this process's.
+    static func finch(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
@@ -52,6 +56,15 @@ struct CommandLineTests {
         let lines = run.stderr.split(separator: "\n")
         #expect(lines.count == 1, "stderr: \(run.stderr)", sourceLocation: sourceLocation)
         for f in fragments { #expect(run.stderr.contains(f), "stderr: \(run.stderr)", sourceLocation: sourceLocation) }
+    }
+
+    /// FINCH_THREADS must be a positive number; anything else is refused before any command runs.
+    @Test func aBadThreadCountIsRefused() throws {
+        for value in ["0", "two", "-1"] {
+            let run = try Self.finch(["validate", "--keys"], environment: ["FINCH_THREADS": value])
+            Self.expectOneLineFailure(run, ["FINCH_THREADS: expected a positive number of threads, got '\(value)'"])
+        }
+        #expect(try Self.finch(["validate", "--keys"], environment: ["FINCH_THREADS": "1"]).status == 0)
     }
 
     @Test func evalReportsTheReferenceLossForBothFamilies() throws {

@@ -54,7 +54,7 @@ struct RecipeTests {
     }
 
     @Test func aMissingRequiredValueNamesTheKey() {
-        Self.expectError("data:\n  train: t.txt\n", "r.yaml: missing required key 'model' (Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).)")
+        Self.expectError("data:\n  train: t.txt\n", "r.yaml: missing required key 'model' (Base model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json) or a GGUF file.)")
     }
 
     @Test func overridesAreTypeCheckedTheSameWay() throws {

@@ -6,7 +6,23 @@ import Foundation
 /// GEMM is not run through here: OpenBLAS keeps its own threads. Work below `minimumChunk` elements per
 /// core runs on the calling thread, because waking another thread costs more than it saves.
 public enum Parallel {
-    public static let coreCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// The threads Finch computes on: FINCH_THREADS when set, otherwise every core, shared out evenly among the
+    /// processes an `mpirun` starts on this machine (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), so that two ranks on
+    /// two cores take one each. Results are bitwise the same for the same number of threads; another number may
+    /// round differently.
+    public static let coreCount: Int = {
+        let environment = ProcessInfo.processInfo.environment
+        if let threads = environment["FINCH_THREADS"].flatMap({ Int($0) }), threads > 0 { return threads }
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        guard let local = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap({ Int($0) }), local > 1 else { return cores }
+        return max(1, cores / local)
+    }()
+
+    /// FINCH_THREADS when it is set to something other than a positive integer (the command line refuses it).
+    public static var invalidThreadSetting: String? {
+        guard let value = ProcessInfo.processInfo.environment["FINCH_THREADS"] else { return nil }
+        return Int(value).map { $0 > 0 } == true ? nil : value
+    }
 
     /// Calls `body` on disjoint sub-ranges covering `0..<count`, concurrently when the work is large.
     @inline(__always)

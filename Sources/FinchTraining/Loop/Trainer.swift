@@ -29,11 +29,15 @@ public final class Trainer {
     public let runDirectory: String
     private var loader: BatchLoader
     private var startStep: Int
-    private let metrics: MetricsLog
+    /// The leader's log (nil on the other ranks).
+    private let metrics: MetricsLog?
     /// The training data's fingerprint, written into every checkpoint (hashed once, not at each one).
     private let dataFingerprint: String
     /// One process trains in a run directory at a time: a second one would prune the first's checkpoints.
-    private let lock: FileLock
+    /// Held by rank 0 (or the only process); the other ranks of an mpirun only read the run directory.
+    private let lock: FileLock?
+    /// The processes this run shares its steps with (one, without mpirun).
+    public let parallel: DataParallel
     /// A private run's ε so far, restored from the checkpoint a run resumes.
     private var accountant: RDPAccountant
     /// A private run's per-example clipped sum (allocated once, used by every step).
@@ -45,16 +49,21 @@ public final class Trainer {
     }
 
     /// A fresh run. Refuses a run directory that already holds checkpoints (resume it instead).
-    public static func start(_ loaded: LoadedRecipe) throws -> Trainer {
+    public static func start(_ loaded: LoadedRecipe, parallel: DataParallel = .single) throws -> Trainer {
         try checkFresh(loaded.recipe.outputDirectory)
         // The session first: a recipe that cannot run (a missing model, bad data) leaves no run directory behind.
-        return try start(TrainingSession(loaded))
+        return try start(TrainingSession(loaded), parallel: parallel)
     }
 
     /// A fresh run of a session already made (the benchmark's, over a model built in memory).
-    public static func start(_ session: TrainingSession) throws -> Trainer {
+    public static func start(_ session: TrainingSession, parallel: DataParallel = .single) throws -> Trainer {
         let loaded = session.loaded, run = loaded.recipe.outputDirectory
         try checkFresh(run)
+        try checkDistributable(session, parallel)
+        guard parallel.isLeader else {
+            return Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0), startStep: 0,
+                           lock: nil, parallel: parallel)
+        }
         do {
             try Folder.create(run)
         } catch let error as FormatError {
@@ -64,8 +73,8 @@ public final class Trainer {
         try AtomicFile.write(Data(loaded.resolvedYAML.utf8),
                              to: (run as NSString).appendingPathComponent("recipe.yaml"))
         let trainer = Trainer(session: session, runDirectory: run, cursor: DataCursor(epoch: 0, position: 0),
-                              startStep: 0, lock: lock)
-        try trainer.metrics.open(keepingThrough: -1)
+                              startStep: 0, lock: lock, parallel: parallel)
+        try trainer.metrics?.open(keepingThrough: -1)
         return trainer
     }
 
@@ -73,13 +82,13 @@ public final class Trainer {
     /// `overrides`) must resolve to the recipe the checkpoint was written with, unless `allowRecipeChange`, and
     /// the training data must tokenize to the sequences it was trained on, unless `allowDataChange`.
     public static func resume(runDirectory: String, overrides: [String] = [], allowRecipeChange: Bool = false,
-                              allowDataChange: Bool = false) throws -> Trainer {
+                              allowDataChange: Bool = false, parallel: DataParallel = .single) throws -> Trainer {
         let recipePath = (runDirectory as NSString).appendingPathComponent("recipe.yaml")
         guard FileManager.default.fileExists(atPath: recipePath) else {
             throw TrainingError(message: "\(runDirectory) is not a Finch run directory (no recipe.yaml)")
         }
-        let lock = try Self.lock(runDirectory)
-        Checkpoint.removePartial(runDirectory: runDirectory)
+        let lock = parallel.isLeader ? try Self.lock(runDirectory) : nil
+        if parallel.isLeader { Checkpoint.removePartial(runDirectory: runDirectory) }
         let checkpoints = Checkpoint.complete(runDirectory: runDirectory)
         guard let latest = checkpoints.last else {
             throw TrainingError(message: "\(runDirectory) has no complete checkpoint to resume from; start it again with `finch train \(recipePath)`")
@@ -98,6 +107,7 @@ public final class Trainer {
             throw TrainingError(message: "the recipe changed since checkpoint step \(latest.step) (\(changed.joined(separator: ", "))); resume with the recipe it was written with, or pass --allow-recipe-change")
         }
         let session = try TrainingSession(loaded)
+        try checkDistributable(session, parallel)
         let state: CheckpointState
         do {
             state = try Checkpoint.restore(latest.path, into: session)
@@ -113,13 +123,13 @@ public final class Trainer {
         if let trained = state.dataFingerprint, trained != session.trainData.fingerprint, !allowDataChange {
             throw TrainingError(message: "data.train ('\(session.recipe.trainData)') is not the data checkpoint step \(latest.step) was trained on: its sequences differ (the file or the tokenizer changed since); restore it to resume exactly, or pass --allow-data-change to go on with the new data")
         }
-        if !changed.isEmpty {
+        if !changed.isEmpty && parallel.isLeader {
             try AtomicFile.write(Data(loaded.resolvedYAML.utf8), to: recipePath)
         }
         let trainer = Trainer(session: session, runDirectory: runDirectory, cursor: state.cursor,
-                              startStep: state.step, lock: lock,
+                              startStep: state.step, lock: lock, parallel: parallel,
                               accountant: try resumedAccountant(state, session: session, checkpoint: latest.path))
-        try trainer.metrics.open(keepingThrough: state.step)
+        try trainer.metrics?.open(keepingThrough: state.step)
         return trainer
     }
 
@@ -142,23 +152,31 @@ public final class Trainer {
         return accountant
     }
 
+    /// What a run over several processes cannot do yet.
+    static func checkDistributable(_ session: TrainingSession, _ parallel: DataParallel) throws {
+        guard parallel.isDistributed, session.privacy != nil else { return }
+        throw RecipeError(file: session.loaded.file, line: session.loaded.lines["privacy.noise_multiplier"] ?? session.loaded.lines["privacy.target_epsilon"],
+                          "privacy: DP-SGD runs in one process; start it without mpirun")
+    }
+
     static func checkFresh(_ run: String) throws {
         if !Checkpoint.complete(runDirectory: run).isEmpty {
             throw TrainingError(message: "\(run) already holds a run with checkpoints; continue it with `finch train --resume \(run)` or set output.dir to a new folder")
         }
     }
 
-    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock,
-         accountant: RDPAccountant = RDPAccountant()) {
+    init(session: TrainingSession, runDirectory: String, cursor: DataCursor, startStep: Int, lock: FileLock?,
+         parallel: DataParallel = .single, accountant: RDPAccountant = RDPAccountant()) {
         self.session = session
         self.accountant = accountant
         self.lock = lock
+        self.parallel = parallel
         self.runDirectory = runDirectory
         self.startStep = startStep
         let r = session.recipe
         loader = BatchLoader(data: session.trainData, batchSize: r.batchSize, shuffle: r.shuffle, seed: UInt64(r.seed),
                              cursor: cursor)
-        metrics = MetricsLog(runDirectory: runDirectory, scale: session.recipe.lossScale)
+        metrics = parallel.isLeader ? MetricsLog(runDirectory: runDirectory, scale: session.recipe.lossScale) : nil
         dataFingerprint = session.trainData.fingerprint
     }
 
@@ -176,7 +194,7 @@ public final class Trainer {
         let started = Date()
         var lastCheckpoint = -1
         var vanishing = VanishingGradientWatch()
-        defer { metrics.close() }
+        defer { metrics?.close() }
         for step in startStep..<end {
             let lr = session.schedule.learningRate(at: step)
             let stepStart = Date()
@@ -206,10 +224,10 @@ public final class Trainer {
                 secondsRemaining: elapsed / Double(done - startStep) * Double(end - done),
                 epsilon: session.privacy.map { accountant.epsilon(delta: $0.delta).epsilon }, examples: drawn?.examples,
                 clippedShare: drawn.map { Double($0.clipped) / Double($0.examples) })
-            if done % r.logEvery == 0 || done == total { try metrics.record(record) }
+            if done % r.logEvery == 0 || done == total { try metrics?.record(record) }
             onEvent(.step(record))
-            if (r.evalEvery > 0 && done % r.evalEvery == 0) || done == total, let v = try session.validationLoss() {
-                try metrics.recordValidation(step: done, loss: v)
+            if (r.evalEvery > 0 && done % r.evalEvery == 0) || done == total, let v = try session.validationLoss(parallel) {
+                try metrics?.recordValidation(step: done, loss: v)
                 onEvent(.evaluation(step: done, loss: v))
             }
             if (r.checkpointEvery > 0 && done % r.checkpointEvery == 0) || done == end {
@@ -223,27 +241,111 @@ public final class Trainer {
                                 path: try checkpoint(step: end,
                                                      learningRate: session.schedule.learningRate(at: end - 1))))
         }
-        try metrics.drawSVG()
-        try writePrivacyReport(step: end)
-        if end == total { try finish() }
+        if parallel.isLeader {
+            try metrics?.drawSVG()
+            try writePrivacyReport(step: end)
+            if end == total { try finish() }
+        }
         onEvent(.finished(runDirectory: runDirectory))
     }
 
-    /// One step's gradient the usual way: the accumulated micro-batches' mean loss backward, clipped to
-    /// optimizer.max_grad_norm. Returns the mean loss, the positions computed and the norm before clipping.
+    /// One step's gradient the usual way: the mean loss of training.grad_accum micro-batches, clipped to
+    /// optimizer.max_grad_norm. Each micro-batch's gradient is computed on its own (on the rank that owns it, and
+    /// when a step has several, its dropout drawn from (seed, step, micro-batch); a single one is rank 0's and draws
+    /// from the run's stream as always) and the step's gradient is their sum in micro-batch order, so the bits do
+    /// not depend on how many ranks share the step. Returns the mean loss, the positions the step
+    /// computed (on every rank) and the norm before clipping.
     func standardGradient(step: Int) throws -> (loss: Double, positions: Int, norm: Double, drawn: (examples: Int, clipped: Int)?) {
-        let r = session.recipe
-        var lossSum = 0.0, positions = 0
-        for _ in 0..<r.gradientAccumulation {
-            let (loss, _, computed) = try session.loss(loader.next())
+        let r = session.recipe, count = r.gradientAccumulation, trainable = session.trainable
+        var positions = 0
+        // On one process the sum is made as the micro-batches come; across processes each one's gradient (and its
+        // loss) is kept whole until they are gathered.
+        var sums: [Tensor?] = Array(repeating: nil, count: trainable.count)
+        var losses: [Int: Double] = [:], kept: [Int: [Float]] = [:]
+        for j in 0..<count {
+            let batch = loader.next()
+            // Every rank counts the whole step's positions: the speed logged is the job's.
+            guard parallel.owns(j) else {
+                positions += batch.count * session.layout(batch).length
+                continue
+            }
+            if let adapter = session.adapter, count > 1 {
+                try adapter.restoreRandomStates(Dictionary(uniqueKeysWithValues: adapter.randomStates.keys.map {
+                    ($0, DataParallel.dropoutState(seed: r.seed, step: step, microBatch: j, path: $0))
+                }))
+            }
+            let (loss, _, computed) = try session.loss(batch)
             positions += computed
             let value = Double(try loss.item())
             guard value.isFinite else { throw nonFinite("the loss is \(value.isNaN ? "nan" : "\(value)")", step: step + 1) }
-            try (loss * (1 / Float(r.gradientAccumulation))).backward()
-            lossSum += value
+            try (loss * (1 / Float(count))).backward()
+            losses[j] = value
+            if parallel.isDistributed {
+                kept[j] = trainable.flatMap { $0.tensor.grad?.scalars ?? [Float](repeating: 0, count: $0.tensor.count) }
+                    + trainable.map { $0.tensor.grad == nil ? 0 : 1 } + Self.floats(carrying: value)
+                for (_, t) in trainable { t.zeroGrad() }
+            } else if count > 1 {
+                for (i, (_, t)) in trainable.enumerated() {
+                    guard let g = t.grad else { continue }
+                    if let sum = sums[i] {
+                        let a = sum.storage.pointer, b = g.storage.pointer
+                        for e in 0..<sum.count { a[e] += b[e] }
+                    } else {
+                        // A copy: the engine may have handed the same gradient tensor to two leaves.
+                        let copy = Tensor.zeros(g.shape)
+                        copy.storage.pointer.update(from: g.storage.pointer, count: g.count)
+                        sums[i] = copy
+                    }
+                    t.zeroGrad()
+                }
+            }
+        }
+        var lossSum = 0.0
+        if parallel.isDistributed {
+            // Each micro-batch travels as its gradient, a flag per tensor (whether it had one) and its loss's bits.
+            let width = trainable.reduce(0) { $0 + $1.tensor.count }
+            let gathered = try parallel.gather(kept, count: count, width: width + trainable.count + 2)
+            let all = try (0..<count).map { j in
+                guard let values = gathered[j] else {
+                    throw DistributedError(message: "step \(step + 1): no rank ran micro-batch \(j + 1)")
+                }
+                return values
+            }
+            var offset = 0
+            for (i, (_, t)) in trainable.enumerated() {
+                var sum: Tensor?
+                for values in all where values[width + i] == 1 {
+                    values.withUnsafeBufferPointer { v in
+                        if let sum {
+                            let g = sum.storage.pointer
+                            for e in 0..<t.count { g[e] += v[offset + e] }
+                        } else {
+                            let fresh = Tensor.zeros(t.shape), g = fresh.storage.pointer
+                            for e in 0..<t.count { g[e] = v[offset + e] }
+                            sum = fresh
+                        }
+                    }
+                }
+                t.grad = sum
+                offset += t.count
+            }
+            for values in all { lossSum += Self.double(from: values[width + trainable.count], values[width + trainable.count + 1]) }
+        } else {
+            for j in 0..<count { lossSum += losses[j]! }
+            if count > 1 { for (i, (_, t)) in trainable.enumerated() { t.grad = sums[i] } }
         }
         let norm = clipGradientNorm(session.trainable, maxNorm: r.maxGradNorm)
-        return (lossSum / Double(r.gradientAccumulation), positions, norm, nil)
+        return (lossSum / Double(count), positions, norm, nil)
+    }
+
+    /// A Double's bits as two Floats' bit patterns (a loss sent beside float32 gradients), and back.
+    static func floats(carrying value: Double) -> [Float] {
+        [Float(bitPattern: UInt32(truncatingIfNeeded: value.bitPattern >> 32)),
+         Float(bitPattern: UInt32(truncatingIfNeeded: value.bitPattern))]
+    }
+
+    static func double(from high: Float, _ low: Float) -> Double {
+        Double(bitPattern: UInt64(high.bitPattern) << 32 | UInt64(low.bitPattern))
     }
 
     /// One step of DP-SGD: a Poisson-sampled batch, each example's gradient clipped to privacy.max_grad_norm and
@@ -304,6 +406,9 @@ public final class Trainer {
     }
 
     func checkpoint(step: Int, learningRate: Double) throws -> String {
+        guard parallel.isLeader else {
+            return (runDirectory as NSString).appendingPathComponent("checkpoints/" + Checkpoint.directoryName(step: step))
+        }
         let state = CheckpointState(step: step, cursor: loader.cursor, generators: session.adapter?.randomStates ?? [:],
                                     recipeHash: session.loaded.hash, learningRate: learningRate,
                                     dataFingerprint: dataFingerprint,

@@ -247,25 +247,30 @@ public final class TrainingSession {
             && trainable.allSatisfy { $0.name.hasSuffix(".lora_A.weight") || $0.name.hasSuffix(".lora_B.weight") }
     }
 
-    /// Mean validation loss over every predicted target (or the first `eval.max_batches` batches).
-    func validationLoss() throws -> Double? {
+    /// Mean validation loss over every predicted target (or the first `eval.max_batches` batches). Across the
+    /// processes of a run each takes its share of the batches; every batch's sum comes back to all of them and
+    /// they are added in batch order, the same on any number of processes.
+    func validationLoss(_ parallel: DataParallel = .single) throws -> Double? {
         guard let validationData else { return nil }
-        return try GradientMode.withoutGradients {
+        let r = recipe, sequences = validationData.sequences
+        let batches = min((sequences.count + r.batchSize - 1) / r.batchSize, r.evalBatches ?? .max)
+        var local: [Int: [Float]] = [:]
+        try GradientMode.withoutGradients {
             model.eval()
             defer { model.train() }
-            var total = 0.0, count = 0
-            var start = 0, batches = 0
-            while start < validationData.sequences.count && batches < (recipe.evalBatches ?? .max) {
-                let batch = Array(validationData.sequences[start..<min(start + recipe.batchSize, validationData.sequences.count)])
+            for b in 0..<batches where parallel.owns(b) {
+                let batch = Array(sequences[b * r.batchSize..<min((b + 1) * r.batchSize, sequences.count)])
                 let (loss, targets, _) = try self.loss(batch)
-                if targets > 0 {
-                    total += Double(try loss.item()) * Double(targets)
-                    count += targets
-                }
-                start += recipe.batchSize
-                batches += 1
+                let sum = targets > 0 ? Double(try loss.item()) * Double(targets) : 0
+                local[b] = Trainer.floats(carrying: sum) + Trainer.floats(carrying: Double(targets))
             }
-            return count > 0 ? total / Double(count) : nil
         }
+        var total = 0.0, count = 0.0
+        for values in try parallel.gather(local, count: batches, width: 4) {
+            guard let values else { throw DistributedError(message: "a validation batch came back from no rank") }
+            total += Trainer.double(from: values[0], values[1])
+            count += Trainer.double(from: values[2], values[3])
+        }
+        return count > 0 ? total / count : nil
     }
 }

@@ -316,7 +316,15 @@ public enum RecipeLoader {
 
     static func yaml(_ recipe: Recipe) -> String {
         var out = "# The resolved recipe: every key, defaults and overrides applied.\n"
-        var section = ""
+        // A section's lines, and whether any of its keys has a value: a section without one is written as a
+        // comment (an empty section would read back as a key without a value).
+        var section = "", lines = "", anySet = false
+        func closeSection() {
+            guard !section.isEmpty else { return }
+            out += (anySet ? "\(section):\n" : "# \(section): (not set)\n") + lines
+            lines = ""
+            anySet = false
+        }
         for field in RecipeSchema.fields {
             let parts = field.key.split(separator: ".").map(String.init)
             let value = field.read(recipe)
@@ -325,15 +333,21 @@ public enum RecipeLoader {
                 continue
             }
             if parts[0] != section {
+                closeSection()
                 section = parts[0]
-                out += "\(section):\n"
             }
             if let owner = field.adapterType, owner != recipe.adapter.kind {
-                out += "  # \(parts[1]): (\(owner.rawValue) only)\n"
+                lines += "  # \(parts[1]): (\(owner.rawValue) only)\n"
                 continue
             }
-            out += value.map { "  \(parts[1]): \(quoted($0))\n" } ?? "  # \(parts[1]): (not set)\n"
+            if let value {
+                lines += "  \(parts[1]): \(quoted(value))\n"
+                anySet = true
+            } else {
+                lines += "  # \(parts[1]): (not set)\n"
+            }
         }
+        closeSection()
         return out
     }
 
