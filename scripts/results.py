@@ -32,6 +32,7 @@ ROWS = [
     ("commands", "the same, DP-SGD ε 8", "recipes/commands-private-eps8.yaml"),
     ("commands", "the same, DP-SGD ε 3", "recipes/commands-private-eps3.yaml"),
     ("commands", "the same, DP-SGD ε 1", "recipes/commands-private-eps1.yaml"),
+    ("commands", "DP-SGD ε 8, 30 steps of 256", "recipes/commands-private-eps8-batch256.yaml"),
     ("milton", "LoRA r4, every layer", "recipes/milton-lora.yaml"),
     ("milton", "LoRA r16, every layer", "recipes/milton-lora-r16.yaml"),
     ("milton", "prefix tuning", "recipes/milton-prefix.yaml"),
