@@ -20,7 +20,6 @@ public final class MPICommunicator: @unchecked Sendable {
     private let world: Handle
     private let byte: Handle
     private let allgatherFunction: @convention(c) (UnsafeRawPointer?, Int32, Handle?, UnsafeMutableRawPointer?, Int32, Handle?, Handle?) -> Int32
-    private let barrierFunction: @convention(c) (Handle?) -> Int32
     private let abortFunction: @convention(c) (Handle?, Int32) -> Int32
     private let finalizeFunction: @convention(c) () -> Int32
 
@@ -47,7 +46,6 @@ public final class MPICommunicator: @unchecked Sendable {
         let commRank = unsafeBitCast(try symbol("MPI_Comm_rank"), to: Query.self)
         let commSize = unsafeBitCast(try symbol("MPI_Comm_size"), to: Query.self)
         allgatherFunction = unsafeBitCast(try symbol("MPI_Allgather"), to: type(of: allgatherFunction))
-        barrierFunction = unsafeBitCast(try symbol("MPI_Barrier"), to: type(of: barrierFunction))
         abortFunction = unsafeBitCast(try symbol("MPI_Abort"), to: type(of: abortFunction))
         finalizeFunction = unsafeBitCast(try symbol("MPI_Finalize"), to: type(of: finalizeFunction))
         world = Handle(try symbol("ompi_mpi_comm_world"))
@@ -76,9 +74,6 @@ public final class MPICommunicator: @unchecked Sendable {
         guard status == 0 else { throw DistributedError(message: "MPI_Allgather failed with code \(status)") }
         return result
     }
-
-    /// Waits until every rank reaches this point.
-    public func barrier() { _ = barrierFunction(world) }
 
     /// Ends every rank of the job (after this rank hit an error the others cannot see).
     public func abort(code: Int32) -> Never {
