@@ -9,7 +9,8 @@ enum OpenMPI {
 /// `mpirun -np N finch train`: 2 ranks give the 1-rank run bit for bit (LoRA and full fine-tuning), a run resumes
 /// on another number of ranks, and `kill -9` of one rank ends the others with an error, the last checkpoint
 /// resumable. Needs Open MPI (.ci/run installs it and sets FINCH_REQUIRE_MPI=1, so CI always runs these).
-@Suite("mpirun", .enabled(if: OpenMPI.mpirun != nil || ProcessInfo.processInfo.environment["FINCH_REQUIRE_MPI"] == "1",
+// One mpirun at a time: concurrent Open MPI jobs on one machine were seen to end one of them early.
+@Suite("mpirun", .serialized, .enabled(if: OpenMPI.mpirun != nil || ProcessInfo.processInfo.environment["FINCH_REQUIRE_MPI"] == "1",
                           "Open MPI is not installed (apt-get install openmpi-bin libopenmpi-dev; bash .ci/run does)"))
 struct DistributedTests {
     static var mpirun: String? { OpenMPI.mpirun }

@@ -60,8 +60,7 @@ public struct DataParallel: Sendable {
     static func dropoutState(seed: Int, step: Int, microBatch: Int, path: String) -> [UInt64] {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a over the path: the same in every process
         for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        let mixed = UInt64(truncatingIfNeeded: seed) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: step) &* 0xBF58_476D_1CE4_E5B9
-            ^ UInt64(truncatingIfNeeded: microBatch) &* 0x94D0_49BB_1331_11EB ^ hash
-        return RandomGenerator(seed: mixed).state
+        return PrivacyStreams.generator(seed: seed, step: step,
+                                        stream: UInt64(truncatingIfNeeded: microBatch) &* 0x94D0_49BB_1331_11EB ^ hash).state
     }
 }

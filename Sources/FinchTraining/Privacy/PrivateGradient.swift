@@ -40,6 +40,7 @@ extension PrivacySettings {
 /// The random streams of a private run, each a function of (seed, step) alone, so a resumed run draws the same
 /// batches and the same noise as the run it continues without any generator state in the checkpoint.
 public enum PrivacyStreams {
+    /// A generator that depends on (seed, step) and `stream` alone: one per purpose and step of a run.
     static func generator(seed: Int, step: Int, stream: UInt64) -> RandomGenerator {
         RandomGenerator(seed: (UInt64(truncatingIfNeeded: seed) &* 0x9E37_79B9_7F4A_7C15)
             ^ (UInt64(truncatingIfNeeded: step) &* 0xBF58_476D_1CE4_E5B9) ^ stream)
